@@ -1,0 +1,48 @@
+# awx: the two commands that matter are `make run` and `make test`. `make help` lists the rest.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+export PATH := $(CURDIR)/tools/node_modules/.bin:$(PATH)
+export CARGO_TERM_COLOR ?= never
+
+CARGO ?= cargo
+
+.PHONY: help setup run build test test-rust lint fmt contracts contracts-check vectors clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+setup: ## Install and start what is missing: Postgres, Redis (apt), anvil, solc, x402 SDKs (npm)
+	@scripts/setup.sh
+
+run: setup ## Run the platform locally (development chain with the token deployed and wallets funded)
+	$(CARGO) run --quiet -p awx-cli --bin awx -- dev
+
+build: ## Build everything (debug)
+	$(CARGO) build --workspace --all-targets
+
+test: setup lint test-rust ## Everything CI checks: setup, lint, every test
+
+test-rust: ## Run the Rust tests (unit, property, golden vectors, chain, contract artifacts)
+	$(CARGO) test --workspace --no-fail-fast
+
+lint: ## cargo fmt --check and clippy with warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+contracts: ## Recompile contracts/src into contracts/out with the pinned solc
+	node contracts/compile.js
+
+contracts-check: ## Fail if contracts/out differs from a fresh compile
+	node contracts/compile.js --check
+
+vectors: ## Regenerate the golden vectors with viem and @x402/core
+	node crates/x402/tests/data/generate_vectors.js
+
+clean: ## Remove build output
+	$(CARGO) clean

@@ -1,0 +1,160 @@
+//! `awx dev`: the local platform.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use alloy::primitives::U256;
+use alloy::signers::local::PrivateKeySigner;
+use anyhow::Context as _;
+use awx_chain::{Anvil, AnvilOptions, Token, connect_with_wallet, deploy_test_usdc};
+use awx_types::Amount;
+use serde::Serialize;
+
+/// Options of `awx dev`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DevArgs {
+    /// Loopback port of the development chain's JSON-RPC (0 picks a free port).
+    #[arg(long, env = "AWX_DEV_CHAIN_PORT", default_value_t = 8545)]
+    chain_port: u16,
+    /// Chain id of the development chain.
+    #[arg(long, env = "AWX_DEV_CHAIN_ID", default_value_t = 31_337)]
+    chain_id: u64,
+    /// How many development wallets to fund with the token (accounts 1..=N; account 0 deploys).
+    #[arg(long, default_value_t = 4)]
+    wallets: u16,
+    /// How much token each wallet gets, in dollars.
+    #[arg(long, default_value = "1000.00")]
+    wallet_funds: String,
+    /// Where to write the chain's facts for scripts.
+    #[arg(long, default_value = ".awx/devchain.json")]
+    state_file: PathBuf,
+    /// Start, print and exit at once instead of running until interrupted (for smoke tests).
+    #[arg(long)]
+    exit_after_start: bool,
+}
+
+/// What `awx dev` started, as written to the state file.
+#[derive(Debug, Serialize)]
+struct DevChainState {
+    rpc_url: String,
+    chain_id: u64,
+    network: String,
+    token: TokenState,
+    deployer: WalletState,
+    wallets: Vec<WalletState>,
+}
+
+#[derive(Debug, Serialize)]
+struct TokenState {
+    address: String,
+    symbol: &'static str,
+    decimals: u8,
+    eip712_name: &'static str,
+    eip712_version: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct WalletState {
+    address: String,
+    /// A well-known anvil development key: never use it anywhere real.
+    private_key: String,
+    token_balance: String,
+}
+
+const TOKEN_NAME: &str = "USD Coin";
+const TOKEN_VERSION: &str = "2";
+const TOKEN_DECIMALS: u8 = 6;
+
+fn dev_key_hex(key: &PrivateKeySigner) -> String {
+    format!("0x{}", alloy::primitives::hex::encode(key.to_bytes()))
+}
+
+pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
+    let funds = Amount::from_decimal_str(&args.wallet_funds, TOKEN_DECIMALS)
+        .context("--wallet-funds must be a dollar amount such as 1000.00")?;
+    let anvil = Anvil::spawn(AnvilOptions {
+        chain_id: args.chain_id,
+        port: args.chain_port,
+        accounts: args.wallets.saturating_add(1),
+        ..AnvilOptions::default()
+    })
+    .await
+    .context("starting the development chain")?;
+    let deployer = anvil.dev_key(0)?;
+    let provider = connect_with_wallet(anvil.endpoint(), deployer.clone())?;
+    let token: Token = deploy_test_usdc(&provider, TOKEN_NAME, TOKEN_VERSION)
+        .await
+        .context("deploying the token")?;
+    let mut wallets = Vec::new();
+    for key in anvil.dev_keys().iter().skip(1).take(usize::from(args.wallets)) {
+        token.mint(key.address(), U256::from(funds.atomic())).await.context("funding a wallet")?;
+        let balance = token.balance_of(key.address()).await?;
+        let balance = Amount::from_atomic(balance.try_into().context("balance fits 128 bits")?);
+        wallets.push(WalletState {
+            address: key.address().to_checksum(None),
+            private_key: dev_key_hex(key),
+            token_balance: balance.to_decimal_string(TOKEN_DECIMALS)?,
+        });
+    }
+    let state = DevChainState {
+        rpc_url: anvil.endpoint().to_owned(),
+        chain_id: anvil.chain_id(),
+        network: format!("eip155:{}", anvil.chain_id()),
+        token: TokenState {
+            address: token.address().to_checksum(None),
+            symbol: "USDC",
+            decimals: TOKEN_DECIMALS,
+            eip712_name: TOKEN_NAME,
+            eip712_version: TOKEN_VERSION,
+        },
+        deployer: WalletState {
+            address: deployer.address().to_checksum(None),
+            private_key: dev_key_hex(&deployer),
+            token_balance: "0.00".into(),
+        },
+        wallets,
+    };
+    if let Some(dir) = args.state_file.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(&args.state_file, serde_json::to_string_pretty(&state)?)
+        .with_context(|| format!("writing {}", args.state_file.display()))?;
+    print_summary(&state, &args.state_file)?;
+    if !args.exit_after_start {
+        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    }
+    drop(anvil);
+    Ok(())
+}
+
+fn print_summary(state: &DevChainState, state_file: &std::path::Path) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "awx dev: the development chain is up")?;
+    writeln!(
+        out,
+        "  chain     {} (chain id {}) at {}",
+        state.network, state.chain_id, state.rpc_url
+    )?;
+    writeln!(
+        out,
+        "  token     {} {} ({} decimals, EIP-712 \"{}\" version \"{}\")",
+        state.token.symbol,
+        state.token.address,
+        state.token.decimals,
+        state.token.eip712_name,
+        state.token.eip712_version
+    )?;
+    writeln!(out, "  deployer  {} (owner and minter of the token)", state.deployer.address)?;
+    for wallet in &state.wallets {
+        writeln!(
+            out,
+            "  wallet    {}  {} USDC  key {}",
+            wallet.address, wallet.token_balance, wallet.private_key
+        )?;
+    }
+    writeln!(out, "  state     {}", state_file.display())?;
+    writeln!(out, "The keys are anvil's public development keys: never use them on a real chain.")?;
+    writeln!(out, "Press Ctrl-C to stop.")?;
+    out.flush()?;
+    Ok(())
+}

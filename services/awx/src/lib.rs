@@ -1,0 +1,40 @@
+//! The `awx` command line: `awx dev` brings up the local platform.
+//!
+//! For now `awx dev` starts the development chain (anvil on loopback), deploys our EIP-3009
+//! token, funds development wallets with it, prints what it started, writes the same facts to
+//! `.awx/devchain.json` for scripts, and runs until interrupted. Later issues add the services.
+
+mod dev;
+
+use clap::{Parser, Subcommand};
+
+/// The awx platform command.
+#[derive(Debug, Parser)]
+#[command(name = "awx", version, about = "awx: x402 payments for AI agents")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the platform locally: the development chain with the token deployed and wallets
+    /// funded.
+    Dev(dev::DevArgs),
+}
+
+impl Cli {
+    /// Runs the chosen subcommand.
+    pub async fn run(self) -> anyhow::Result<()> {
+        match self.command {
+            Command::Dev(args) => dev::run(args).await,
+        }
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
