@@ -1,0 +1,93 @@
+//! Logs and traces.
+//!
+//! Logs are JSON lines on stdout (or a compact human format for local use), filtered by
+//! `RUST_LOG` (default `info`). When `OTEL_EXPORTER_OTLP_ENDPOINT` is set (for example
+//! `http://127.0.0.1:4318`), spans are also exported as OpenTelemetry traces over OTLP/HTTP
+//! (protobuf), batched on a background thread, with `service.name` set; W3C trace context is the
+//! propagation format, so traces continue across the bus.
+//!
+//! Secrets never become span fields or log fields: handlers use `skip_all` and name the fields
+//! they record.
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use serde::Deserialize;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+/// The environment variable that turns on trace export.
+pub const OTLP_ENDPOINT_ENV: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// One JSON object per line (the default, for machines).
+    #[default]
+    Json,
+    /// A compact human format (for `awx dev`).
+    Compact,
+}
+
+/// Keeps the trace exporter alive; dropping it flushes and stops the exporter.
+#[derive(Debug)]
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl TelemetryGuard {
+    /// Whether traces are being exported.
+    pub fn exporting_traces(&self) -> bool {
+        self.provider.is_some()
+    }
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            let _ = provider.force_flush();
+            let _ = provider.shutdown();
+        }
+    }
+}
+
+/// Installs logging (and trace export when configured) for the process. If a global subscriber
+/// is already installed (several services in one process, or a test harness), the existing one
+/// is kept.
+pub fn init(service_name: &'static str, format: LogFormat) -> anyhow::Result<TelemetryGuard> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let provider = match std::env::var(OTLP_ENDPOINT_ENV) {
+        Ok(endpoint) if !endpoint.trim().is_empty() => Some(tracer_provider(service_name)?),
+        _ => None,
+    };
+    let otel_layer = provider
+        .as_ref()
+        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name)));
+    let registry = tracing_subscriber::registry().with(filter).with(otel_layer);
+    let installed = match format {
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false),
+            )
+            .try_init(),
+        LogFormat::Compact => registry.with(tracing_subscriber::fmt::layer().compact()).try_init(),
+    };
+    if installed.is_ok() {
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    }
+    Ok(TelemetryGuard { provider })
+}
+
+fn tracer_provider(service_name: &'static str) -> anyhow::Result<SdkTracerProvider> {
+    // The exporter reads OTEL_EXPORTER_OTLP_ENDPOINT itself and appends /v1/traces.
+    let exporter = opentelemetry_otlp::SpanExporter::builder().with_http().build()?;
+    let resource = Resource::builder().with_service_name(service_name).build();
+    Ok(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build())
+}
