@@ -9,7 +9,7 @@ export CARGO_TERM_COLOR ?= never
 
 CARGO ?= cargo
 
-.PHONY: help setup run build test test-rust lint fmt contracts contracts-check vectors clean
+.PHONY: help setup run build test test-rust lint fmt openapi contracts contracts-check vectors bench-gateway clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -17,7 +17,7 @@ help: ## List the targets
 setup: ## Install and start what is missing: Postgres, Redis (apt), anvil, solc, x402 SDKs (npm)
 	@scripts/setup.sh
 
-run: setup ## Run the platform locally (development chain with the token deployed and wallets funded)
+run: setup ## Run the platform locally: dependencies, development chain with the token, the services
 	$(CARGO) run --quiet -p awx-cli --bin awx -- dev
 
 build: ## Build everything (debug)
@@ -35,6 +35,9 @@ lint: ## cargo fmt --check and clippy with warnings as errors
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
+openapi: ## Regenerate openapi/openapi.json from the gateway's handlers (a test fails when it drifts)
+	$(CARGO) run --quiet -p awx-cli --bin awx -- openapi > openapi/openapi.json
+
 contracts: ## Recompile contracts/src into contracts/out with the pinned solc
 	node contracts/compile.js
 
@@ -43,6 +46,9 @@ contracts-check: ## Fail if contracts/out differs from a fresh compile
 
 vectors: ## Regenerate the golden vectors with viem and @x402/core
 	node crates/x402/tests/data/generate_vectors.js
+
+bench-gateway: ## Benchmark the gateway (release build, wrk); results go in docs/benchmarks.md by hand
+	scripts/bench-gateway.sh
 
 clean: ## Remove build output
 	$(CARGO) clean

@@ -4,7 +4,7 @@ SELECT public.awx_bus_install('gateway');
 CREATE TABLE gateway.accounts (
   id           uuid PRIMARY KEY,
   name         text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
-  -- Per-account rate-limit overrides by action: {"<action>": {"per_key_per_second": n, "burst": n}}.
+  -- Per-account overrides of per-key rate limits by action: {"<action>": {"per_second": n, "burst": n}}.
   rate_limits  jsonb NOT NULL DEFAULT '{}',
   created_at   timestamptz NOT NULL DEFAULT now()
 );

@@ -62,8 +62,10 @@ impl ReadinessCheck {
     }
 }
 
-/// The operations router: mount it on the service's HTTP server.
+/// The operations router: mount it on the service's HTTP server. Building it installs the
+/// Prometheus recorder, so everything recorded from then on is exported.
 pub fn router(checks: Vec<ReadinessCheck>) -> Router {
+    let _ = crate::metrics::handle();
     Router::new()
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
@@ -76,9 +78,9 @@ async fn live() -> impl IntoResponse {
 }
 
 async fn ready(State(checks): State<Arc<Vec<ReadinessCheck>>>) -> impl IntoResponse {
-    let results = futures::future::join_all(checks.iter().map(|check| async move {
-        (check.name, check.run().await)
-    }))
+    let results = futures::future::join_all(
+        checks.iter().map(|check| async move { (check.name, check.run().await) }),
+    )
     .await;
     let mut body = serde_json::Map::new();
     let mut all_ok = true;

@@ -32,6 +32,27 @@ pub enum LogFormat {
     Compact,
 }
 
+/// Logs and traces of a service.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// JSON lines (default) or compact human logs.
+    pub log_format: LogFormat,
+    /// The OTLP/HTTP collector base URL (`http://127.0.0.1:4318`); when unset,
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`; when that is unset too, no traces are exported.
+    pub otlp_endpoint: Option<String>,
+}
+
+impl TelemetrySettings {
+    /// The collector base URL in effect.
+    pub fn endpoint(&self) -> Option<String> {
+        self.otlp_endpoint
+            .clone()
+            .or_else(|| std::env::var(OTLP_ENDPOINT_ENV).ok())
+            .filter(|endpoint| !endpoint.trim().is_empty())
+    }
+}
+
 /// Keeps the trace exporter alive; dropping it flushes and stops the exporter.
 #[derive(Debug)]
 pub struct TelemetryGuard {
@@ -57,12 +78,14 @@ impl Drop for TelemetryGuard {
 /// Installs logging (and trace export when configured) for the process. If a global subscriber
 /// is already installed (several services in one process, or a test harness), the existing one
 /// is kept.
-pub fn init(service_name: &'static str, format: LogFormat) -> anyhow::Result<TelemetryGuard> {
+pub fn init(
+    service_name: &'static str,
+    settings: &TelemetrySettings,
+) -> anyhow::Result<TelemetryGuard> {
+    let format = settings.log_format;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let provider = match std::env::var(OTLP_ENDPOINT_ENV) {
-        Ok(endpoint) if !endpoint.trim().is_empty() => Some(tracer_provider(service_name)?),
-        _ => None,
-    };
+    let provider =
+        settings.endpoint().map(|endpoint| tracer_provider(service_name, &endpoint)).transpose()?;
     let otel_layer = provider
         .as_ref()
         .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer(service_name)));
@@ -85,9 +108,16 @@ pub fn init(service_name: &'static str, format: LogFormat) -> anyhow::Result<Tel
     Ok(TelemetryGuard { provider })
 }
 
-fn tracer_provider(service_name: &'static str) -> anyhow::Result<SdkTracerProvider> {
-    // The exporter reads OTEL_EXPORTER_OTLP_ENDPOINT itself and appends /v1/traces.
-    let exporter = opentelemetry_otlp::SpanExporter::builder().with_http().build()?;
+fn tracer_provider(
+    service_name: &'static str,
+    endpoint: &str,
+) -> anyhow::Result<SdkTracerProvider> {
+    use opentelemetry_otlp::WithExportConfig as _;
+    let traces_url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(traces_url)
+        .build()?;
     let resource = Resource::builder().with_service_name(service_name).build();
     Ok(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build())
 }

@@ -71,7 +71,9 @@ async fn ensure_template() -> String {
             if !exists {
                 let building = format!("{name}_building");
                 admin
-                    .execute(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)")))
+                    .execute(AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {building} WITH (FORCE)"
+                    )))
                     .await
                     .expect("drop a half-built template");
                 admin
@@ -79,7 +81,8 @@ async fn ensure_template() -> String {
                     .await
                     .expect("create the template");
                 let options = admin_options().database(&building);
-                let mut conn = PgConnection::connect_with(&options).await.expect("connect template");
+                let mut conn =
+                    PgConnection::connect_with(&options).await.expect("connect template");
                 MIGRATOR.run(&mut conn).await.expect("migrate the template");
                 conn.close().await.expect("close template connection");
                 admin
@@ -111,7 +114,9 @@ async fn drop_stale_databases(admin: &mut PgConnection, current_template: &str) 
             name != current_template && !name.ends_with("_building")
         };
         if stale {
-            let _ = admin.execute(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).await;
+            let _ = admin
+                .execute(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                .await;
         }
     }
 }
@@ -162,13 +167,16 @@ impl Drop for TestDb {
         // Dropping needs async I/O and Drop cannot await: do it on a short-lived thread with its
         // own runtime, and wait for it so the database is gone when the test ends.
         let dropper = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build()
+            else {
                 return;
             };
             runtime.block_on(async move {
                 if let Ok(mut admin) = PgConnection::connect(&admin_database_url()).await {
                     let _ = admin
-                        .execute(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                        .execute(AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                        )))
                         .await;
                 }
             });

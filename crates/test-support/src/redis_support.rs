@@ -42,7 +42,9 @@ impl Default for RedisNamespace {
 impl Drop for RedisNamespace {
     fn drop(&mut self) {
         let Ok(client) = redis::Client::open(self.url.as_str()) else { return };
-        let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(2)) else { return };
+        let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(2)) else {
+            return;
+        };
         let pattern = format!("{}:*", self.prefix);
         let keys: Vec<String> = match redis::cmd("KEYS").arg(&pattern).query(&mut conn) {
             Ok(keys) => keys,

@@ -128,6 +128,23 @@ fn pure_crates_do_no_io() {
 }
 
 #[test]
+fn redis_has_one_home() {
+    // The bus crate is the one place that talks to Redis (streams and the shared rate limiter);
+    // test-support starts and cleans Redis for tests.
+    let metadata = metadata();
+    let allowed = ["awx-bus", "awx-test-support"];
+    for id in metadata.members.keys() {
+        let name = metadata.names[id].as_str();
+        let direct_redis =
+            metadata.normal_deps[id].iter().any(|dep| metadata.names[dep] == "redis");
+        assert!(
+            !direct_redis || allowed.contains(&name),
+            "{name} depends on redis directly: go through awx-bus"
+        );
+    }
+}
+
+#[test]
 fn services_do_not_depend_on_services() {
     let metadata = metadata();
     let root = workspace_root();

@@ -31,6 +31,19 @@ pub(crate) struct DevArgs {
     /// Start, print and exit at once instead of running until interrupted (for smoke tests).
     #[arg(long)]
     exit_after_start: bool,
+    /// The platform's database; created if missing.
+    #[arg(
+        long,
+        env = "AWX_DATABASE_URL",
+        default_value = "postgres://postgres:postgres@127.0.0.1:5432/awx"
+    )]
+    database_url: String,
+    /// Redis.
+    #[arg(long, env = "AWX_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// Where the gateway listens.
+    #[arg(long, env = "AWX_GATEWAY_ADDR", default_value = "127.0.0.1:8080")]
+    gateway_addr: String,
 }
 
 /// What `awx dev` started, as written to the state file.
@@ -120,9 +133,23 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     std::fs::write(&args.state_file, serde_json::to_string_pretty(&state)?)
         .with_context(|| format!("writing {}", args.state_file.display()))?;
     print_summary(&state, &args.state_file)?;
+
+    let services = crate::platform::start(crate::platform::PlatformArgs {
+        database_url: args.database_url.clone(),
+        redis_url: args.redis_url.clone(),
+        gateway_addr: args.gateway_addr.clone(),
+        state_dir: args
+            .state_file
+            .parent()
+            .map_or_else(|| PathBuf::from(".awx"), std::path::Path::to_path_buf),
+    })
+    .await
+    .context("starting the services")?;
+    services.print_summary()?;
     if !args.exit_after_start {
-        tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+        awx_service_kit::shutdown::signal().await;
     }
+    services.stop().await?;
     drop(anvil);
     Ok(())
 }
@@ -154,7 +181,6 @@ fn print_summary(state: &DevChainState, state_file: &std::path::Path) -> anyhow:
     }
     writeln!(out, "  state     {}", state_file.display())?;
     writeln!(out, "The keys are anvil's public development keys: never use them on a real chain.")?;
-    writeln!(out, "Press Ctrl-C to stop.")?;
     out.flush()?;
     Ok(())
 }

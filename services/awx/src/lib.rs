@@ -1,10 +1,14 @@
-//! The `awx` command line: `awx dev` brings up the local platform.
+//! The `awx` command line: `awx dev` brings up the local platform; `awx admin` creates accounts
+//! (`bootstrap` makes the first one and prints its admin key); `awx openapi` prints the API
+//! document.
 //!
 //! For now `awx dev` starts the development chain (anvil on loopback), deploys our EIP-3009
 //! token, funds development wallets with it, prints what it started, writes the same facts to
 //! `.awx/devchain.json` for scripts, and runs until interrupted. Later issues add the services.
 
+mod admin;
 mod dev;
+mod platform;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +25,10 @@ enum Command {
     /// Run the platform locally: the development chain with the token deployed and wallets
     /// funded.
     Dev(dev::DevArgs),
+    /// Administer accounts directly in the database (operators only).
+    Admin(admin::AdminArgs),
+    /// Print the OpenAPI document of the public API.
+    Openapi,
 }
 
 impl Cli {
@@ -28,6 +36,12 @@ impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
         match self.command {
             Command::Dev(args) => dev::run(args).await,
+            Command::Admin(args) => admin::run(args).await,
+            Command::Openapi => {
+                use std::io::Write as _;
+                std::io::stdout().write_all(awx_gateway::openapi::document_json().as_bytes())?;
+                Ok(())
+            }
         }
     }
 }

@@ -1,0 +1,448 @@
+//! Commands: typed requests with a reply and a deadline ([`Command`]), their handlers
+//! ([`CommandHandler`]), and the [`CommandServer`] that runs the handlers of one command family.
+//!
+//! A server processes each command inside one Postgres transaction it opens itself:
+//!
+//! 1. insert the inbox row (`consumer` = the service, `message_id` = the command id); if the
+//!    command was processed before, re-send the stored reply and acknowledge;
+//! 2. past the deadline: roll back, answer "timed out", acknowledge;
+//! 3. run the handler on the transaction (inside a savepoint), bounded by the deadline;
+//!    `Ok` keeps its writes, a rejection rolls them back, a transient error rolls everything
+//!    back and leaves the message unacknowledged for redelivery;
+//! 4. store the reply (or rejection) on the inbox row; check the deadline again (past it:
+//!    roll back, answer "timed out"); commit;
+//! 5. send the reply to the caller's reply stream, then acknowledge.
+//!
+//! A crash anywhere before the commit leaves nothing behind; a crash after it is repaired by
+//! redelivery, which finds the inbox row and re-sends the stored reply.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+use uuid::Uuid;
+
+use crate::bus::{Bus, now_unix_ms};
+use crate::handler::{HandlerError, catch_panic};
+use crate::inbox::Inbox;
+use crate::names::{Keys, check_name};
+use crate::wire::{CommandEnvelope, ReplyBody, ReplyEnvelope};
+use crate::worker::{Delivery, Disposition, Processor, StreamWorker};
+use crate::{BusError, telemetry};
+
+/// A command: a request to the service that serves its family, answered with a
+/// [`Command::Reply`].
+pub trait Command: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The family (the serving service's request stream), e.g. `ledger`.
+    const FAMILY: &'static str;
+    /// The command's name within its family, e.g. `hold.place`; selects the handler.
+    const NAME: &'static str;
+    /// What a successful command returns.
+    type Reply: Serialize + DeserializeOwned + Send + 'static;
+}
+
+/// What a handler knows about the command it handles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandMeta {
+    /// The command id (the caller's idempotency key).
+    pub command_id: Uuid,
+    /// The deadline, in milliseconds since the Unix epoch: the handler's work is rolled back
+    /// if it has not committed by then.
+    pub deadline_unix_ms: u64,
+    /// Which delivery this is (1 for the first; more after a consumer failed or died).
+    pub delivery: u64,
+}
+
+/// Handles one command type. The handler gets the server's open transaction: its writes
+/// commit together with the inbox row and the stored reply, or not at all.
+///
+/// Implement it with an `async fn`:
+///
+/// ```text
+/// impl CommandHandler<PlaceHold> for Holds {
+///     async fn handle(&self, tx: &mut PgConnection, cmd: PlaceHold, meta: CommandMeta)
+///         -> Result<HoldPlaced, HandlerError> { /* … */ }
+/// }
+/// ```
+pub trait CommandHandler<C: Command>: Send + Sync + 'static {
+    /// Executes `command` on `tx`.
+    fn handle(
+        &self,
+        tx: &mut PgConnection,
+        command: C,
+        meta: CommandMeta,
+    ) -> impl Future<Output = Result<C::Reply, HandlerError>> + Send;
+}
+
+/// A [`CommandHandler`] made from a function; see [`command_handler_fn`].
+pub struct CommandHandlerFn<C, F> {
+    f: F,
+    _command: PhantomData<fn() -> C>,
+}
+
+impl<C, F> std::fmt::Debug for CommandHandlerFn<C, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandHandlerFn").finish_non_exhaustive()
+    }
+}
+
+/// A command handler from a function returning a boxed future:
+/// `command_handler_fn(|tx, cmd: PlaceHold, meta| Box::pin(async move { … }))`.
+pub fn command_handler_fn<C, F>(f: F) -> CommandHandlerFn<C, F>
+where
+    C: Command,
+    F: for<'c> Fn(
+            &'c mut PgConnection,
+            C,
+            CommandMeta,
+        ) -> BoxFuture<'c, Result<C::Reply, HandlerError>>
+        + Send
+        + Sync
+        + 'static,
+{
+    CommandHandlerFn { f, _command: PhantomData }
+}
+
+impl<C, F> CommandHandler<C> for CommandHandlerFn<C, F>
+where
+    C: Command,
+    F: for<'c> Fn(
+            &'c mut PgConnection,
+            C,
+            CommandMeta,
+        ) -> BoxFuture<'c, Result<C::Reply, HandlerError>>
+        + Send
+        + Sync
+        + 'static,
+{
+    fn handle(
+        &self,
+        tx: &mut PgConnection,
+        command: C,
+        meta: CommandMeta,
+    ) -> impl Future<Output = Result<C::Reply, HandlerError>> + Send {
+        (self.f)(tx, command, meta)
+    }
+}
+
+/// What a type-erased handler call produced.
+enum Called {
+    Ok(serde_json::Value),
+    Failed(HandlerError),
+    /// The payload does not decode as the command, or the reply does not encode: retrying
+    /// cannot help.
+    Unusable(String),
+}
+
+trait ErasedHandler: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn call<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        payload: &'a str,
+        meta: CommandMeta,
+    ) -> BoxFuture<'a, Called>;
+}
+
+struct Typed<C, H> {
+    handler: H,
+    _command: PhantomData<fn() -> C>,
+}
+
+impl<C: Command, H: CommandHandler<C>> ErasedHandler for Typed<C, H> {
+    fn name(&self) -> &'static str {
+        C::NAME
+    }
+
+    fn call<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        payload: &'a str,
+        meta: CommandMeta,
+    ) -> BoxFuture<'a, Called> {
+        Box::pin(async move {
+            let command: C = match serde_json::from_str(payload) {
+                Ok(command) => command,
+                Err(error) => {
+                    return Called::Unusable(format!("payload is not a {}: {error}", C::NAME));
+                }
+            };
+            match self.handler.handle(tx, command, meta).await {
+                Ok(reply) => match serde_json::to_value(&reply) {
+                    Ok(value) => Called::Ok(value),
+                    Err(error) => {
+                        Called::Unusable(format!("reply to {} does not encode: {error}", C::NAME))
+                    }
+                },
+                Err(error) => Called::Failed(error),
+            }
+        })
+    }
+}
+
+/// Serves one command family: a consumer in the family's group (named after the service),
+/// with a handler per command name.
+pub struct CommandServer {
+    bus: Bus,
+    pool: PgPool,
+    family: String,
+    handlers: HashMap<&'static str, Arc<dyn ErasedHandler>>,
+}
+
+impl std::fmt::Debug for CommandServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<_> = self.handlers.keys().collect();
+        names.sort();
+        f.debug_struct("CommandServer")
+            .field("family", &self.family)
+            .field("commands", &names)
+            .finish()
+    }
+}
+
+impl CommandServer {
+    /// A server of `family` for the bus's service, using `pool` for its transactions.
+    pub fn new(bus: &Bus, pool: PgPool, family: &str) -> Result<Self, BusError> {
+        check_name("command family", family)?;
+        Ok(Self { bus: bus.clone(), pool, family: family.to_owned(), handlers: HashMap::new() })
+    }
+
+    /// Registers the handler of command `C` (of this server's family, registered once).
+    pub fn handle<C: Command, H: CommandHandler<C>>(
+        mut self,
+        handler: H,
+    ) -> Result<Self, BusError> {
+        check_name("command name", C::NAME)?;
+        if C::FAMILY != self.family {
+            return Err(BusError::Config(format!(
+                "command {} belongs to family {}, not {}",
+                C::NAME,
+                C::FAMILY,
+                self.family
+            )));
+        }
+        if self.handlers.contains_key(C::NAME) {
+            return Err(BusError::Config(format!("command {} has a handler already", C::NAME)));
+        }
+        let typed = Typed::<C, H> { handler, _command: PhantomData };
+        self.handlers.insert(C::NAME, Arc::new(typed));
+        Ok(self)
+    }
+
+    /// Serves until `cancel` fires; in-flight commands finish first. Fails at once if no
+    /// handler is registered; Redis and Postgres errors are retried, not returned.
+    pub async fn run(self, cancel: CancellationToken) -> Result<(), BusError> {
+        if self.handlers.is_empty() {
+            return Err(BusError::Config(format!(
+                "command server {} has no handlers",
+                self.family
+            )));
+        }
+        let processor = CommandProcessor {
+            bus: self.bus.clone(),
+            pool: self.pool,
+            group: self.bus.config().service.clone(),
+            inbox: Inbox::new(self.bus.schema()),
+            reply_prefix: format!("{}:reply:", self.bus.keys().prefix()),
+            family: self.family.clone(),
+            handlers: self.handlers,
+        };
+        StreamWorker::new(&self.bus, Keys::command_stream_name(&self.family), processor)
+            .run(cancel)
+            .await
+    }
+}
+
+struct CommandProcessor {
+    bus: Bus,
+    pool: PgPool,
+    family: String,
+    group: String,
+    inbox: Inbox,
+    reply_prefix: String,
+    handlers: HashMap<&'static str, Arc<dyn ErasedHandler>>,
+}
+
+impl Processor for CommandProcessor {
+    async fn process(&self, delivery: &Delivery) -> Disposition {
+        let envelope = match CommandEnvelope::from_fields(&delivery.fields) {
+            Ok(envelope) => envelope,
+            Err(error) => return Disposition::DeadLetter(format!("malformed command: {error}")),
+        };
+        if !envelope.reply_to.starts_with(&self.reply_prefix) {
+            // Never write to a key outside the reply streams, whatever a message says.
+            return Disposition::DeadLetter(format!(
+                "reply_to {:?} is not a reply stream of this deployment",
+                envelope.reply_to
+            ));
+        }
+        let Some(handler) = self.handlers.get(envelope.name.as_str()).cloned() else {
+            telemetry::command_handled(&self.family, "unknown", "failed");
+            return Disposition::DeadLetter(format!(
+                "unknown command {:?} in family {}",
+                envelope.name, self.family
+            ));
+        };
+        let span = tracing::info_span!(
+            "bus.command",
+            family = %self.family,
+            command = handler.name(),
+            command_id = %envelope.id,
+            delivery = delivery.count,
+            outcome = tracing::field::Empty,
+        );
+        envelope.trace.set_parent_of(&span);
+        let started = std::time::Instant::now();
+        let (disposition, outcome) =
+            self.execute(&*handler, &envelope, delivery.count).instrument(span.clone()).await;
+        span.record("outcome", outcome);
+        telemetry::command_handled(&self.family, handler.name(), outcome);
+        if matches!(outcome, "ok" | "rejected") {
+            telemetry::command_duration(&self.family, handler.name(), started.elapsed());
+        }
+        disposition
+    }
+
+    async fn on_dead_letter(&self, delivery: &Delivery, reason: &str) {
+        // A caller is waiting: tell it now rather than let it wait for its deadline.
+        let Ok(envelope) = CommandEnvelope::from_fields(&delivery.fields) else { return };
+        if !envelope.reply_to.starts_with(&self.reply_prefix) {
+            return;
+        }
+        let body = ReplyBody::Failed { message: format!("command dead-lettered: {reason}") };
+        if let Err(error) = self.reply(&envelope, body).await {
+            tracing::warn!(command_id = %envelope.id, %error, "telling the caller about a dead letter failed");
+        }
+    }
+}
+
+impl CommandProcessor {
+    /// Steps 1 to 5 of the module docs; returns the disposition and the outcome label.
+    async fn execute(
+        &self,
+        handler: &dyn ErasedHandler,
+        envelope: &CommandEnvelope,
+        delivery: u64,
+    ) -> (Disposition, &'static str) {
+        let retry = |what: &str, error: &dyn std::fmt::Display| {
+            (Disposition::Retry(format!("{what}: {error}")), "transient")
+        };
+        let mut tx = match self.pool.begin().await {
+            Ok(tx) => tx,
+            Err(error) => return retry("postgres", &error),
+        };
+        match self.inbox.claim(&mut tx, &self.group, envelope.id).await {
+            Ok(true) => {}
+            Ok(false) => {
+                // Processed before (a redelivery, or the caller retrying the id): answer as then.
+                let stored = match self.inbox.reply(&mut tx, &self.group, envelope.id).await {
+                    Ok(stored) => stored,
+                    Err(error) => return retry("reading the stored reply", &error),
+                };
+                drop(tx);
+                let body = stored
+                    .and_then(|value| serde_json::from_value::<ReplyBody>(value).ok())
+                    .unwrap_or_else(|| ReplyBody::Failed {
+                        message: "the command id was processed before, with no stored reply"
+                            .to_owned(),
+                    });
+                return (self.reply_then_ack(envelope, body).await, "replayed");
+            }
+            Err(error) => return retry("inserting the inbox row", &error),
+        }
+        let Some(remaining) = time_left(envelope.deadline_ms) else {
+            drop(tx);
+            return (self.reply_then_ack(envelope, ReplyBody::TimedOut).await, "expired");
+        };
+        let mut savepoint = match sqlx::Connection::begin(&mut *tx).await {
+            Ok(savepoint) => savepoint,
+            Err(error) => return retry("postgres", &error),
+        };
+        let meta = CommandMeta {
+            command_id: envelope.id,
+            deadline_unix_ms: envelope.deadline_ms,
+            delivery,
+        };
+        // Bounded by the deadline: past it the caller has given up and the work would be
+        // rolled back anyway.
+        let called = tokio::time::timeout(
+            remaining,
+            catch_panic(handler.call(&mut savepoint, &envelope.payload, meta)),
+        )
+        .await;
+        let (body, outcome) = match called {
+            Err(_elapsed) => {
+                drop(savepoint);
+                drop(tx);
+                return (self.reply_then_ack(envelope, ReplyBody::TimedOut).await, "expired");
+            }
+            Ok(Err(panic)) => return (Disposition::Retry(panic), "transient"),
+            Ok(Ok(Called::Ok(reply))) => {
+                if let Err(error) = savepoint.commit().await {
+                    return retry("postgres", &error);
+                }
+                (ReplyBody::Ok { reply }, "ok")
+            }
+            Ok(Ok(Called::Failed(HandlerError::Rejected { code, message }))) => {
+                if let Err(error) = savepoint.rollback().await {
+                    return retry("postgres", &error);
+                }
+                (ReplyBody::Rejected { code, message }, "rejected")
+            }
+            Ok(Ok(Called::Failed(HandlerError::Transient(error)))) => {
+                return (Disposition::Retry(error), "transient");
+            }
+            Ok(Ok(Called::Unusable(error))) => return (Disposition::DeadLetter(error), "failed"),
+        };
+        let stored = match serde_json::to_value(&body) {
+            Ok(stored) => stored,
+            Err(error) => {
+                return (
+                    Disposition::DeadLetter(format!("reply does not encode: {error}")),
+                    "failed",
+                );
+            }
+        };
+        if let Err(error) = self.inbox.store_reply(&mut tx, &self.group, envelope.id, &stored).await
+        {
+            return retry("storing the reply", &error);
+        }
+        if time_left(envelope.deadline_ms).is_none() {
+            drop(tx);
+            return (self.reply_then_ack(envelope, ReplyBody::TimedOut).await, "expired");
+        }
+        if let Err(error) = tx.commit().await {
+            // If the commit did happen, the redelivery finds the inbox row and replays.
+            return retry("commit", &error);
+        }
+        (self.reply_then_ack(envelope, body).await, outcome)
+    }
+
+    /// Sends the reply; the message may be acknowledged only once the caller's answer is out.
+    async fn reply_then_ack(&self, envelope: &CommandEnvelope, body: ReplyBody) -> Disposition {
+        match self.reply(envelope, body).await {
+            Ok(()) => Disposition::Done,
+            Err(error) => Disposition::Retry(format!("sending the reply: {error}")),
+        }
+    }
+
+    async fn reply(&self, envelope: &CommandEnvelope, body: ReplyBody) -> Result<(), BusError> {
+        self.bus
+            .send_reply(&envelope.reply_to, &ReplyEnvelope { command_id: envelope.id, body })
+            .await
+    }
+}
+
+/// The time until `deadline_ms`, or `None` if it has passed.
+fn time_left(deadline_ms: u64) -> Option<Duration> {
+    let now = now_unix_ms();
+    (deadline_ms > now).then(|| Duration::from_millis(deadline_ms.saturating_sub(now)))
+}

@@ -1,0 +1,204 @@
+//! The awx bus: how awx services talk. Typed commands with replies and deadlines, and events,
+//! over Redis streams with consumer groups; the transactional outbox and the inbox in Postgres
+//! make every step safe to repeat.
+//!
+//! Postgres is the truth and Redis carries work: a message is acknowledged only after the
+//! Postgres transaction that applied it has committed, and every consumer records what it
+//! processed (the inbox) in that same transaction, so redelivery never applies anything twice.
+//!
+//! # Keys
+//!
+//! Every key starts with the configured prefix ([`BusConfig::prefix`], per deployment; tests use
+//! a random one). See [`Keys`]:
+//! `{prefix}:cmd:{family}` (requests of a command family), `{prefix}:reply:{instance_id}` (the
+//! replies to one caller process instance; trimmed, with a TTL), `{prefix}:evt:{topic}` (events),
+//! `{prefix}:dlq:{stream}` (dead letters of `cmd:{family}` or `evt:{topic}`), and
+//! `{prefix}:lasterror:{group}:{stream}` (the last error per pending message, for dead letters).
+//!
+//! # Commands
+//!
+//! A [`Command`] has a family, a name and a reply type. [`Bus::send`] adds an envelope to the
+//! family's stream: the command id, name, JSON payload, the caller's reply stream, the absolute
+//! deadline (Unix ms, from the timeout) and the W3C `traceparent` when tracing is on. It then
+//! waits until the deadline plus `reply_grace_ms` for the reply, which one background listener
+//! per [`Bus`] reads from the instance's reply stream (on a connection of its own) and hands over
+//! by command id; past that it returns [`BusError::Timeout`]. [`Bus::send_with_id`] takes the
+//! command id, so a caller can retry the same command: it is never executed twice, and a retry
+//! gets the original reply (or rejection).
+//!
+//! A [`CommandServer`] serves one family in a consumer group named after the service
+//! ([`BusConfig::service`]), with a [`CommandHandler`] per command name. Each command is
+//! processed inside one Postgres transaction the server opens: the inbox row is inserted first
+//! (`INSERT … ON CONFLICT DO NOTHING`, so a concurrent duplicate blocks until the first commits);
+//! if the command was processed before, the stored reply is sent again and the handler does not
+//! run. Past its deadline a command is not executed: the server answers "timed out" (the caller
+//! gets `Timeout`) and acknowledges it. Otherwise the handler runs on the transaction, bounded by
+//! the deadline; the deadline is checked again just before the commit. Then the reply is stored on
+//! the inbox row, the transaction commits, the reply is sent, and the message acknowledged.
+//! Handler outcomes ([`HandlerError`]): `Ok(reply)`; a final rejection with a stable machine code
+//! (its writes rolled back, the rejection stored as the reply, the caller gets
+//! [`BusError::Rejected`]); or a transient error (everything rolled back, no acknowledgement, the
+//! message is redelivered). A panicking handler counts as a transient error. An unknown command
+//! name, or a payload that does not decode, is dead-lettered at once and the caller gets
+//! [`BusError::Failed`].
+//!
+//! # Redelivery and dead letters
+//!
+//! Messages pending longer than `claim_idle_ms` (default 30 s) are reclaimed (`XAUTOCLAIM`) by
+//! any live consumer of the group, so the command of a handler that died mid-way is redelivered
+//! and completed once (the inbox makes a second execution impossible, and a command that
+//! committed but was not acknowledged gets its stored reply re-sent). A consumer renews the
+//! messages it is still processing every `claim_idle_ms / 2` (`XCLAIM … JUSTID`, which keeps the
+//! delivery count), so only a dead consumer's messages go idle: a slow handler is not run twice
+//! at once. A message delivered more than `max_deliveries` times (default 5) goes to the
+//! dead-letter stream with its delivery count and last error, and is acknowledged; for a command
+//! the caller is then answered with [`BusError::Failed`] instead of being left to its deadline.
+//!
+//! # Events
+//!
+//! An [`Event`] has a topic. Events are published only through the transactional outbox:
+//! [`publish`] inserts the outbox row in the caller's transaction (returning the event id) and
+//! calls `pg_notify`, so the [`OutboxRelay`] wakes at commit. The relay (one per service replica;
+//! several are safe with `FOR UPDATE SKIP LOCKED`) publishes unpublished rows in `seq` order to
+//! `{prefix}:evt:{topic}` with the event id in the message, then marks them published; while Redis
+//! is unreachable the rows stay and it retries with capped backoff. Delivery is at least once. It
+//! waits on `LISTEN` with a poll fallback, and deletes published rows after a retention.
+//!
+//! An [`EventConsumer`] reads each topic in a consumer group named after the consuming service,
+//! and handles each event in a transaction that first inserts the inbox row: an event id seen
+//! before is acknowledged without running the handler. Acknowledgement follows the commit; the
+//! redelivery, claim and dead-letter rules are those of commands (a rejecting event handler
+//! dead-letters the event at once). A missing stream or group (Redis restarted empty) is
+//! recreated from id 0 and consumption carries on.
+//!
+//! # Running, stopping, health
+//!
+//! [`CommandServer::run`], [`EventConsumer::run`] and [`OutboxRelay::run`] take a
+//! `CancellationToken` (`Shutdown::token()` of the service kit) and stop cleanly: they stop
+//! reading, let in-flight handlers finish and acknowledge only what committed. [`Bus::ping`] is the
+//! Redis readiness check:
+//!
+//! ```text
+//! let bus2 = bus.clone();
+//! ReadinessCheck::new("redis", move || {
+//!     let bus = bus2.clone();
+//!     async move { bus.ping().await.map_err(|e| e.to_string()) }
+//! })
+//! ```
+//!
+//! # Observability
+//!
+//! Spans `bus.send`, `bus.command` (family, command, command id, delivery, outcome) and
+//! `bus.event` (topic, event id, group, delivery, outcome), continuing the sender's trace;
+//! payloads are never recorded. Metrics (through the `metrics` facade):
+//!
+//! | metric | labels |
+//! |---|---|
+//! | `awx_bus_commands_sent_total` | `family`, `command`, `result` (`ok`, `rejected`, `timeout`, `failed`, `error`) |
+//! | `awx_bus_commands_handled_total` | `family`, `command`, `outcome` (`ok`, `rejected`, `replayed`, `expired`, `transient`, `failed`) |
+//! | `awx_bus_command_handle_seconds` | `family`, `command` (histogram, outcomes `ok` and `rejected`) |
+//! | `awx_bus_events_published_total` | `topic` |
+//! | `awx_bus_events_handled_total` | `topic`, `group`, `outcome` (`ok`, `duplicate`, `transient`, `failed`) |
+//! | `awx_bus_dead_lettered_total` | `stream` (`cmd:{family}` or `evt:{topic}`), `group` |
+//! | `awx_bus_outbox_relay_errors_total` | `schema` |
+//!
+//! # Limits worth knowing
+//!
+//! - Deadlines are wall-clock Unix milliseconds compared on the server: hosts need synchronized
+//!   clocks (NTP); skew shortens or lengthens deadlines by as much.
+//! - Streams are capped with `XADD MAXLEN ~ stream_maxlen`: a consumer group further behind than
+//!   that loses the oldest entries (logged when a pending entry was trimmed). Watch group lag.
+//! - Command ids and event ids share each service's inbox (`consumer` = the service): ids must
+//!   be unique (UUIDv7, as the bus generates).
+//! - Each blocking reader (the reply listener, one per command server, one per event topic)
+//!   holds a Redis connection of its own. No command spans two keys, so stream keys can live on
+//!   different Redis Cluster slots, but the connections are not cluster-aware today.
+//!
+//! # Example
+//!
+//! ```text
+//! // A server of the `ledger` family, in the `ledger` service.
+//! let bus = Bus::connect(BusConfig::new("ledger", "ledger")).await?;
+//! let server = CommandServer::new(&bus, pool.clone(), "ledger")?.handle::<PlaceHold, _>(Holds)?;
+//! tokio::spawn(server.run(shutdown.token()));
+//!
+//! // An event, in the transaction of the state change that caused it.
+//! let mut tx = pool.begin().await?;
+//! /* … the state change … */
+//! awx_bus::publish(&mut tx, bus.schema(), &HoldPlaced { hold_id }).await?;
+//! tx.commit().await?;
+//! ```
+
+mod backoff;
+mod bus;
+mod command;
+mod config;
+mod event;
+mod handler;
+mod inbox;
+mod names;
+mod outbox;
+pub mod ratelimit;
+mod telemetry;
+mod trace;
+mod wire;
+mod worker;
+
+pub use bus::Bus;
+pub use command::{
+    Command, CommandHandler, CommandHandlerFn, CommandMeta, CommandServer, command_handler_fn,
+};
+pub use config::BusConfig;
+pub use event::{Event, EventConsumer, EventHandler, EventHandlerFn, EventMeta, event_handler_fn};
+pub use handler::HandlerError;
+pub use names::{Keys, Schema};
+pub use outbox::{OutboxRelay, publish};
+
+/// Errors of the bus.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The configuration, or a name (prefix, schema, service, family, command, topic), is
+    /// invalid; or a server or consumer was started without handlers.
+    #[error("bus configuration: {0}")]
+    Config(String),
+    /// Redis failed or is unreachable. A command may be sent again with the same id.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// Postgres failed.
+    #[error("postgres: {0}")]
+    Postgres(#[from] sqlx::Error),
+    /// A command, reply or event does not encode or decode as its type.
+    #[error("encoding: {0}")]
+    Codec(String),
+    /// The server answered that the command reached it, or would have committed, after its
+    /// deadline, so nothing was executed (`server_answered` true); or no answer came by the
+    /// deadline plus the grace (`server_answered` false), in which case the outcome is unknown:
+    /// send again with the same command id to learn it.
+    #[error("command {command} ({command_id}) timed out")]
+    Timeout {
+        /// The command's name.
+        command: &'static str,
+        /// The command id.
+        command_id: uuid::Uuid,
+        /// Whether the server answered "timed out" (as opposed to no answer at all).
+        server_answered: bool,
+    },
+    /// The handler refused the command; final (a retry with the same id gets the same answer).
+    #[error("rejected ({code}): {message}")]
+    Rejected {
+        /// The stable machine code.
+        code: String,
+        /// The explanation.
+        message: String,
+    },
+    /// The bus could not process the command: unknown command name, malformed message, or
+    /// dead-lettered after too many failed deliveries.
+    #[error("command failed: {message}")]
+    Failed {
+        /// What happened.
+        message: String,
+    },
+    /// The bus was closed before the reply arrived (or before sending).
+    #[error("the bus is closed")]
+    Closed,
+}

@@ -1,0 +1,198 @@
+//! Names the bus builds Redis keys and SQL from: the service's Postgres [`Schema`], the Redis
+//! [`Keys`], and the checks that command families, command names, topics and groups are safe to
+//! embed in both.
+//!
+//! Every name is checked once, where it enters (configuration, handler registration, publish),
+//! so the code that formats keys and SQL never sees an unchecked string.
+
+use std::fmt;
+
+use uuid::Uuid;
+
+use crate::BusError;
+
+/// The longest family, command name, topic or service name (the outbox's `topic` check allows
+/// 100 characters).
+const NAME_LEN_MAX: usize = 100;
+
+/// The longest key prefix.
+const PREFIX_LEN_MAX: usize = 100;
+
+/// The longest Postgres identifier (`NAMEDATALEN - 1`).
+const SCHEMA_LEN_MAX: usize = 63;
+
+/// A Postgres schema holding a service's `outbox` and `inbox` tables (installed by
+/// `public.awx_bus_install(schema)`).
+///
+/// Checked to be a plain lower-case identifier (`[a-z_][a-z0-9_]*`, at most 63 characters), so
+/// it can be embedded in SQL.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Schema(String);
+
+impl Schema {
+    /// Checks `name` and wraps it.
+    pub fn new(name: &str) -> Result<Self, BusError> {
+        let mut chars = name.chars();
+        let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+        let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !first_ok || !rest_ok || name.len() > SCHEMA_LEN_MAX {
+            return Err(BusError::Config(format!(
+                "schema {name:?} must be a lower-case SQL identifier ([a-z_][a-z0-9_]*, at most \
+                 {SCHEMA_LEN_MAX} characters)"
+            )));
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    /// The schema's name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `"<schema>".<table>`, for SQL text.
+    pub(crate) fn table(&self, table: &str) -> String {
+        format!("\"{}\".{table}", self.0)
+    }
+
+    /// The `NOTIFY` channel the outbox of this schema signals on.
+    pub(crate) fn outbox_channel(&self) -> String {
+        format!("awx_outbox_{}", self.0)
+    }
+}
+
+impl fmt::Display for Schema {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Checks a command family, command name, topic or service (group) name: 1 to 100 characters
+/// of `[a-z0-9_.-]`, the same rule as the outbox's `topic` column.
+pub(crate) fn check_name(kind: &str, name: &str) -> Result<(), BusError> {
+    let ok = !name.is_empty()
+        && name.len() <= NAME_LEN_MAX
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(BusError::Config(format!(
+            "{kind} {name:?} must be 1 to {NAME_LEN_MAX} characters of [a-z0-9_.-]"
+        )))
+    }
+}
+
+/// The Redis keys of one deployment, all under its prefix.
+///
+/// | key | what |
+/// |---|---|
+/// | `{prefix}:cmd:{family}` | the request stream of a command family |
+/// | `{prefix}:reply:{instance_id}` | the reply stream of one caller process instance (trimmed, with a TTL) |
+/// | `{prefix}:evt:{topic}` | an event stream |
+/// | `{prefix}:dlq:{stream}` | dead letters of a stream, `{stream}` being `cmd:{family}` or `evt:{topic}` |
+/// | `{prefix}:lasterror:{group}:{stream}` | a hash: the last error per pending entry id, read when dead-lettering (with a TTL) |
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Keys under `prefix` (non-empty, at most 100 characters, no whitespace).
+    pub fn new(prefix: &str) -> Result<Self, BusError> {
+        if prefix.is_empty()
+            || prefix.len() > PREFIX_LEN_MAX
+            || prefix.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(BusError::Config(format!(
+                "prefix {prefix:?} must be 1 to {PREFIX_LEN_MAX} characters without whitespace"
+            )));
+        }
+        Ok(Self { prefix: prefix.to_owned() })
+    }
+
+    /// The prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `cmd:{family}`: the name of a command family's stream, as dead-letter keys and metrics
+    /// use it.
+    pub fn command_stream_name(family: &str) -> String {
+        format!("cmd:{family}")
+    }
+
+    /// `evt:{topic}`: the name of a topic's stream.
+    pub fn event_stream_name(topic: &str) -> String {
+        format!("evt:{topic}")
+    }
+
+    /// `{prefix}:cmd:{family}`.
+    pub fn command_stream(&self, family: &str) -> String {
+        self.key(&Self::command_stream_name(family))
+    }
+
+    /// `{prefix}:reply:{instance_id}`.
+    pub fn reply_stream(&self, instance_id: Uuid) -> String {
+        format!("{}:reply:{}", self.prefix, instance_id.simple())
+    }
+
+    /// `{prefix}:evt:{topic}`.
+    pub fn event_stream(&self, topic: &str) -> String {
+        self.key(&Self::event_stream_name(topic))
+    }
+
+    /// `{prefix}:dlq:{stream_name}`, where `stream_name` is `cmd:{family}` or `evt:{topic}`.
+    pub fn dead_letter_stream(&self, stream_name: &str) -> String {
+        format!("{}:dlq:{stream_name}", self.prefix)
+    }
+
+    /// `{prefix}:lasterror:{group}:{stream_name}`.
+    pub(crate) fn last_errors(&self, group: &str, stream_name: &str) -> String {
+        format!("{}:lasterror:{group}:{stream_name}", self.prefix)
+    }
+
+    fn key(&self, stream_name: &str) -> String {
+        format!("{}:{stream_name}", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemas_are_plain_identifiers() {
+        assert!(Schema::new("ledger").is_ok());
+        assert!(Schema::new("_x9").is_ok());
+        for bad in ["", "Ledger", "9x", "a-b", "a\"b", "a;drop", &"a".repeat(64)] {
+            assert!(Schema::new(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert_eq!(
+            Schema::new("ledger").map(|s| s.table("outbox")).ok(),
+            Some("\"ledger\".outbox".into())
+        );
+    }
+
+    #[test]
+    fn names_follow_the_outbox_topic_rule() {
+        assert!(check_name("topic", "payment.authorized").is_ok());
+        assert!(check_name("topic", "a_b-c.9").is_ok());
+        for bad in ["", "Payment", "a b", "a:b", "a{b}", &"a".repeat(101)] {
+            assert!(check_name("topic", bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn keys_carry_the_prefix() {
+        let keys = Keys::new("awx").unwrap();
+        assert_eq!(keys.command_stream("ledger"), "awx:cmd:ledger");
+        assert_eq!(keys.event_stream("payment.authorized"), "awx:evt:payment.authorized");
+        assert_eq!(keys.dead_letter_stream("cmd:ledger"), "awx:dlq:cmd:ledger");
+        assert_eq!(keys.last_errors("ledger", "cmd:ledger"), "awx:lasterror:ledger:cmd:ledger");
+        let id = Uuid::nil();
+        assert_eq!(keys.reply_stream(id), format!("awx:reply:{}", id.simple()));
+        assert!(Keys::new("").is_err());
+        assert!(Keys::new("a b").is_err());
+    }
+}

@@ -1,0 +1,146 @@
+//! The services of the platform, run in this one process for local use: today the gateway
+//! (with its database created and migrated), with a development account and admin key.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use awx_gateway::accounts;
+use awx_gateway::auth::key::PlaintextApiKey;
+use awx_gateway::{App, GatewaySettings};
+use awx_service_kit::shutdown::Shutdown;
+use secrecy::SecretString;
+use sqlx::{AssertSqlSafe, Connection as _, Executor as _};
+
+/// Where the services connect and listen.
+#[derive(Debug)]
+pub(crate) struct PlatformArgs {
+    pub(crate) database_url: String,
+    pub(crate) redis_url: String,
+    pub(crate) gateway_addr: String,
+    /// Holds the development admin key between runs.
+    pub(crate) state_dir: PathBuf,
+}
+
+/// The running services.
+#[derive(Debug)]
+pub(crate) struct Platform {
+    shutdown: Shutdown,
+    gateway: tokio::task::JoinHandle<anyhow::Result<()>>,
+    gateway_url: String,
+    admin_key: String,
+    admin_key_new: bool,
+    admin_key_file: PathBuf,
+}
+
+/// Creates the database named in `url` when it does not exist.
+async fn ensure_database(url: &str) -> anyhow::Result<()> {
+    let options: sqlx::postgres::PgConnectOptions =
+        url.parse().context("parsing the database URL")?;
+    let name = options.get_database().unwrap_or("awx").to_owned();
+    anyhow::ensure!(
+        name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+        "database name {name:?} must be letters, digits and underscores"
+    );
+    let mut admin = sqlx::PgConnection::connect_with(&options.clone().database("postgres"))
+        .await
+        .context("connecting to Postgres (is it running? `make setup` starts it)")?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await?;
+    if !exists {
+        admin.execute(AssertSqlSafe(format!("CREATE DATABASE {name}"))).await?;
+    }
+    Ok(())
+}
+
+/// The development admin key: the one remembered from an earlier run if it still works, else a
+/// new one (bootstrapping the first account on a fresh database).
+async fn dev_admin_key(
+    pool: &sqlx::PgPool,
+    settings: &GatewaySettings,
+    state_dir: &std::path::Path,
+) -> anyhow::Result<(String, bool)> {
+    let path = state_dir.join("dev-admin-key");
+    if let Ok(saved) = std::fs::read_to_string(&path) {
+        let saved = saved.trim().to_owned();
+        if let Some((key_id, _)) = PlaintextApiKey::parse(&saved) {
+            let row = awx_gateway::store::key_by_id(pool, key_id).await?;
+            if row.is_some_and(|row| row.is_active(chrono::Utc::now())) {
+                return Ok((saved, false));
+            }
+        }
+    }
+    let issued = match accounts::bootstrap(pool, &settings.auth, "development").await {
+        Ok((_, issued)) => issued,
+        Err(accounts::AccountError::AlreadyBootstrapped) => {
+            let account: uuid::Uuid =
+                sqlx::query_scalar("SELECT id FROM gateway.accounts ORDER BY created_at LIMIT 1")
+                    .fetch_one(pool)
+                    .await?;
+            accounts::issue_key(
+                pool,
+                &settings.auth,
+                awx_types::AccountId::from_uuid(account),
+                "development admin",
+                &[awx_gateway::auth::key::Scope::Admin],
+            )
+            .await?
+        }
+        Err(error) => return Err(error.into()),
+    };
+    std::fs::create_dir_all(state_dir)?;
+    std::fs::write(&path, issued.plaintext.expose())?;
+    Ok((issued.plaintext.expose().to_owned(), true))
+}
+
+/// Starts the services.
+pub(crate) async fn start(args: PlatformArgs) -> anyhow::Result<Platform> {
+    ensure_database(&args.database_url).await?;
+    let mut settings = GatewaySettings::default();
+    settings.database.url = SecretString::from(args.database_url);
+    settings.bus.redis_url = SecretString::from(args.redis_url);
+    settings.http.addr = args.gateway_addr;
+    settings.telemetry.log_format = awx_service_kit::telemetry::LogFormat::Compact;
+    let app = App::build(settings.clone()).await.context("starting the gateway")?;
+    let gateway_url = format!("http://{}", app.local_addr()?);
+    let (admin_key, admin_key_new) =
+        dev_admin_key(&app.state().pool, &settings, &args.state_dir).await?;
+    let shutdown = Shutdown::new();
+    let gateway = tokio::spawn(app.run(shutdown.clone()));
+    let admin_key_file = args.state_dir.join("dev-admin-key");
+    Ok(Platform { shutdown, gateway, gateway_url, admin_key, admin_key_new, admin_key_file })
+}
+
+impl Platform {
+    /// Prints what runs where, and how to try it.
+    pub(crate) fn print_summary(&self) -> anyhow::Result<()> {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "awx dev: services are up")?;
+        writeln!(out, "  gateway   {}   (docs {}/docs)", self.gateway_url, self.gateway_url)?;
+        let file = self.admin_key_file.display();
+        let note = if self.admin_key_new {
+            format!("new; saved in {file}")
+        } else {
+            format!("from {file}")
+        };
+        writeln!(out, "  admin key {} ({note})", self.admin_key)?;
+        writeln!(out, "Try it:")?;
+        writeln!(
+            out,
+            "  curl -s {}/api/v1/account -H 'X-API-Key: {}'",
+            self.gateway_url, self.admin_key
+        )?;
+        writeln!(out, "Press Ctrl-C to stop.")?;
+        out.flush()?;
+        Ok(())
+    }
+
+    /// Stops the services, letting in-flight requests finish.
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.trigger();
+        self.gateway.await.context("gateway task")?
+    }
+}

@@ -1,0 +1,247 @@
+//! The gateway's settings: `Default` gives local-development values; deployments override them
+//! with `deploy/config/gateway.toml` and `AWX_GATEWAY__…` environment variables
+//! (see `awx_service_kit::config`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use awx_service_kit::config::Validate;
+use awx_service_kit::db::DatabaseSettings;
+use awx_service_kit::telemetry::TelemetrySettings;
+use serde::Deserialize;
+
+/// Everything the gateway can be configured with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewaySettings {
+    /// The HTTP listener.
+    pub http: HttpSettings,
+    /// Postgres.
+    pub database: DatabaseSettings,
+    /// Redis and the bus (`bus.redis_url`, `bus.prefix`, …; the service and schema are the
+    /// gateway's own).
+    pub bus: awx_bus::BusConfig,
+    /// API key authentication.
+    pub auth: AuthSettings,
+    /// Rate limits.
+    pub rate_limits: RateLimitSettings,
+    /// `Idempotency-Key` handling.
+    pub idempotency: IdempotencySettings,
+    /// Logs and traces.
+    pub telemetry: TelemetrySettings,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self {
+            http: HttpSettings::default(),
+            database: DatabaseSettings::default(),
+            bus: awx_bus::BusConfig::new(SERVICE, SERVICE),
+            auth: AuthSettings::default(),
+            rate_limits: RateLimitSettings::default(),
+            idempotency: IdempotencySettings::default(),
+            telemetry: TelemetrySettings::default(),
+        }
+    }
+}
+
+/// The gateway's service name on the bus, and its Postgres schema.
+pub const SERVICE: &str = "gateway";
+
+/// The HTTP listener and its limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    /// The address to listen on (`127.0.0.1:8080`; port 0 picks a free port).
+    pub addr: String,
+    /// The largest request body accepted.
+    pub body_bytes_max: usize,
+    /// The most bytes all request headers together may take.
+    pub header_bytes_max: usize,
+    /// How long a request may take before it is answered 503.
+    pub request_timeout_ms: u64,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            addr: "127.0.0.1:8080".into(),
+            body_bytes_max: 64 * 1024,
+            header_bytes_max: 16 * 1024,
+            request_timeout_ms: 30_000,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+/// API key authentication.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// argon2id memory cost in KiB (OWASP: 19456).
+    pub argon2_memory_kib: u32,
+    /// argon2id iterations (OWASP: 2).
+    pub argon2_iterations: u32,
+    /// argon2id lanes.
+    pub argon2_parallelism: u32,
+    /// How many argon2 verifications may run at once in this replica; more wait briefly, then
+    /// get 503. Bounds the CPU bad keys can burn.
+    pub argon2_concurrency_max: usize,
+    /// How long a verified key is remembered (only its keyed hash is kept).
+    pub cache_ttl_seconds: u64,
+    /// How stale a remembered key's revocation state may get: the bound within which a
+    /// revocation reaches every replica.
+    pub revocation_check_seconds: u64,
+    /// Wrong secrets allowed per key id per minute before further attempts are refused without
+    /// running argon2.
+    pub failed_attempts_per_minute_max: u32,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            argon2_memory_kib: 19_456,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+            argon2_concurrency_max: 2,
+            cache_ttl_seconds: 300,
+            revocation_check_seconds: 5,
+            failed_attempts_per_minute_max: 10,
+        }
+    }
+}
+
+impl AuthSettings {
+    /// The revocation bound.
+    pub fn revocation_check(&self) -> Duration {
+        Duration::from_secs(self.revocation_check_seconds)
+    }
+}
+
+/// One rate: a sustained number of requests per second and the burst allowed at once.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize, utoipa::ToSchema,
+)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    /// Sustained requests per second.
+    pub per_second: u32,
+    /// Requests allowed at once (at least 1).
+    pub burst: u32,
+}
+
+/// The limits of one action: per API key, and across all keys and replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionLimits {
+    /// Per API key.
+    pub per_key: Rate,
+    /// Across every key and replica.
+    pub global: Rate,
+}
+
+/// Rate limits by action, with a default for actions not listed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitSettings {
+    /// Limits of actions without their own entry.
+    pub default: ActionLimits,
+    /// Limits by action name (`keys.write`, `x402.verify`, …).
+    pub actions: BTreeMap<String, ActionLimits>,
+    /// How many replicas share the limits; when Redis is unreachable each replica enforces its
+    /// share (limit / replicas) locally, so the platform-wide limit still roughly holds.
+    pub replicas_expected: u32,
+    /// The in-process flood guard in front of Redis admits this many times the per-key rate
+    /// before shedding without asking Redis.
+    pub flood_factor: u32,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self {
+            default: ActionLimits {
+                per_key: Rate { per_second: 20, burst: 40 },
+                global: Rate { per_second: 2_000, burst: 4_000 },
+            },
+            actions: BTreeMap::from([(
+                "keys.write".to_owned(),
+                ActionLimits {
+                    per_key: Rate { per_second: 2, burst: 10 },
+                    global: Rate { per_second: 200, burst: 400 },
+                },
+            )]),
+            replicas_expected: 1,
+            flood_factor: 4,
+        }
+    }
+}
+
+impl RateLimitSettings {
+    /// The configured limits of `action`.
+    pub fn for_action(&self, action: &str) -> ActionLimits {
+        self.actions.get(action).copied().unwrap_or(self.default)
+    }
+}
+
+/// `Idempotency-Key` handling.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdempotencySettings {
+    /// How long a stored response is replayed.
+    pub retention_hours: u32,
+    /// How long an in-progress request holds its key before another may take over.
+    pub lease_seconds: u32,
+    /// How long a concurrent duplicate waits for the first request's response.
+    pub wait_ms: u64,
+}
+
+impl Default for IdempotencySettings {
+    fn default() -> Self {
+        Self { retention_hours: 24, lease_seconds: 60, wait_ms: 30_000 }
+    }
+}
+
+fn check_rate(name: &str, rate: Rate) -> Result<(), String> {
+    if rate.per_second == 0 || rate.burst == 0 {
+        return Err(format!("{name}: per_second and burst must be at least 1"));
+    }
+    Ok(())
+}
+
+impl Validate for GatewaySettings {
+    fn validate(&self) -> Result<(), String> {
+        if self.http.body_bytes_max == 0 || self.http.header_bytes_max < 1024 {
+            return Err(
+                "http.body_bytes_max must be positive and http.header_bytes_max at least 1024"
+                    .into(),
+            );
+        }
+        if self.auth.argon2_concurrency_max == 0 || self.auth.revocation_check_seconds == 0 {
+            return Err(
+                "auth.argon2_concurrency_max and auth.revocation_check_seconds must be positive"
+                    .into(),
+            );
+        }
+        if self.rate_limits.replicas_expected == 0 || self.rate_limits.flood_factor == 0 {
+            return Err(
+                "rate_limits.replicas_expected and rate_limits.flood_factor must be positive"
+                    .into(),
+            );
+        }
+        check_rate("rate_limits.default.per_key", self.rate_limits.default.per_key)?;
+        check_rate("rate_limits.default.global", self.rate_limits.default.global)?;
+        for (action, limits) in &self.rate_limits.actions {
+            check_rate(&format!("rate_limits.actions.{action}.per_key"), limits.per_key)?;
+            check_rate(&format!("rate_limits.actions.{action}.global"), limits.global)?;
+        }
+        self.bus.validate().map_err(|error| error.to_string())?;
+        if self.idempotency.retention_hours == 0 || self.idempotency.lease_seconds == 0 {
+            return Err(
+                "idempotency.retention_hours and idempotency.lease_seconds must be positive".into(),
+            );
+        }
+        Ok(())
+    }
+}

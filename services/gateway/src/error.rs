@@ -1,0 +1,252 @@
+//! The one error envelope of the public API, with stable machine codes.
+//!
+//! Every error answer is
+//! `{"error": {"type": "...", "code": "...", "message": "...", "field"?: "...", "request_id": "req_..."}}`
+//! where `code` is one of [`ErrorCode`] (stable: clients may match on it), `type` groups codes by
+//! whose fault it is, `message` is for humans, and `field` names the offending request field
+//! when there is one. `request_id` equals the `X-Request-Id` response header.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::request_id;
+
+/// A stable, machine-readable error code. Clients may match on these; they never change meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The body is not well-formed JSON.
+    MalformedJson,
+    /// A field is missing, has the wrong type or an invalid value (`field` names it).
+    InvalidField,
+    /// The request is not acceptable for another reason.
+    InvalidRequest,
+    /// The body must be `application/json`.
+    UnsupportedMediaType,
+    /// The body is larger than allowed.
+    PayloadTooLarge,
+    /// The request headers are larger than allowed.
+    HeadersTooLarge,
+    /// No API key was sent (`X-API-Key`).
+    MissingApiKey,
+    /// The API key is malformed or unknown, or its secret is wrong.
+    InvalidApiKey,
+    /// The API key was revoked or has expired.
+    ApiKeyRevoked,
+    /// The API key lacks the scope this operation needs.
+    InsufficientScope,
+    /// No such resource in the caller's account (or no such route).
+    NotFound,
+    /// The route exists but not with this HTTP method.
+    MethodNotAllowed,
+    /// The same `Idempotency-Key` was used with a different request.
+    IdempotencyKeyReused,
+    /// A request with this `Idempotency-Key` is still being processed.
+    IdempotencyKeyInProgress,
+    /// The `Idempotency-Key` header is malformed.
+    InvalidIdempotencyKey,
+    /// Too many requests: wait `Retry-After` seconds.
+    RateLimited,
+    /// Too many wrong secrets for this key recently: wait before trying again.
+    TooManyFailedAuthentications,
+    /// The operation conflicts with the resource's state.
+    Conflict,
+    /// A dependency (database, Redis, another service) is unavailable: retry later.
+    ServiceUnavailable,
+    /// The request took too long.
+    Timeout,
+    /// An unexpected error on our side; the request id helps us find it.
+    InternalError,
+}
+
+/// Which side an error is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorType {
+    /// The request is wrong.
+    InvalidRequestError,
+    /// The caller is not authenticated.
+    AuthenticationError,
+    /// The caller may not do this.
+    PermissionError,
+    /// The caller sends too much.
+    RateLimitError,
+    /// Our side failed.
+    ApiError,
+}
+
+impl ErrorCode {
+    /// The HTTP status of this code.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::MalformedJson
+            | Self::InvalidField
+            | Self::InvalidRequest
+            | Self::InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::MissingApiKey | Self::InvalidApiKey | Self::ApiKeyRevoked => {
+                StatusCode::UNAUTHORIZED
+            }
+            Self::InsufficientScope => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::IdempotencyKeyInProgress | Self::Conflict => StatusCode::CONFLICT,
+            Self::RateLimited | Self::TooManyFailedAuthentications => StatusCode::TOO_MANY_REQUESTS,
+            Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The type of this code.
+    pub fn error_type(self) -> ErrorType {
+        match self {
+            Self::MalformedJson
+            | Self::InvalidField
+            | Self::InvalidRequest
+            | Self::UnsupportedMediaType
+            | Self::PayloadTooLarge
+            | Self::HeadersTooLarge
+            | Self::NotFound
+            | Self::MethodNotAllowed
+            | Self::IdempotencyKeyReused
+            | Self::IdempotencyKeyInProgress
+            | Self::InvalidIdempotencyKey
+            | Self::Conflict => ErrorType::InvalidRequestError,
+            Self::MissingApiKey | Self::InvalidApiKey | Self::ApiKeyRevoked => {
+                ErrorType::AuthenticationError
+            }
+            Self::InsufficientScope => ErrorType::PermissionError,
+            Self::RateLimited | Self::TooManyFailedAuthentications => ErrorType::RateLimitError,
+            Self::ServiceUnavailable | Self::Timeout | Self::InternalError => ErrorType::ApiError,
+        }
+    }
+}
+
+/// The error envelope's body.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// The error inside the envelope.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Whose fault it is.
+    #[serde(rename = "type")]
+    pub error_type: ErrorType,
+    /// The stable machine code.
+    pub code: ErrorCode,
+    /// A human explanation.
+    pub message: String,
+    /// The request field at fault, as a JSON path (`scopes[0]`), when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// The request id (also in `X-Request-Id`).
+    pub request_id: String,
+}
+
+/// An error answer of the API.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    code: ErrorCode,
+    message: String,
+    field: Option<String>,
+    retry_after_seconds: Option<u64>,
+}
+
+impl ApiError {
+    /// An error with a code and a message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), field: None, retry_after_seconds: None }
+    }
+
+    /// Names the request field at fault.
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    /// Adds `Retry-After`.
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after_seconds = Some(seconds);
+        self
+    }
+
+    /// The code.
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    /// 404 for a resource that does not exist in the caller's account.
+    pub fn not_found(what: &str) -> Self {
+        Self::new(ErrorCode::NotFound, format!("no such {what}"))
+    }
+
+    /// 500, logging the cause (which never reaches the client).
+    pub fn internal(context: &str, error: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error.message = %error, context, "internal error");
+        Self::new(
+            ErrorCode::InternalError,
+            "an unexpected error occurred; quote the request id when reporting it",
+        )
+    }
+
+    /// 503 for a dependency that is down, logging the cause.
+    pub fn unavailable(context: &str, error: &dyn std::fmt::Display) -> Self {
+        tracing::warn!(error.message = %error, context, "dependency unavailable");
+        Self::new(ErrorCode::ServiceUnavailable, format!("{context} is unavailable; retry later"))
+            .with_retry_after(1)
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                Self::unavailable("the database", &error)
+            }
+            other => Self::internal("database query", &other),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                error_type: self.code.error_type(),
+                code: self.code,
+                message: self.message,
+                field: self.field,
+                request_id: request_id::current(),
+            },
+        };
+        let mut response = (self.code.status(), axum::Json(body)).into_response();
+        if let Some(seconds) = self.retry_after_seconds {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_serialize_as_snake_case() {
+        assert_eq!(
+            serde_json::to_string(&ErrorCode::IdempotencyKeyReused).unwrap(),
+            "\"idempotency_key_reused\""
+        );
+        assert_eq!(ErrorCode::IdempotencyKeyReused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(ErrorCode::RateLimited.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+}

@@ -1,0 +1,52 @@
+//! The public API's routes under `/api/v1`, and the rate-limit action of each.
+
+pub mod account;
+pub mod keys;
+
+use std::sync::Arc;
+
+use axum::http::Method;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::state::AppState;
+
+/// Every `/api/v1` route, with its OpenAPI description.
+pub fn router() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(account::get_account))
+        .routes(routes!(account::ping))
+        .routes(routes!(keys::list_keys, keys::create_key))
+        .routes(routes!(keys::get_key, keys::revoke_key))
+        .routes(routes!(keys::rotate_key))
+}
+
+/// The rate-limit action of a route: requests are limited per (key, action) and per action.
+pub fn action(method: &Method, path: &str) -> &'static str {
+    match (method.as_str(), path) {
+        ("GET", "/api/v1/ping") => "ping",
+        ("GET", "/api/v1/account") => "account.read",
+        ("GET", "/api/v1/keys" | "/api/v1/keys/{key_id}") => "keys.read",
+        ("POST" | "DELETE", path) if path.starts_with("/api/v1/keys") => "keys.write",
+        _ => "default",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_has_a_named_action() {
+        let (_, openapi) = router().split_for_parts();
+        for (path, item) in &openapi.paths.paths {
+            for method in ["get", "post", "delete", "put", "patch"] {
+                let value = serde_json::to_value(item).unwrap();
+                if value.get(method).is_some() {
+                    let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+                    assert_ne!(action(&method, path), "default", "{method} {path} has no action");
+                }
+            }
+        }
+    }
+}

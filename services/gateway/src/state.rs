@@ -1,0 +1,22 @@
+//! What every request handler shares.
+
+use sqlx::PgPool;
+
+use crate::auth::Authenticator;
+use crate::config::GatewaySettings;
+use crate::ratelimit::RateLimiter;
+
+/// The gateway's shared state.
+#[derive(Debug)]
+pub struct AppState {
+    /// The settings.
+    pub settings: GatewaySettings,
+    /// Postgres.
+    pub pool: PgPool,
+    /// API key authentication.
+    pub authenticator: Authenticator,
+    /// Rate limits.
+    pub rate_limiter: RateLimiter,
+    /// The bus (Redis).
+    pub bus: awx_bus::Bus,
+}
