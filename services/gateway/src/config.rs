@@ -236,12 +236,33 @@ impl Validate for GatewaySettings {
             check_rate(&format!("rate_limits.actions.{action}.per_key"), limits.per_key)?;
             check_rate(&format!("rate_limits.actions.{action}.global"), limits.global)?;
         }
-        self.bus.validate().map_err(|error| error.to_string())?;
+        // The bus identity is fixed to the gateway's own (App::build sets it), whatever a file or
+        // the environment left in `bus.service` and `bus.schema`.
+        let mut bus = self.bus.clone();
+        bus.service = SERVICE.to_owned();
+        bus.schema = SERVICE.to_owned();
+        bus.validate().map_err(|error| error.to_string())?;
         if self.idempotency.retention_hours == 0 || self.idempotency.lease_seconds == 0 {
             return Err(
                 "idempotency.retention_hours and idempotency.lease_seconds must be positive".into(),
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_bus_section_keeps_the_gateway_identity() {
+        let settings: GatewaySettings =
+            serde_json::from_value(serde_json::json!({"bus": {"prefix": "bench"}})).unwrap();
+        assert_eq!(settings.bus.prefix, "bench");
+        assert!(settings.validate().is_ok());
+        let defaults = GatewaySettings::default();
+        assert_eq!(defaults.bus.service, SERVICE);
+        assert!(defaults.validate().is_ok());
     }
 }
