@@ -9,7 +9,7 @@ export CARGO_TERM_COLOR ?= never
 
 CARGO ?= cargo
 
-.PHONY: help setup run build test test-rust lint fmt openapi contracts contracts-check vectors bench-gateway clean
+.PHONY: help setup run build test test-rust lint fmt openapi contracts contracts-check vectors bench-gateway bench-ledger clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ vectors: ## Regenerate the golden vectors with viem and @x402/core
 
 bench-gateway: ## Benchmark the gateway (release build, wrk); results go in docs/benchmarks.md by hand
 	scripts/bench-gateway.sh
+
+bench-ledger: ## Benchmark the ledger beside pgbench (release build)
+	scripts/bench-ledger.sh
 
 clean: ## Remove build output
 	$(CARGO) clean

@@ -44,6 +44,12 @@ pub(crate) struct DevArgs {
     /// Where the gateway listens.
     #[arg(long, env = "AWX_GATEWAY_ADDR", default_value = "127.0.0.1:8080")]
     gateway_addr: String,
+    /// Where the ledger's health and metrics endpoints listen.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    ledger_ops_addr: String,
+    /// The key prefix of this deployment in Redis.
+    #[arg(long, default_value = "awx")]
+    bus_prefix: String,
 }
 
 /// What `awx dev` started, as written to the state file.
@@ -134,10 +140,21 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", args.state_file.display()))?;
     print_summary(&state, &args.state_file)?;
 
+    let dev_token = awx_x402::TokenInfo {
+        network: awx_x402::Network::evm(state.chain_id),
+        address: token.address(),
+        symbol: "USDC".into(),
+        decimals: TOKEN_DECIMALS,
+        eip712_name: TOKEN_NAME.into(),
+        eip712_version: TOKEN_VERSION.into(),
+    };
     let services = crate::platform::start(crate::platform::PlatformArgs {
         database_url: args.database_url.clone(),
         redis_url: args.redis_url.clone(),
+        bus_prefix: args.bus_prefix.clone(),
         gateway_addr: args.gateway_addr.clone(),
+        ledger_ops_addr: args.ledger_ops_addr.clone(),
+        tokens: vec![dev_token],
         state_dir: args
             .state_file
             .parent()

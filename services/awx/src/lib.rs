@@ -1,6 +1,6 @@
 //! The `awx` command line: `awx dev` brings up the local platform; `awx admin` creates accounts
 //! (`bootstrap` makes the first one and prints its admin key); `awx openapi` prints the API
-//! document.
+//! document; `awx ledger check` verifies the ledger's invariants.
 //!
 //! For now `awx dev` starts the development chain (anvil on loopback), deploys our EIP-3009
 //! token, funds development wallets with it, prints what it started, writes the same facts to
@@ -8,7 +8,9 @@
 
 mod admin;
 mod dev;
-mod platform;
+mod ledger;
+mod ledger_bench;
+pub mod platform;
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +31,8 @@ enum Command {
     Admin(admin::AdminArgs),
     /// Print the OpenAPI document of the public API.
     Openapi,
+    /// Ledger operations for operators.
+    Ledger(ledger::LedgerArgs),
 }
 
 impl Cli {
@@ -37,6 +41,7 @@ impl Cli {
         match self.command {
             Command::Dev(args) => dev::run(args).await,
             Command::Admin(args) => admin::run(args).await,
+            Command::Ledger(args) => ledger::run(args).await,
             Command::Openapi => {
                 use std::io::Write as _;
                 std::io::stdout().write_all(awx_gateway::openapi::document_json().as_bytes())?;

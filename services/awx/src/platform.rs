@@ -1,5 +1,6 @@
-//! The services of the platform, run in this one process for local use: today the gateway
-//! (with its database created and migrated), with a development account and admin key.
+//! The services of the platform, run in this one process for local use (and by the cross-service
+//! tests): the gateway and the ledger, on a database created and migrated if missing, with a
+//! development account and admin key.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -13,22 +14,34 @@ use secrecy::SecretString;
 use sqlx::{AssertSqlSafe, Connection as _, Executor as _};
 
 /// Where the services connect and listen.
-#[derive(Debug)]
-pub(crate) struct PlatformArgs {
-    pub(crate) database_url: String,
-    pub(crate) redis_url: String,
-    pub(crate) gateway_addr: String,
+#[derive(Debug, Clone)]
+pub struct PlatformArgs {
+    /// The platform's database (created if missing).
+    pub database_url: String,
+    /// Redis.
+    pub redis_url: String,
+    /// The key prefix of this deployment in Redis.
+    pub bus_prefix: String,
+    /// Where the gateway listens.
+    pub gateway_addr: String,
+    /// Where the ledger's ops endpoints listen.
+    pub ledger_ops_addr: String,
+    /// Tokens to add to the registry (the development chain's).
+    pub tokens: Vec<awx_x402::TokenInfo>,
     /// Holds the development admin key between runs.
-    pub(crate) state_dir: PathBuf,
+    pub state_dir: PathBuf,
 }
 
 /// The running services.
 #[derive(Debug)]
-pub(crate) struct Platform {
+pub struct Platform {
     shutdown: Shutdown,
     gateway: tokio::task::JoinHandle<anyhow::Result<()>>,
-    gateway_url: String,
-    admin_key: String,
+    ledger: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// The gateway's base URL.
+    pub gateway_url: String,
+    /// The development admin key.
+    pub admin_key: String,
     admin_key_new: bool,
     admin_key_file: PathBuf,
 }
@@ -97,26 +110,47 @@ async fn dev_admin_key(
 }
 
 /// Starts the services.
-pub(crate) async fn start(args: PlatformArgs) -> anyhow::Result<Platform> {
+pub async fn start(args: PlatformArgs) -> anyhow::Result<Platform> {
     ensure_database(&args.database_url).await?;
+    let mut ledger_settings = awx_ledger_service::LedgerSettings::default();
+    ledger_settings.database.url = SecretString::from(args.database_url.clone());
+    ledger_settings.bus.redis_url = SecretString::from(args.redis_url.clone());
+    ledger_settings.bus.prefix.clone_from(&args.bus_prefix);
+    ledger_settings.ops_addr.clone_from(&args.ledger_ops_addr);
+    // The ledger migrates the shared database first; the gateway finds it migrated.
+    let ledger = awx_ledger_service::LedgerService::build(ledger_settings)
+        .await
+        .context("starting the ledger")?;
+
     let mut settings = GatewaySettings::default();
     settings.database.url = SecretString::from(args.database_url);
     settings.bus.redis_url = SecretString::from(args.redis_url);
+    settings.bus.prefix = args.bus_prefix;
     settings.http.addr = args.gateway_addr;
+    settings.tokens = args.tokens;
     settings.telemetry.log_format = awx_service_kit::telemetry::LogFormat::Compact;
     let app = App::build(settings.clone()).await.context("starting the gateway")?;
     let gateway_url = format!("http://{}", app.local_addr()?);
     let (admin_key, admin_key_new) =
         dev_admin_key(&app.state().pool, &settings, &args.state_dir).await?;
     let shutdown = Shutdown::new();
+    let ledger = tokio::spawn(ledger.run(shutdown.clone()));
     let gateway = tokio::spawn(app.run(shutdown.clone()));
     let admin_key_file = args.state_dir.join("dev-admin-key");
-    Ok(Platform { shutdown, gateway, gateway_url, admin_key, admin_key_new, admin_key_file })
+    Ok(Platform {
+        shutdown,
+        gateway,
+        ledger,
+        gateway_url,
+        admin_key,
+        admin_key_new,
+        admin_key_file,
+    })
 }
 
 impl Platform {
     /// Prints what runs where, and how to try it.
-    pub(crate) fn print_summary(&self) -> anyhow::Result<()> {
+    pub fn print_summary(&self) -> anyhow::Result<()> {
         let mut out = std::io::stdout().lock();
         writeln!(out, "awx dev: services are up")?;
         writeln!(out, "  gateway   {}   (docs {}/docs)", self.gateway_url, self.gateway_url)?;
@@ -139,8 +173,9 @@ impl Platform {
     }
 
     /// Stops the services, letting in-flight requests finish.
-    pub(crate) async fn stop(self) -> anyhow::Result<()> {
+    pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.trigger();
-        self.gateway.await.context("gateway task")?
+        self.gateway.await.context("gateway task")??;
+        self.ledger.await.context("ledger task")?
     }
 }

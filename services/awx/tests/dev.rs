@@ -16,7 +16,16 @@ use awx_test_support::TestDb;
 fn awx_dev(db: &TestDb, state_dir: &std::path::Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_awx"));
     command
-        .args(["dev", "--chain-port", "0", "--gateway-addr", "127.0.0.1:0"])
+        .args([
+            "dev",
+            "--chain-port",
+            "0",
+            "--gateway-addr",
+            "127.0.0.1:0",
+            "--ledger-ops-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--bus-prefix", &format!("test-{}", uuid::Uuid::new_v4().simple())])
         .args(["--database-url", &db.url(), "--redis-url", &awx_test_support::redis_url()])
         .arg("--state-file")
         .arg(state_dir.join("devchain.json"));

@@ -76,7 +76,10 @@ impl App {
             awx_bus::Bus::connect(settings.bus.clone()).await.context("connecting the bus")?;
         let shared = SharedLimiter::new(&bus, SHARED_LIMITER_TIMEOUT)
             .context("creating the shared rate limiter")?;
+        let registry =
+            settings.registry().map_err(anyhow::Error::msg).context("the token registry")?;
         let state = Arc::new(AppState {
+            registry,
             authenticator: Authenticator::new(pool.clone(), settings.auth.clone()),
             rate_limiter: RateLimiter::new(
                 settings.rate_limits.clone(),

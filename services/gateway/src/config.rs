@@ -29,6 +29,10 @@ pub struct GatewaySettings {
     pub idempotency: IdempotencySettings,
     /// Logs and traces.
     pub telemetry: TelemetrySettings,
+    /// Tokens beyond the built-in USDC registry (the development chain's token, say).
+    pub tokens: Vec<awx_x402::TokenInfo>,
+    /// How long the gateway waits for another service's answer.
+    pub upstream_timeout_ms: u64,
 }
 
 impl Default for GatewaySettings {
@@ -41,7 +45,20 @@ impl Default for GatewaySettings {
             rate_limits: RateLimitSettings::default(),
             idempotency: IdempotencySettings::default(),
             telemetry: TelemetrySettings::default(),
+            tokens: Vec::new(),
+            upstream_timeout_ms: 10_000,
         }
+    }
+}
+
+impl GatewaySettings {
+    /// The token registry: the built-in USDC tokens and the configured ones.
+    pub fn registry(&self) -> Result<awx_x402::TokenRegistry, String> {
+        let mut registry = awx_x402::TokenRegistry::builtin();
+        for token in &self.tokens {
+            registry.register(token.clone()).map_err(|error| error.to_string())?;
+        }
+        Ok(registry)
     }
 }
 
@@ -242,6 +259,10 @@ impl Validate for GatewaySettings {
         bus.service = SERVICE.to_owned();
         bus.schema = SERVICE.to_owned();
         bus.validate().map_err(|error| error.to_string())?;
+        self.registry()?;
+        if self.upstream_timeout_ms == 0 {
+            return Err("upstream_timeout_ms must be positive".into());
+        }
         if self.idempotency.retention_hours == 0 || self.idempotency.lease_seconds == 0 {
             return Err(
                 "idempotency.retention_hours and idempotency.lease_seconds must be positive".into(),

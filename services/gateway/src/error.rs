@@ -53,6 +53,8 @@ pub enum ErrorCode {
     TooManyFailedAuthentications,
     /// The operation conflicts with the resource's state.
     Conflict,
+    /// The wallet's available balance is below the amount plus fee.
+    InsufficientFunds,
     /// A dependency (database, Redis, another service) is unavailable: retry later.
     ServiceUnavailable,
     /// The request took too long.
@@ -96,6 +98,7 @@ impl ErrorCode {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::IdempotencyKeyInProgress | Self::Conflict => StatusCode::CONFLICT,
+            Self::InsufficientFunds => StatusCode::PAYMENT_REQUIRED,
             Self::RateLimited | Self::TooManyFailedAuthentications => StatusCode::TOO_MANY_REQUESTS,
             Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -117,7 +120,8 @@ impl ErrorCode {
             | Self::IdempotencyKeyReused
             | Self::IdempotencyKeyInProgress
             | Self::InvalidIdempotencyKey
-            | Self::Conflict => ErrorType::InvalidRequestError,
+            | Self::Conflict
+            | Self::InsufficientFunds => ErrorType::InvalidRequestError,
             Self::MissingApiKey | Self::InvalidApiKey | Self::ApiKeyRevoked => {
                 ErrorType::AuthenticationError
             }

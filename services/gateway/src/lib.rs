@@ -25,6 +25,7 @@ pub mod request_id;
 pub mod routes;
 pub mod state;
 pub mod store;
+pub mod upstream;
 
 pub use app::App;
 pub use config::GatewaySettings;

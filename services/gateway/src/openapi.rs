@@ -32,6 +32,8 @@ answer for 24 h; the same key with another body is 422.",
     tags(
         (name = "account", description = "The caller's account"),
         (name = "keys", description = "API keys of the account (admin scope)"),
+        (name = "fees", description = "The tiered fee schedule"),
+        (name = "ledger", description = "Agents' balances and statements"),
     )
 )]
 pub struct ApiDoc;

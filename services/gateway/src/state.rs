@@ -19,4 +19,6 @@ pub struct AppState {
     pub rate_limiter: RateLimiter,
     /// The bus (Redis).
     pub bus: awx_bus::Bus,
+    /// The tokens the platform knows.
+    pub registry: awx_x402::TokenRegistry,
 }

@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod keys;
+pub mod ledger;
 
 use std::sync::Arc;
 
@@ -19,6 +20,9 @@ pub fn router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(keys::list_keys, keys::create_key))
         .routes(routes!(keys::get_key, keys::revoke_key))
         .routes(routes!(keys::rotate_key))
+        .routes(routes!(ledger::fee_tiers))
+        .routes(routes!(ledger::balances))
+        .routes(routes!(ledger::statement))
 }
 
 /// The rate-limit action of a route: requests are limited per (key, action) and per action.
@@ -28,6 +32,10 @@ pub fn action(method: &Method, path: &str) -> &'static str {
         ("GET", "/api/v1/account") => "account.read",
         ("GET", "/api/v1/keys" | "/api/v1/keys/{key_id}") => "keys.read",
         ("POST" | "DELETE", path) if path.starts_with("/api/v1/keys") => "keys.write",
+        ("GET", "/api/v1/x402/fees/tiers") => "fees.read",
+        ("GET", "/api/v1/agents/{agent_id}/balances" | "/api/v1/agents/{agent_id}/statement") => {
+            "ledger.read"
+        }
         _ => "default",
     }
 }

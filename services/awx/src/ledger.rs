@@ -1,0 +1,70 @@
+//! `awx ledger`: operator commands on the ledger.
+
+use std::io::Write as _;
+
+use anyhow::Context as _;
+use secrecy::SecretString;
+
+/// Options of `awx ledger`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct LedgerArgs {
+    /// The Postgres URL of the platform's database.
+    #[arg(
+        long,
+        env = "AWX_DATABASE_URL",
+        default_value = "postgres://postgres:postgres@127.0.0.1:5432/awx"
+    )]
+    database_url: String,
+    #[command(subcommand)]
+    command: LedgerCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum LedgerCommand {
+    /// Recompute every balance from the entries and check the invariants; exit 1 on any
+    /// violation.
+    Check,
+    /// Measure operations per second against the database (see docs/benchmarks.md).
+    Bench(crate::ledger_bench::BenchArgs),
+}
+
+pub(crate) async fn run(args: LedgerArgs) -> anyhow::Result<()> {
+    let settings = awx_service_kit::db::DatabaseSettings {
+        url: SecretString::from(args.database_url),
+        max_connections: 2,
+        migrate: false,
+        ..awx_service_kit::db::DatabaseSettings::default()
+    };
+    let bench_connections = match &args.command {
+        LedgerCommand::Bench(bench) => bench.workers.saturating_mul(2),
+        LedgerCommand::Check => 2,
+    };
+    // The checker only reads; the benchmark may start from an empty database.
+    let migrate = matches!(args.command, LedgerCommand::Bench(_));
+    let settings = awx_service_kit::db::DatabaseSettings {
+        max_connections: bench_connections,
+        migrate,
+        ..settings
+    };
+    let pool =
+        awx_service_kit::db::connect(&settings).await.context("connecting to the database")?;
+    match args.command {
+        LedgerCommand::Bench(bench) => crate::ledger_bench::run(pool, bench).await,
+        LedgerCommand::Check => {
+            let violations =
+                awx_ledger_service::check::check(&pool).await.context("checking the ledger")?;
+            let mut out = std::io::stdout().lock();
+            if violations.is_empty() {
+                writeln!(out, "ledger check: every invariant holds")?;
+                return Ok(());
+            }
+            for violation in &violations {
+                writeln!(out, "VIOLATION [{}] {}", violation.check, violation.detail)?;
+            }
+            out.flush()?;
+            drop(out);
+            // A non-zero exit is the checker's answer; there is nothing to unwind.
+            std::process::exit(1);
+        }
+    }
+}

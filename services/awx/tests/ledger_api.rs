@@ -1,0 +1,161 @@
+//! The gateway and the ledger together (in one process, over a real bus): fee tiers, balances
+//! and statements through the HTTP API, tenant isolation included.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail by panicking"
+)]
+
+use std::time::Duration;
+
+use awx_api::ledger::{Asset, Deposit, DepositSource, Hold};
+use awx_cli::platform::{self, PlatformArgs};
+use awx_test_support::{RedisNamespace, TestDb};
+use awx_types::{AccountId, AgentId, Amount, PaymentId};
+use awx_x402::{Address, B256};
+use serde_json::Value;
+
+const TOKEN: &str = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
+
+fn asset() -> Asset {
+    Asset { network: "eip155:31337".into(), token: TOKEN.parse().unwrap(), decimals: 6 }
+}
+
+#[tokio::test]
+async fn balances_statements_and_fee_tiers_through_the_gateway() {
+    let db = TestDb::new().await;
+    let namespace = RedisNamespace::new();
+    let state_dir =
+        std::env::temp_dir().join(format!("awx-ledger-api-{}", uuid::Uuid::new_v4().simple()));
+    let platform = platform::start(PlatformArgs {
+        database_url: db.url(),
+        redis_url: awx_test_support::redis_url(),
+        bus_prefix: namespace.prefix().to_owned(),
+        gateway_addr: "127.0.0.1:0".into(),
+        ledger_ops_addr: "127.0.0.1:0".into(),
+        tokens: vec![awx_x402::TokenInfo {
+            network: awx_x402::Network::evm(31_337),
+            address: TOKEN.parse().unwrap(),
+            symbol: "USDC".into(),
+            decimals: 6,
+            eip712_name: "USD Coin".into(),
+            eip712_version: "2".into(),
+        }],
+        state_dir: state_dir.clone(),
+    })
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let get = |path: String, key: String| {
+        let http = http.clone();
+        let url = format!("{}{path}", platform.gateway_url);
+        async move { http.get(url).header("x-api-key", key).send().await.unwrap() }
+    };
+    let admin = platform.admin_key.clone();
+    let account: Value = get("/api/v1/account".into(), admin.clone()).await.json().await.unwrap();
+    let owner = AccountId::parse(account["id"].as_str().unwrap()).unwrap();
+
+    // Money arrives and a payment is held, through the ledger's bus commands.
+    let mut config = awx_bus::BusConfig::new("test-client", "test_client");
+    config.redis_url = secrecy::SecretString::from(awx_test_support::redis_url());
+    config.prefix = namespace.prefix().to_owned();
+    let bus = awx_bus::Bus::connect(config).await.unwrap();
+    let agent = AgentId::new();
+    let deposit = Deposit {
+        owner,
+        agent,
+        asset: asset(),
+        amount: Amount::from_atomic(5_000_000),
+        tx_hash: B256::random(),
+        log_index: 0,
+        source: DepositSource::Faucet,
+    };
+    bus.send(&deposit, Duration::from_secs(10)).await.unwrap();
+    let hold = Hold {
+        payment_id: PaymentId::new(),
+        owner,
+        agent,
+        asset: asset(),
+        payee: Address::repeat_byte(1),
+        amount: Amount::from_atomic(100_000),
+        timeout_seconds: 300,
+    };
+    let held = bus.send(&hold, Duration::from_secs(10)).await.unwrap();
+
+    let balances: Value =
+        get(format!("/api/v1/agents/{agent}/balances"), admin.clone()).await.json().await.unwrap();
+    assert_eq!(
+        balances["balances"],
+        serde_json::json!([{"chain": "eip155:31337", "token": "USDC", "asset": TOKEN, "available": "4.898", "held": "0.102"}])
+    );
+
+    let statement: Value =
+        get(format!("/api/v1/agents/{agent}/statement"), admin.clone()).await.json().await.unwrap();
+    let lines = statement["data"].as_array().unwrap();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["type"], "deposit");
+    assert_eq!(lines[0]["credit"], "5.00");
+    assert_eq!(lines[1]["type"], "hold");
+    assert_eq!(lines[1]["debit"], "0.10");
+    assert_eq!(lines[1]["ledger_id"], held.ledger_id.to_string());
+    assert_eq!(lines[2]["debit"], "0.002");
+    assert_eq!(lines[2]["available_after"], "4.898");
+    let page: Value = get(format!("/api/v1/agents/{agent}/statement?limit=2"), admin.clone())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let cursor = page["next_cursor"].as_i64().unwrap();
+    let rest: Value =
+        get(format!("/api/v1/agents/{agent}/statement?limit=2&cursor={cursor}"), admin.clone())
+            .await
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(rest["data"].as_array().unwrap().len(), 1);
+    assert!(rest.get("next_cursor").is_none());
+
+    let tiers: Value =
+        get("/api/v1/x402/fees/tiers".into(), admin.clone()).await.json().await.unwrap();
+    assert_eq!(tiers["current_tier"], "starter");
+    assert_eq!(tiers["fee_rate"], "2.0");
+    assert_eq!(tiers["volume_30d"], "0.00");
+    assert_eq!(
+        tiers["tiers"][1],
+        serde_json::json!({"name": "growth", "volume_from": "1000.00", "volume_to": "10000.00", "fee_rate": "1.5"})
+    );
+    assert_eq!(
+        tiers["tiers"][3],
+        serde_json::json!({"name": "enterprise", "volume_from": "100000.00", "fee_rate": "0.5"})
+    );
+
+    // Another tenant sees nothing of this agent; a provider key may not read balances.
+    let pool = sqlx::PgPool::connect(&db.url()).await.unwrap();
+    let (_, other) = awx_gateway::accounts::create_account(
+        &pool,
+        &awx_gateway::config::AuthSettings::default(),
+        "other",
+    )
+    .await
+    .unwrap();
+    let foreign: Value =
+        get(format!("/api/v1/agents/{agent}/balances"), other.plaintext.expose().to_owned())
+            .await
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(foreign["balances"], serde_json::json!([]));
+    let foreign_statement: Value =
+        get(format!("/api/v1/agents/{agent}/statement"), other.plaintext.expose().to_owned())
+            .await
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(foreign_statement["data"], serde_json::json!([]));
+    assert_eq!(get("/api/v1/agents/agt_nope/balances".into(), admin.clone()).await.status(), 404);
+
+    platform.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(state_dir);
+}

@@ -1,0 +1,73 @@
+//! The ledger's bus commands: each handler runs the operation in the bus's transaction (so the
+//! inbox row, the stored reply and the ledger's writes commit together) and maps failures to
+//! stable rejection codes; database trouble is transient, so the command is redelivered.
+
+use std::sync::Arc;
+
+use awx_api::ledger::{Balances, Capture, Deposit, FeeTiers, Hold, PayoutSettled, Statement, Void};
+use awx_bus::{Command, CommandHandler, CommandMeta, CommandServer, HandlerError};
+use sqlx::PgConnection;
+
+use crate::error::LedgerFailure;
+use crate::ops::Ledger;
+
+/// The handlers of every ledger command.
+#[derive(Debug, Clone)]
+pub struct LedgerHandlers {
+    ledger: Arc<Ledger>,
+}
+
+fn handler_error(failure: LedgerFailure) -> HandlerError {
+    match failure.code() {
+        Some(code) => HandlerError::reject(code, failure.to_string()),
+        None => {
+            tracing::warn!(error.message = %failure, "ledger command failed; it will be retried");
+            HandlerError::transient(failure)
+        }
+    }
+}
+
+macro_rules! handle {
+    ($command:ty, |$ledger:ident, $conn:ident, $value:ident| $body:expr) => {
+        impl CommandHandler<$command> for LedgerHandlers {
+            async fn handle(
+                &self,
+                $conn: &mut PgConnection,
+                $value: $command,
+                _meta: CommandMeta,
+            ) -> Result<<$command as Command>::Reply, HandlerError> {
+                let $ledger = &self.ledger;
+                $body.await.map_err(handler_error)
+            }
+        }
+    };
+}
+
+handle!(Deposit, |ledger, conn, command| ledger.deposit(conn, &command));
+handle!(Hold, |ledger, conn, command| ledger.hold(conn, &command));
+handle!(Capture, |ledger, conn, command| ledger.capture(conn, &command));
+handle!(Void, |ledger, conn, command| ledger.void(conn, &command, false));
+handle!(PayoutSettled, |ledger, conn, command| ledger.payout_settled(conn, &command));
+handle!(Balances, |ledger, conn, query| ledger.balances(conn, &query));
+handle!(Statement, |ledger, conn, query| ledger.statement(conn, &query));
+handle!(FeeTiers, |ledger, conn, query| ledger.fee_tiers(conn, &query));
+
+impl LedgerHandlers {
+    /// Handlers over `ledger`.
+    pub fn new(ledger: Arc<Ledger>) -> Self {
+        Self { ledger }
+    }
+
+    /// A command server of the `ledger` family with every handler registered.
+    pub fn server(self, bus: &awx_bus::Bus) -> Result<CommandServer, awx_bus::BusError> {
+        CommandServer::new(bus, self.ledger.pool.clone(), awx_api::ledger::FAMILY)?
+            .handle::<Deposit, _>(self.clone())?
+            .handle::<Hold, _>(self.clone())?
+            .handle::<Capture, _>(self.clone())?
+            .handle::<Void, _>(self.clone())?
+            .handle::<PayoutSettled, _>(self.clone())?
+            .handle::<Balances, _>(self.clone())?
+            .handle::<Statement, _>(self.clone())?
+            .handle::<FeeTiers, _>(self)
+    }
+}

@@ -1,0 +1,27 @@
+//! The awx ledger service: the only writer of money.
+//!
+//! - [`ops`]: the operations (deposit, hold, capture, void, payout, generic transfer; balances,
+//!   statements, fee tiers), each inside the caller's transaction, idempotent by key, computed by
+//!   the pure model of `awx-ledger-core` and stored by [`store`].
+//! - [`commands`]: the same operations as bus commands (family `ledger`, types in `awx-api`).
+//! - [`sweeper`]: releases holds past their timeout.
+//! - [`check`]: the checker behind `awx ledger check`.
+//! - [`fees`]: the versioned fee schedule and tenants' 30-day volume.
+//!
+//! Chart of accounts, per asset (chain and token): `wallet` per agent (its pending debits are what
+//! is held), `payable` per payee address, `fee_revenue` in shards, `onchain_mirror`, and
+//! `settlement_clearing`. See `docs/ledger.md`.
+
+pub mod app;
+pub mod check;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod fees;
+pub mod ops;
+pub mod store;
+pub mod sweeper;
+
+pub use app::LedgerService;
+pub use config::LedgerSettings;
+pub use ops::Ledger;

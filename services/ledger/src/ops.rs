@@ -1,0 +1,829 @@
+//! The ledger's operations. Each runs inside the caller's Postgres transaction (the bus's, for
+//! commands), in one shape:
+//!
+//! 1. take an advisory lock on the operation's idempotency key, and return the stored reply if
+//!    the key was used before (refusing it if with another request);
+//! 2. find or create the accounts the legs name, then lock them in ascending id order;
+//! 3. let the pure model (`awx_ledger_core::model::apply`) compute every change, or refuse;
+//! 4. write the transfer, its legs, its entries and the new counters, and store the reply.
+//!
+//! So a refused operation writes nothing, a replay returns the original result, and concurrent
+//! operations neither deadlock nor lose updates.
+
+use awx_api::ledger::{
+    Asset, Balances, BalancesReply, Capture, CaptureReply, Deposit, DepositReply, DepositSource,
+    FeeTiers, FeeTiersReply, Hold, HoldReply, LineKind, PayoutReply, PayoutSettled, Statement,
+    StatementLine, StatementReply, TierView, Void, VoidReply, WalletBalance,
+};
+use awx_ledger_core::fees::{self, usd_volume};
+use awx_ledger_core::model::{self, Account, AccountKey, Constraint, Leg, Operation};
+use awx_types::{AccountId, AgentId, Amount, LedgerId};
+use awx_x402::Address;
+use chrono::Utc;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, PgPool, Row as _};
+use uuid::Uuid;
+
+use crate::config::LedgerSettings;
+use crate::error::LedgerFailure;
+use crate::fees::FeeBook;
+use crate::store::{self, AccountSpec, Code, TransferRecord};
+
+/// The ledger: its pool, settings and fee caches.
+#[derive(Debug)]
+pub struct Ledger {
+    /// Postgres.
+    pub pool: PgPool,
+    /// The settings.
+    pub settings: LedgerSettings,
+    /// The fee schedule and volume caches.
+    pub fees: FeeBook,
+}
+
+/// A generic transfer between accounts named by their natural keys (tests, benchmarks, and
+/// platform bookkeeping that has no command of its own).
+#[derive(Debug, Clone)]
+pub struct GenericTransfer {
+    /// The idempotency key.
+    pub idempotency_key: String,
+    /// The legs: debit, credit, amount.
+    pub legs: Vec<(AccountSpec, AccountSpec, Amount)>,
+    /// Hold instead of post, with this timeout.
+    pub hold_timeout_seconds: Option<u32>,
+}
+
+/// The stored reply of a generic transfer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenericReply {
+    /// The transfer.
+    pub ledger_id: LedgerId,
+}
+
+fn token_text(token: Address) -> String {
+    token.to_string().to_lowercase()
+}
+
+/// The wallet account of an agent.
+pub fn wallet_spec(owner: AccountId, agent: AgentId, asset: &Asset) -> AccountSpec {
+    AccountSpec {
+        code: Code::Wallet,
+        network: asset.network.clone(),
+        token: token_text(asset.token),
+        decimals: asset.decimals,
+        owner: Some(owner),
+        reference: agent.to_string(),
+        constraint: Constraint::DebitsMustNotExceedCredits,
+    }
+}
+
+fn platform_spec(
+    code: Code,
+    asset: &Asset,
+    reference: String,
+    constraint: Constraint,
+) -> AccountSpec {
+    AccountSpec {
+        code,
+        network: asset.network.clone(),
+        token: token_text(asset.token),
+        decimals: asset.decimals,
+        owner: None,
+        reference,
+        constraint,
+    }
+}
+
+/// What is owed to a payee address.
+pub fn payable_spec(asset: &Asset, payee: Address) -> AccountSpec {
+    platform_spec(
+        Code::Payable,
+        asset,
+        payee.to_string().to_lowercase(),
+        Constraint::DebitsMustNotExceedCredits,
+    )
+}
+
+/// The asset held on chain for the wallets.
+pub fn mirror_spec(asset: &Asset) -> AccountSpec {
+    platform_spec(Code::OnchainMirror, asset, "main".to_owned(), Constraint::None)
+}
+
+fn check_asset(asset: &Asset) -> Result<(), LedgerFailure> {
+    let network = awx_x402::Network::parse_caip2(&asset.network)
+        .map_err(|error| LedgerFailure::Invalid(error.to_string()))?;
+    if network.evm_chain_id().is_none() {
+        return Err(LedgerFailure::Invalid(format!("{} is not an EVM network", asset.network)));
+    }
+    if asset.decimals > awx_types::DECIMALS_MAX {
+        return Err(LedgerFailure::Invalid("asset decimals are too many".into()));
+    }
+    Ok(())
+}
+
+fn json<T: Serialize>(value: &T) -> Result<serde_json::Value, LedgerFailure> {
+    serde_json::to_value(value).map_err(|error| LedgerFailure::Internal(error.to_string()))
+}
+
+fn key_of(id: Uuid) -> AccountKey {
+    id.as_u128()
+}
+
+fn available(account: Option<&Account>) -> Amount {
+    account.and_then(|account| account.balances.available_credit()).unwrap_or(Amount::ZERO)
+}
+
+/// A hold as stored.
+struct HoldRow {
+    status: String,
+    owner: Option<Uuid>,
+    network: String,
+    token: String,
+    metadata: serde_json::Value,
+    legs: Vec<Leg>,
+}
+
+async fn load_hold(conn: &mut PgConnection, hold: LedgerId) -> Result<HoldRow, LedgerFailure> {
+    let row = sqlx::query(
+        "SELECT status, owner, network, token, metadata FROM ledger.transfers WHERE id = $1 AND kind = 'hold' FOR UPDATE",
+    )
+    .bind(hold.as_uuid())
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| LedgerFailure::HoldNotFound(hold.to_string()))?;
+    let legs = sqlx::query(
+        "SELECT debit_account, credit_account, amount::text FROM ledger.transfer_legs WHERE transfer_id = $1 ORDER BY leg",
+    )
+    .bind(hold.as_uuid())
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .map(|leg| {
+        let amount = Amount::parse_atomic(leg.get::<&str, _>(2)).map_err(|e| LedgerFailure::Internal(e.to_string()))?;
+        Ok(Leg { debit: key_of(leg.get(0)), credit: key_of(leg.get(1)), amount })
+    })
+    .collect::<Result<Vec<_>, LedgerFailure>>()?;
+    Ok(HoldRow {
+        status: row.get(0),
+        owner: row.get(1),
+        network: row.get(2),
+        token: row.get(3),
+        metadata: row.get(4),
+        legs,
+    })
+}
+
+impl Ledger {
+    /// A ledger on `pool`.
+    pub fn new(pool: PgPool, settings: LedgerSettings) -> Self {
+        Self { pool, settings, fees: FeeBook::default() }
+    }
+
+    /// Records a deposit into an agent's wallet.
+    pub async fn deposit(
+        &self,
+        conn: &mut PgConnection,
+        command: &Deposit,
+    ) -> Result<DepositReply, LedgerFailure> {
+        check_asset(&command.asset)?;
+        if command.source == DepositSource::Faucet
+            && !self.settings.dev_networks.contains(&command.asset.network)
+        {
+            return Err(LedgerFailure::FaucetUnavailable(command.asset.network.clone()));
+        }
+        if command.amount.is_zero() {
+            return Err(LedgerFailure::Invalid("a deposit moves a positive amount".into()));
+        }
+        let key =
+            format!("deposit:{}:{}:{}", command.asset.network, command.tx_hash, command.log_index);
+        let hash = store::request_hash(command);
+        store::lock_key(conn, &key).await?;
+        if let Some(reply) = store::replay(conn, &key, &hash).await? {
+            return Ok(reply);
+        }
+        let wallet = wallet_spec(command.owner, command.agent, &command.asset);
+        let ids = store::ensure_accounts(conn, &[mirror_spec(&command.asset), wallet]).await?;
+        let legs = [Leg { debit: key_of(ids[0]), credit: key_of(ids[1]), amount: command.amount }];
+        let mut accounts = store::lock_accounts(conn, &ids).await?;
+        let entries = model::apply(&mut accounts, Operation::Post(&legs))
+            .map_err(LedgerFailure::from_model)?;
+        let ledger_id = LedgerId::new();
+        let reply = DepositReply { ledger_id, available: available(accounts.get(&key_of(ids[1]))) };
+        let metadata = serde_json::json!({
+            "op": "deposit", "agent": command.agent, "source": command.source,
+            "tx_hash": command.tx_hash, "log_index": command.log_index,
+        });
+        store::write_transfer(
+            conn,
+            TransferRecord {
+                id: ledger_id,
+                idempotency_key: &key,
+                request_hash: &hash,
+                kind: "post",
+                pending_id: None,
+                status: "posted",
+                timeout_at: None,
+                network: &command.asset.network,
+                token: &token_text(command.asset.token),
+                owner: Some(command.owner),
+                metadata,
+                result: json(&reply)?,
+            },
+            &legs,
+            &entries,
+            &accounts,
+        )
+        .await?;
+        Ok(reply)
+    }
+
+    /// Holds amount plus fee on an agent's wallet for a payment.
+    pub async fn hold(
+        &self,
+        conn: &mut PgConnection,
+        command: &Hold,
+    ) -> Result<HoldReply, LedgerFailure> {
+        check_asset(&command.asset)?;
+        if command.amount.is_zero() {
+            return Err(LedgerFailure::Invalid("a payment moves a positive amount".into()));
+        }
+        if command.timeout_seconds == 0 {
+            return Err(LedgerFailure::Invalid("timeout_seconds must be positive".into()));
+        }
+        let key = format!("hold:{}", command.payment_id);
+        let hash = store::request_hash(command);
+        store::lock_key(conn, &key).await?;
+        if let Some(reply) = store::replay(conn, &key, &hash).await? {
+            return Ok(reply);
+        }
+        let (tier, _) = self.fees.tier(conn, command.owner).await?;
+        let fee = fees::fee(command.amount, tier.rate_percent)
+            .map_err(|error| LedgerFailure::Invalid(error.to_string()))?;
+        let ledger_id = LedgerId::new();
+        let shards = u128::from(self.settings.fee_shards.max(1));
+        let shard = ledger_id.as_uuid().as_u128().checked_rem(shards).unwrap_or(0);
+        let mut specs = vec![
+            wallet_spec(command.owner, command.agent, &command.asset),
+            payable_spec(&command.asset, command.payee),
+        ];
+        if !fee.is_zero() {
+            specs.push(platform_spec(
+                Code::FeeRevenue,
+                &command.asset,
+                format!("shard-{shard:02}"),
+                Constraint::None,
+            ));
+        }
+        let ids = store::ensure_accounts(conn, &specs).await?;
+        let wallet = key_of(ids[0]);
+        let mut legs = vec![Leg { debit: wallet, credit: key_of(ids[1]), amount: command.amount }];
+        if let Some(&fee_account) = ids.get(2) {
+            legs.push(Leg { debit: wallet, credit: key_of(fee_account), amount: fee });
+        }
+        let mut accounts = store::lock_accounts(conn, &ids).await?;
+        let entries = model::apply(&mut accounts, Operation::Hold(&legs))
+            .map_err(LedgerFailure::from_model)?;
+        let timeout_at = Utc::now() + chrono::Duration::seconds(i64::from(command.timeout_seconds));
+        let reply = HoldReply {
+            ledger_id,
+            amount: command.amount,
+            fee,
+            fee_rate: tier.rate_percent,
+            tier: tier.name.clone(),
+            available: available(accounts.get(&wallet)),
+            expires_at_unix: timeout_at.timestamp(),
+        };
+        let metadata = serde_json::json!({
+            "op": "hold", "payment_id": command.payment_id, "agent": command.agent,
+            "payee": command.payee, "amount": command.amount, "fee": fee,
+            "fee_rate": tier.rate_percent, "tier": tier.name, "decimals": command.asset.decimals,
+        });
+        store::write_transfer(
+            conn,
+            TransferRecord {
+                id: ledger_id,
+                idempotency_key: &key,
+                request_hash: &hash,
+                kind: "hold",
+                pending_id: None,
+                status: "pending",
+                timeout_at: Some(timeout_at),
+                network: &command.asset.network,
+                token: &token_text(command.asset.token),
+                owner: Some(command.owner),
+                metadata,
+                result: json(&reply)?,
+            },
+            &legs,
+            &entries,
+            &accounts,
+        )
+        .await?;
+        Ok(reply)
+    }
+
+    /// Captures a hold, in full or in part.
+    pub async fn capture(
+        &self,
+        conn: &mut PgConnection,
+        command: &Capture,
+    ) -> Result<CaptureReply, LedgerFailure> {
+        let key = format!("resolve:{}", command.hold_id);
+        let hash = store::request_hash(&("capture", command));
+        store::lock_key(conn, &key).await?;
+        if let Some(reply) = store::replay_if_same(conn, &key, &hash).await? {
+            return Ok(reply);
+        }
+        let hold = load_hold(conn, command.hold_id).await?;
+        if hold.status != "pending" {
+            return Err(LedgerFailure::HoldNotPending {
+                hold: command.hold_id.to_string(),
+                status: hold.status,
+            });
+        }
+        let held_amount = hold.legs.first().map_or(Amount::ZERO, |leg| leg.amount);
+        let captured = command.amount.unwrap_or(held_amount);
+        if captured > held_amount {
+            return Err(LedgerFailure::Invalid(format!(
+                "cannot capture {captured}, the hold is {held_amount}"
+            )));
+        }
+        let rate: Decimal = serde_json::from_value(hold.metadata["fee_rate"].clone())
+            .map_err(|error| LedgerFailure::Internal(format!("hold fee rate: {error}")))?;
+        let fee =
+            fees::fee(captured, rate).map_err(|error| LedgerFailure::Invalid(error.to_string()))?;
+        let mut post = vec![captured];
+        if let Some(fee_leg) = hold.legs.get(1) {
+            post.push(fee.min(fee_leg.amount));
+        }
+        let fee = post.get(1).copied().unwrap_or(Amount::ZERO);
+        let ids: Vec<Uuid> = hold
+            .legs
+            .iter()
+            .flat_map(|leg| [Uuid::from_u128(leg.debit), Uuid::from_u128(leg.credit)])
+            .collect();
+        let mut accounts = store::lock_accounts(conn, &ids).await?;
+        let entries =
+            model::apply(&mut accounts, Operation::PostPending { held: &hold.legs, post: &post })
+                .map_err(LedgerFailure::from_model)?;
+        let held_total =
+            hold.legs.iter().try_fold(Amount::ZERO, |sum, leg| sum.checked_add(leg.amount));
+        let released = held_total
+            .and_then(|total| total.checked_sub(captured.checked_add(fee)?))
+            .map_err(|error| LedgerFailure::Internal(error.to_string()))?;
+        let ledger_id = LedgerId::new();
+        let reply =
+            CaptureReply { ledger_id, hold_id: command.hold_id, amount: captured, fee, released };
+        let owner = hold.owner.map(AccountId::from_uuid);
+        store::write_transfer(
+            conn,
+            TransferRecord {
+                id: ledger_id,
+                idempotency_key: &key,
+                request_hash: &hash,
+                kind: "post_pending",
+                pending_id: Some(command.hold_id),
+                status: "posted",
+                timeout_at: None,
+                network: &hold.network,
+                token: &hold.token,
+                owner,
+                metadata: serde_json::json!({"op": "capture", "hold": command.hold_id, "amount": captured, "fee": fee}),
+                result: json(&reply)?,
+            },
+            &hold.legs,
+            &entries,
+            &accounts,
+        )
+        .await?;
+        sqlx::query("UPDATE ledger.transfers SET status = 'captured' WHERE id = $1")
+            .bind(command.hold_id.as_uuid())
+            .execute(&mut *conn)
+            .await?;
+        if let Some(owner) = owner {
+            let decimals =
+                hold.metadata["decimals"].as_u64().and_then(|d| u8::try_from(d).ok()).unwrap_or(6);
+            let volume = usd_volume(captured, decimals)
+                .map_err(|error| LedgerFailure::Internal(error.to_string()))?;
+            sqlx::query(
+                "INSERT INTO ledger.captures (transfer_id, owner, network, token, amount, fee, volume_usd)
+                 VALUES ($1, $2, $3, $4, $5::numeric, $6::numeric, $7)",
+            )
+            .bind(ledger_id.as_uuid())
+            .bind(owner.as_uuid())
+            .bind(&hold.network)
+            .bind(&hold.token)
+            .bind(captured.to_string())
+            .bind(fee.to_string())
+            .bind(volume)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(reply)
+    }
+
+    /// Releases a hold; `expired` marks the sweeper's releases.
+    pub async fn void(
+        &self,
+        conn: &mut PgConnection,
+        command: &Void,
+        expired: bool,
+    ) -> Result<VoidReply, LedgerFailure> {
+        let key = format!("resolve:{}", command.hold_id);
+        let hash = store::request_hash(&(if expired { "expire" } else { "void" }, command));
+        store::lock_key(conn, &key).await?;
+        if let Some(reply) = store::replay_if_same(conn, &key, &hash).await? {
+            return Ok(reply);
+        }
+        let hold = load_hold(conn, command.hold_id).await?;
+        if hold.status != "pending" {
+            return Err(LedgerFailure::HoldNotPending {
+                hold: command.hold_id.to_string(),
+                status: hold.status,
+            });
+        }
+        let ids: Vec<Uuid> = hold
+            .legs
+            .iter()
+            .flat_map(|leg| [Uuid::from_u128(leg.debit), Uuid::from_u128(leg.credit)])
+            .collect();
+        let mut accounts = store::lock_accounts(conn, &ids).await?;
+        let entries = model::apply(&mut accounts, Operation::VoidPending(&hold.legs))
+            .map_err(LedgerFailure::from_model)?;
+        let released = hold
+            .legs
+            .iter()
+            .try_fold(Amount::ZERO, |sum, leg| sum.checked_add(leg.amount))
+            .map_err(|error| LedgerFailure::Internal(error.to_string()))?;
+        let ledger_id = LedgerId::new();
+        let reply = VoidReply { ledger_id, hold_id: command.hold_id, released };
+        store::write_transfer(
+            conn,
+            TransferRecord {
+                id: ledger_id,
+                idempotency_key: &key,
+                request_hash: &hash,
+                kind: "void_pending",
+                pending_id: Some(command.hold_id),
+                status: "posted",
+                timeout_at: None,
+                network: &hold.network,
+                token: &hold.token,
+                owner: hold.owner.map(AccountId::from_uuid),
+                metadata: serde_json::json!({"op": if expired { "expire" } else { "void" }, "hold": command.hold_id}),
+                result: json(&reply)?,
+            },
+            &hold.legs,
+            &entries,
+            &accounts,
+        )
+        .await?;
+        sqlx::query("UPDATE ledger.transfers SET status = $2 WHERE id = $1")
+            .bind(command.hold_id.as_uuid())
+            .bind(if expired { "expired" } else { "voided" })
+            .execute(&mut *conn)
+            .await?;
+        Ok(reply)
+    }
+
+    /// Records a payout made on chain: payable down, on-chain mirror down.
+    pub async fn payout_settled(
+        &self,
+        conn: &mut PgConnection,
+        command: &PayoutSettled,
+    ) -> Result<PayoutReply, LedgerFailure> {
+        check_asset(&command.asset)?;
+        if command.amount.is_zero() {
+            return Err(LedgerFailure::Invalid("a payout moves a positive amount".into()));
+        }
+        let key = format!(
+            "payout:{}:{}:{}",
+            command.asset.network,
+            command.tx_hash,
+            command.payee.to_string().to_lowercase()
+        );
+        let hash = store::request_hash(command);
+        store::lock_key(conn, &key).await?;
+        if let Some(reply) = store::replay(conn, &key, &hash).await? {
+            return Ok(reply);
+        }
+        let ids = store::ensure_accounts(
+            conn,
+            &[payable_spec(&command.asset, command.payee), mirror_spec(&command.asset)],
+        )
+        .await?;
+        let legs = [Leg { debit: key_of(ids[0]), credit: key_of(ids[1]), amount: command.amount }];
+        let mut accounts = store::lock_accounts(conn, &ids).await?;
+        let entries =
+            model::apply(&mut accounts, Operation::Post(&legs)).map_err(|error| match error {
+                model::LedgerError::InsufficientFunds { .. } => LedgerFailure::InsufficientFunds(
+                    "the payout is more than is owed to the payee".into(),
+                ),
+                other => LedgerFailure::from_model(other),
+            })?;
+        let ledger_id = LedgerId::new();
+        let reply =
+            PayoutReply { ledger_id, payable_remaining: available(accounts.get(&key_of(ids[0]))) };
+        store::write_transfer(
+            conn,
+            TransferRecord {
+                id: ledger_id,
+                idempotency_key: &key,
+                request_hash: &hash,
+                kind: "post",
+                pending_id: None,
+                status: "posted",
+                timeout_at: None,
+                network: &command.asset.network,
+                token: &token_text(command.asset.token),
+                owner: None,
+                metadata: serde_json::json!({"op": "payout", "payee": command.payee, "tx_hash": command.tx_hash}),
+                result: json(&reply)?,
+            },
+            &legs,
+            &entries,
+            &accounts,
+        )
+        .await?;
+        Ok(reply)
+    }
+
+    /// A transfer between any accounts (see [`GenericTransfer`]).
+    pub async fn transfer(
+        &self,
+        conn: &mut PgConnection,
+        request: &GenericTransfer,
+    ) -> Result<GenericReply, LedgerFailure> {
+        let key = format!("transfer:{}", request.idempotency_key);
+        let description: Vec<(String, String, String, String, Amount)> = request
+            .legs
+            .iter()
+            .map(|(d, c, a)| {
+                (
+                    d.code.as_str().to_owned(),
+                    d.reference.clone(),
+                    c.code.as_str().to_owned(),
+                    c.reference.clone(),
+                    *a,
+                )
+            })
+            .collect();
+        let hash = store::request_hash(&(&description, request.hold_timeout_seconds));
+        store::lock_key(conn, &key).await?;
+        if let Some(reply) = store::replay(conn, &key, &hash).await? {
+            return Ok(reply);
+        }
+        let (first_debit, _, _) =
+            request.legs.first().ok_or_else(|| LedgerFailure::Invalid("no legs".into()))?;
+        let mut specs = Vec::new();
+        for (debit, credit, _) in &request.legs {
+            specs.push(debit.clone());
+            specs.push(credit.clone());
+        }
+        let ids = store::ensure_accounts(conn, &specs).await?;
+        let legs: Vec<Leg> = request
+            .legs
+            .iter()
+            .enumerate()
+            .map(|(i, (_, _, amount))| Leg {
+                debit: key_of(ids[i.saturating_mul(2)]),
+                credit: key_of(ids[i.saturating_mul(2).saturating_add(1)]),
+                amount: *amount,
+            })
+            .collect();
+        let mut accounts = store::lock_accounts(conn, &ids).await?;
+        let operation = if request.hold_timeout_seconds.is_some() {
+            Operation::Hold(&legs)
+        } else {
+            Operation::Post(&legs)
+        };
+        let entries = model::apply(&mut accounts, operation).map_err(LedgerFailure::from_model)?;
+        let ledger_id = LedgerId::new();
+        let reply = GenericReply { ledger_id };
+        let timeout_at = request
+            .hold_timeout_seconds
+            .map(|s| Utc::now() + chrono::Duration::seconds(i64::from(s)));
+        store::write_transfer(
+            conn,
+            TransferRecord {
+                id: ledger_id,
+                idempotency_key: &key,
+                request_hash: &hash,
+                kind: if timeout_at.is_some() { "hold" } else { "post" },
+                pending_id: None,
+                status: if timeout_at.is_some() { "pending" } else { "posted" },
+                timeout_at,
+                network: &first_debit.network,
+                token: &first_debit.token,
+                owner: None,
+                metadata: serde_json::json!({"op": "transfer", "fee_rate": "0", "decimals": first_debit.decimals}),
+                result: json(&reply)?,
+            },
+            &legs,
+            &entries,
+            &accounts,
+        )
+        .await?;
+        Ok(reply)
+    }
+
+    /// An agent's wallet balances.
+    pub async fn balances(
+        &self,
+        conn: &mut PgConnection,
+        query: &Balances,
+    ) -> Result<BalancesReply, LedgerFailure> {
+        let rows = sqlx::query(
+            "SELECT network, token, decimals, debits_pending::text, debits_posted::text, credits_posted::text
+             FROM ledger.accounts WHERE owner = $1 AND code = 'wallet' AND ref = $2 ORDER BY network, token",
+        )
+        .bind(query.owner.as_uuid())
+        .bind(query.agent.to_string())
+        .fetch_all(conn)
+        .await?;
+        let mut wallets = Vec::with_capacity(rows.len());
+        for row in rows {
+            let parse = |i: usize| {
+                Amount::parse_atomic(row.get::<&str, _>(i))
+                    .map_err(|e| LedgerFailure::Internal(e.to_string()))
+            };
+            let (held, debits, credits) = (parse(3)?, parse(4)?, parse(5)?);
+            let available = credits
+                .checked_sub(debits)
+                .and_then(|rest| rest.checked_sub(held))
+                .map_err(|e| LedgerFailure::Internal(e.to_string()))?;
+            wallets.push(WalletBalance {
+                asset: asset_of(row.get(0), row.get(1), row.get(2))?,
+                available,
+                held,
+            });
+        }
+        Ok(BalancesReply { wallets })
+    }
+
+    /// A page of an agent's wallet entries.
+    pub async fn statement(
+        &self,
+        conn: &mut PgConnection,
+        query: &Statement,
+    ) -> Result<StatementReply, LedgerFailure> {
+        let limit = query.limit.clamp(1, 100);
+        let rows = sqlx::query(
+            "SELECT e.id, e.transfer_id, t.metadata->>'op', a.network, a.token, a.decimals, e.side,
+                    e.pending_added::text, e.pending_removed::text, e.posted_added::text,
+                    e.debits_pending_after::text, e.debits_posted_after::text, e.credits_posted_after::text,
+                    (extract(epoch FROM e.created_at) * 1000)::int8
+             FROM ledger.entries e
+             JOIN ledger.accounts a ON a.id = e.account_id
+             JOIN ledger.transfers t ON t.id = e.transfer_id
+             WHERE a.owner = $1 AND a.code = 'wallet' AND a.ref = $2 AND ($3::int8 IS NULL OR e.id > $3)
+             ORDER BY e.id LIMIT $4",
+        )
+        .bind(query.owner.as_uuid())
+        .bind(query.agent.to_string())
+        .bind(query.after)
+        .bind(i64::from(limit).saturating_add(1))
+        .fetch_all(conn)
+        .await?;
+        let mut lines = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let parse = |i: usize| {
+                Amount::parse_atomic(row.get::<&str, _>(i))
+                    .map_err(|e| LedgerFailure::Internal(e.to_string()))
+            };
+            let side: &str = row.get(6);
+            let (pending_added, pending_removed, posted_added) = (parse(7)?, parse(8)?, parse(9)?);
+            let (held_after, debits_after, credits_after) = (parse(10)?, parse(11)?, parse(12)?);
+            // For a wallet, credits add to the available balance; posted or pending debits take
+            // from it. A resolved hold returns what it held and takes what it posted.
+            let (credit, debit) = if side == "credit" {
+                (posted_added, Amount::ZERO)
+            } else {
+                let taken = pending_added
+                    .checked_add(posted_added)
+                    .map_err(|e| LedgerFailure::Internal(e.to_string()))?;
+                if pending_removed >= taken {
+                    (
+                        pending_removed
+                            .checked_sub(taken)
+                            .map_err(|e| LedgerFailure::Internal(e.to_string()))?,
+                        Amount::ZERO,
+                    )
+                } else {
+                    (
+                        Amount::ZERO,
+                        taken
+                            .checked_sub(pending_removed)
+                            .map_err(|e| LedgerFailure::Internal(e.to_string()))?,
+                    )
+                }
+            };
+            let kind = match row.get::<Option<&str>, _>(2) {
+                Some("deposit") => LineKind::Deposit,
+                Some("hold") => LineKind::Hold,
+                Some("capture") => LineKind::Capture,
+                Some("void") => LineKind::Release,
+                Some("expire") => LineKind::Expiry,
+                _ => LineKind::Transfer,
+            };
+            let available_after = credits_after
+                .checked_sub(debits_after)
+                .and_then(|rest| rest.checked_sub(held_after))
+                .map_err(|e| LedgerFailure::Internal(e.to_string()))?;
+            lines.push(StatementLine {
+                entry_id: row.get(0),
+                ledger_id: LedgerId::from_uuid(row.get(1)),
+                kind,
+                asset: asset_of(row.get(3), row.get(4), row.get(5))?,
+                credit,
+                debit,
+                available_after,
+                held_after,
+                at_unix_ms: row.get(13),
+            });
+        }
+        let limit = usize::try_from(limit).unwrap_or(100);
+        let next_cursor = if lines.len() > limit {
+            lines.truncate(limit);
+            lines.last().map(|line| line.entry_id)
+        } else {
+            None
+        };
+        Ok(StatementReply { lines, next_cursor })
+    }
+
+    /// The fee schedule in effect and a tenant's tier.
+    pub async fn fee_tiers(
+        &self,
+        conn: &mut PgConnection,
+        query: &FeeTiers,
+    ) -> Result<FeeTiersReply, LedgerFailure> {
+        let schedule = self.fees.schedule(conn).await?;
+        let (tier, volume) = self.fees.tier(conn, query.owner).await?;
+        let tiers = schedule
+            .schedule
+            .tiers
+            .iter()
+            .map(|t| TierView {
+                name: t.name.clone(),
+                volume_from_usd: t.volume_from_usd,
+                volume_to_usd: schedule.schedule.next_tier(t).map(|next| next.volume_from_usd),
+                fee_rate: t.rate_percent,
+            })
+            .collect();
+        Ok(FeeTiersReply {
+            schedule_version: schedule.version,
+            effective_from_unix: schedule.effective_from_unix,
+            tiers,
+            current_tier: tier.name,
+            current_fee_rate: tier.rate_percent,
+            volume_30d_usd: volume,
+        })
+    }
+
+    /// Holds past their timeout (the sweeper's work list).
+    pub async fn expired_holds(&self, limit: i64) -> Result<Vec<LedgerId>, LedgerFailure> {
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM ledger.transfers WHERE status = 'pending' AND timeout_at < now() ORDER BY timeout_at LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.into_iter().map(LedgerId::from_uuid).collect())
+    }
+}
+
+fn asset_of(network: String, token: String, decimals: i16) -> Result<Asset, LedgerFailure> {
+    let token = token.parse::<Address>().map_err(|e| LedgerFailure::Internal(e.to_string()))?;
+    let decimals = u8::try_from(decimals).map_err(|e| LedgerFailure::Internal(e.to_string()))?;
+    Ok(Asset { network, token, decimals })
+}
+
+/// Runs an operation in its own transaction (for callers outside the bus: the sweeper, tests,
+/// benchmarks): commits on success, rolls back on failure. Evaluates to the operation's result.
+#[macro_export]
+macro_rules! committed {
+    ($ledger:expr, |$conn:ident| $body:expr) => {
+        async {
+            let mut tx = match $ledger.pool.begin().await {
+                Ok(tx) => tx,
+                Err(error) => return Err($crate::error::LedgerFailure::from(error)),
+            };
+            let result = {
+                let $conn: &mut sqlx::PgConnection = &mut tx;
+                $body.await
+            };
+            match result {
+                Ok(value) => match tx.commit().await {
+                    Ok(()) => Ok(value),
+                    Err(error) => Err($crate::error::LedgerFailure::from(error)),
+                },
+                Err(error) => {
+                    let _ = tx.rollback().await;
+                    Err(error)
+                }
+            }
+        }
+        .await
+    };
+}

@@ -1,0 +1,16 @@
+//! The ledger service against a real Postgres (a database per test).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail by panicking, helpers included"
+)]
+
+mod bus_commands;
+mod checker;
+mod concurrency;
+mod helpers;
+mod immutability;
+mod operations;
+mod sweeper;
