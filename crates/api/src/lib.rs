@@ -5,3 +5,4 @@
 //! request stream of the service that handles it.
 
 pub mod ledger;
+pub mod signer;
