@@ -9,7 +9,7 @@ export CARGO_TERM_COLOR ?= never
 
 CARGO ?= cargo
 
-.PHONY: help setup run build test test-rust lint fmt openapi contracts contracts-check vectors bench-gateway bench-ledger clean
+.PHONY: help setup run build test test-rust conformance lint fmt openapi contracts contracts-check vectors bench-gateway bench-ledger clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ test: setup lint test-rust ## Everything CI checks: setup, lint, every test
 
 test-rust: ## Run the Rust tests (unit, property, golden vectors, chain, contract artifacts)
 	$(CARGO) test --workspace --no-fail-fast
+
+conformance: setup ## Interop with the official x402 SDKs as real processes (also part of test-rust)
+	$(CARGO) test -p awx-cli --test conformance
 
 lint: ## cargo fmt --check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check

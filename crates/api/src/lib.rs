@@ -4,5 +4,6 @@
 //! Services never depend on each other; they share these types. A command's `FAMILY` is the
 //! request stream of the service that handles it.
 
+pub mod facilitator;
 pub mod ledger;
 pub mod signer;

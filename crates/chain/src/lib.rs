@@ -5,6 +5,7 @@
 //!   artifacts) and any EIP-3009 token: reads, minting, `transferWithAuthorization` with the
 //!   overload chosen by signature length, simulation, and `Transfer` log checks.
 //! - [`revert`]: why a call reverted, in the terms the x402 facilitators use.
+//! - [`rpc`]: code, nonces, gas and fee estimates, raw broadcast and receipts.
 //! - [`anvil`]: a local anvil node on a free loopback port, for tests and `make run`.
 //!
 //! This is the only crate that talks to a chain.
@@ -12,11 +13,15 @@
 pub mod anvil;
 pub mod provider;
 pub mod revert;
+pub mod rpc;
 pub mod token;
 
+/// A mined transaction's receipt.
+pub use alloy::rpc::types::TransactionReceipt;
 pub use anvil::{Anvil, AnvilOptions, find_tool};
-pub use provider::{connect, connect_with_wallet};
+pub use provider::{connect, connect_with_wallet, send_native};
 pub use revert::RevertKind;
+pub use rpc::{ChainClient, SendError};
 pub use token::{
     Token, TransferOverload, deploy_test_smart_wallet, deploy_test_usdc, smart_wallet_signature,
 };

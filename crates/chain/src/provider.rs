@@ -35,3 +35,22 @@ pub fn connect_with_wallet(
         .connect_http(parse_endpoint(endpoint)?)
         .erased())
 }
+
+/// Sends `wei` of the chain's native currency from the provider's wallet to `to` and waits for
+/// the receipt (funding relayers with gas money on a development chain).
+pub async fn send_native(
+    provider: &DynProvider,
+    to: alloy::primitives::Address,
+    wei: alloy::primitives::U256,
+) -> Result<(), ChainError> {
+    use alloy::network::TransactionBuilder as _;
+    let request = alloy::rpc::types::TransactionRequest::default().with_to(to).with_value(wei);
+    let receipt = provider
+        .send_transaction(request)
+        .await
+        .map_err(|error| ChainError::Rpc(error.to_string()))?
+        .get_receipt()
+        .await
+        .map_err(|error| ChainError::Rpc(error.to_string()))?;
+    if receipt.status() { Ok(()) } else { Err(ChainError::Node("the transfer reverted".into())) }
+}

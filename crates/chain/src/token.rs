@@ -203,6 +203,45 @@ impl Token {
         confirm(pending.get_receipt().await)
     }
 
+    /// The calldata of `transferWithAuthorization` for a payload, with the overload its signature
+    /// needs (for a relayer's transaction signed elsewhere).
+    pub fn transfer_calldata(payload: &Eip3009Payload) -> Result<Bytes, ChainError> {
+        use alloy::sol_types::SolCall as _;
+        let auth = &payload.authorization;
+        Ok(match TransferOverload::for_signature(&payload.signature) {
+            TransferOverload::Vrs => {
+                let signature = EcdsaSignature::from_bytes(&payload.signature)
+                    .map_err(|error| ChainError::Signature(error.to_string()))?;
+                Bytes::from(
+                    Eip3009Token::transferWithAuthorization_0Call {
+                        from: auth.from,
+                        to: auth.to,
+                        value: auth.value,
+                        validAfter: auth.valid_after,
+                        validBefore: auth.valid_before,
+                        nonce: auth.nonce,
+                        v: signature.v(),
+                        r: signature.r(),
+                        s: signature.s(),
+                    }
+                    .abi_encode(),
+                )
+            }
+            TransferOverload::Bytes => Bytes::from(
+                Eip3009Token::transferWithAuthorization_1Call {
+                    from: auth.from,
+                    to: auth.to,
+                    value: auth.value,
+                    validAfter: auth.valid_after,
+                    validBefore: auth.valid_before,
+                    nonce: auth.nonce,
+                    signature: payload.signature.clone(),
+                }
+                .abi_encode(),
+            ),
+        })
+    }
+
     /// Simulates `transferWithAuthorization` (an `eth_call`), as verification does.
     pub async fn simulate_transfer_with_authorization(
         &self,

@@ -63,8 +63,15 @@ pub(crate) fn from_value_at<T: DeserializeOwned>(
 ) -> Result<T, RequestError> {
     serde_path_to_error::deserialize(value).map_err(|error| {
         let inner = error.path().to_string();
-        let path = if inner == "." { root.to_owned() } else { format!("{root}.{inner}") };
-        RequestError::Invalid { path, message: error.into_inner().to_string() }
+        let mut path = if inner == "." { root.to_owned() } else { format!("{root}.{inner}") };
+        let message = error.into_inner().to_string();
+        // serde reports a missing field at its parent; name the field itself.
+        if let Some(missing) =
+            message.strip_prefix("missing field `").and_then(|rest| rest.split('`').next())
+        {
+            path = format!("{path}.{missing}");
+        }
+        RequestError::Invalid { path, message }
     })
 }
 
@@ -316,6 +323,15 @@ mod tests {
         match request.normalize() {
             Err(RequestError::Invalid { path, .. }) => {
                 assert_eq!(path, "paymentPayload.accepted.maxTimeoutSeconds");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let mut body: Value = serde_json::from_str(V2_REQUEST).unwrap();
+        body["paymentRequirements"].as_object_mut().unwrap().remove("payTo");
+        let request: FacilitatorRequest = serde_json::from_value(body).unwrap();
+        match request.normalize() {
+            Err(RequestError::Invalid { path, .. }) => {
+                assert_eq!(path, "paymentRequirements.payTo")
             }
             other => panic!("unexpected {other:?}"),
         }

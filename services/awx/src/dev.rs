@@ -50,6 +50,9 @@ pub(crate) struct DevArgs {
     /// The key prefix of this deployment in Redis.
     #[arg(long, default_value = "awx")]
     bus_prefix: String,
+    /// Where the settlement service's health and metrics endpoints listen.
+    #[arg(long, default_value = "127.0.0.1:8082")]
+    settlement_ops_addr: String,
 }
 
 /// What `awx dev` started, as written to the state file.
@@ -83,6 +86,25 @@ struct WalletState {
 const TOKEN_NAME: &str = "USD Coin";
 const TOKEN_VERSION: &str = "2";
 const TOKEN_DECIMALS: u8 = 6;
+
+/// The development key-encryption key of the signer, kept in `<state_dir>/dev-kek` (created on
+/// first use, readable by the owner only). Development only: production reads its KEK from a
+/// secret store.
+fn dev_kek(state_dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = state_dir.join("dev-kek");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        return Ok(existing.trim().to_owned());
+    }
+    std::fs::create_dir_all(state_dir)?;
+    let kek = alloy::primitives::hex::encode(alloy::primitives::B256::random());
+    std::fs::write(&path, &kek).with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(kek)
+}
 
 fn dev_key_hex(key: &PrivateKeySigner) -> String {
     format!("0x{}", alloy::primitives::hex::encode(key.to_bytes()))
@@ -148,20 +170,38 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
         eip712_name: TOKEN_NAME.into(),
         eip712_version: TOKEN_VERSION.into(),
     };
+    let state_dir = args
+        .state_file
+        .parent()
+        .map_or_else(|| PathBuf::from(".awx"), std::path::Path::to_path_buf);
     let services = crate::platform::start(crate::platform::PlatformArgs {
         database_url: args.database_url.clone(),
         redis_url: args.redis_url.clone(),
         bus_prefix: args.bus_prefix.clone(),
         gateway_addr: args.gateway_addr.clone(),
         ledger_ops_addr: args.ledger_ops_addr.clone(),
+        settlement_ops_addr: args.settlement_ops_addr.clone(),
         tokens: vec![dev_token],
-        state_dir: args
-            .state_file
-            .parent()
-            .map_or_else(|| PathBuf::from(".awx"), std::path::Path::to_path_buf),
+        networks: vec![awx_settlement_service::config::NetworkSettings {
+            network: state.network.clone(),
+            rpc_url: state.rpc_url.clone(),
+            receipt_wait_ms: 15_000,
+        }],
+        allowed_contracts: std::collections::BTreeMap::from([(
+            state.network.clone(),
+            vec![token.address()],
+        )]),
+        signer_kek_hex: dev_kek(&state_dir)?,
+        state_dir,
     })
     .await
     .context("starting the services")?;
+    // Relayers pay gas for settlements: give them some of the development chain's ether.
+    for relayer in &services.relayers {
+        awx_chain::send_native(&provider, *relayer, U256::from(10u128.pow(19)))
+            .await
+            .context("funding a relayer")?;
+    }
     services.print_summary()?;
     if !args.exit_after_start {
         awx_service_kit::shutdown::signal().await;

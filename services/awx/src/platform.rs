@@ -1,6 +1,6 @@
 //! The services of the platform, run in this one process for local use (and by the cross-service
-//! tests): the gateway and the ledger, on a database created and migrated if missing, with a
-//! development account and admin key.
+//! tests): the ledger, the signer, the settlement service and the gateway, on a database created
+//! and migrated if missing, with a development account and admin key.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -26,8 +26,16 @@ pub struct PlatformArgs {
     pub gateway_addr: String,
     /// Where the ledger's ops endpoints listen.
     pub ledger_ops_addr: String,
+    /// Where the settlement service's ops endpoints listen.
+    pub settlement_ops_addr: String,
     /// Tokens to add to the registry (the development chain's).
     pub tokens: Vec<awx_x402::TokenInfo>,
+    /// The chains the facilitator settles on.
+    pub networks: Vec<awx_settlement_service::config::NetworkSettings>,
+    /// The contracts the signer may call, by CAIP-2 network.
+    pub allowed_contracts: std::collections::BTreeMap<String, Vec<awx_x402::Address>>,
+    /// The signer's key-encryption key (64 hex characters).
+    pub signer_kek_hex: String,
     /// Holds the development admin key between runs.
     pub state_dir: PathBuf,
 }
@@ -38,6 +46,10 @@ pub struct Platform {
     shutdown: Shutdown,
     gateway: tokio::task::JoinHandle<anyhow::Result<()>>,
     ledger: tokio::task::JoinHandle<anyhow::Result<()>>,
+    signer: tokio::task::JoinHandle<anyhow::Result<()>>,
+    settlement: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// The relayer addresses (they need native currency for gas).
+    pub relayers: Vec<awx_x402::Address>,
     /// The gateway's base URL.
     pub gateway_url: String,
     /// The development admin key.
@@ -112,15 +124,53 @@ async fn dev_admin_key(
 /// Starts the services.
 pub async fn start(args: PlatformArgs) -> anyhow::Result<Platform> {
     ensure_database(&args.database_url).await?;
-    let mut ledger_settings = awx_ledger_service::LedgerSettings::default();
-    ledger_settings.database.url = SecretString::from(args.database_url.clone());
-    ledger_settings.bus.redis_url = SecretString::from(args.redis_url.clone());
-    ledger_settings.bus.prefix.clone_from(&args.bus_prefix);
-    ledger_settings.ops_addr.clone_from(&args.ledger_ops_addr);
-    // The ledger migrates the shared database first; the gateway finds it migrated.
+    let database = |url: &str| awx_service_kit::db::DatabaseSettings {
+        url: SecretString::from(url.to_owned()),
+        ..awx_service_kit::db::DatabaseSettings::default()
+    };
+    let bus = |service: &str| {
+        let mut config = awx_bus::BusConfig::new(service, service);
+        config.redis_url = SecretString::from(args.redis_url.clone());
+        config.prefix.clone_from(&args.bus_prefix);
+        config
+    };
+    // The ledger migrates the shared database first; the others find it migrated.
+    let ledger_settings = awx_ledger_service::LedgerSettings {
+        database: database(&args.database_url),
+        bus: bus("ledger"),
+        ops_addr: args.ledger_ops_addr.clone(),
+        ..awx_ledger_service::LedgerSettings::default()
+    };
     let ledger = awx_ledger_service::LedgerService::build(ledger_settings)
         .await
         .context("starting the ledger")?;
+
+    let signer_settings = awx_signer_service::SignerSettings {
+        database: database(&args.database_url),
+        bus: bus("signer"),
+        allowed_contracts: args.allowed_contracts.clone(),
+        ..awx_signer_service::SignerSettings::default()
+    };
+    let kek = awx_signer_service::kek::Kek::from_hex(
+        &args.signer_kek_hex,
+        "the development key-encryption key",
+    )
+    .map_err(|error| anyhow::anyhow!("{error}"))?;
+    let signer = awx_signer_service::SignerService::build_with_kek(signer_settings, kek)
+        .await
+        .context("starting the signer")?;
+    let relayers = signer.relayers().await.context("reading the relayers")?;
+
+    let settlement_settings = awx_settlement_service::SettlementSettings {
+        database: database(&args.database_url),
+        bus: bus("settlement"),
+        ops_addr: args.settlement_ops_addr.clone(),
+        networks: args.networks.clone(),
+        ..awx_settlement_service::SettlementSettings::default()
+    };
+    let settlement = awx_settlement_service::SettlementService::build(settlement_settings)
+        .await
+        .context("starting the settlement service")?;
 
     let mut settings = GatewaySettings::default();
     settings.database.url = SecretString::from(args.database_url);
@@ -135,12 +185,17 @@ pub async fn start(args: PlatformArgs) -> anyhow::Result<Platform> {
         dev_admin_key(&app.state().pool, &settings, &args.state_dir).await?;
     let shutdown = Shutdown::new();
     let ledger = tokio::spawn(ledger.run(shutdown.clone()));
+    let signer = tokio::spawn(signer.run(shutdown.clone()));
+    let settlement = tokio::spawn(settlement.run(shutdown.clone()));
     let gateway = tokio::spawn(app.run(shutdown.clone()));
     let admin_key_file = args.state_dir.join("dev-admin-key");
     Ok(Platform {
         shutdown,
         gateway,
         ledger,
+        signer,
+        settlement,
+        relayers,
         gateway_url,
         admin_key,
         admin_key_new,
@@ -154,6 +209,14 @@ impl Platform {
         let mut out = std::io::stdout().lock();
         writeln!(out, "awx dev: services are up")?;
         writeln!(out, "  gateway   {}   (docs {}/docs)", self.gateway_url, self.gateway_url)?;
+        writeln!(
+            out,
+            "  facilitator {}/api/v1/x402/facilitator (provider scope)",
+            self.gateway_url
+        )?;
+        for relayer in &self.relayers {
+            writeln!(out, "  relayer   {relayer} (pays settlement gas)")?;
+        }
         let file = self.admin_key_file.display();
         let note = if self.admin_key_new {
             format!("new; saved in {file}")
@@ -176,6 +239,8 @@ impl Platform {
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.trigger();
         self.gateway.await.context("gateway task")??;
+        self.settlement.await.context("settlement task")??;
+        self.signer.await.context("signer task")??;
         self.ledger.await.context("ledger task")?
     }
 }

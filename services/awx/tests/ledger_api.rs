@@ -19,6 +19,10 @@ use serde_json::Value;
 
 const TOKEN: &str = "0x5FbDB2315678afecb367f032d93F642f64180aa3";
 
+fn alloy_kek() -> String {
+    B256::random().to_string().trim_start_matches("0x").to_owned()
+}
+
 fn asset() -> Asset {
     Asset { network: "eip155:31337".into(), token: TOKEN.parse().unwrap(), decimals: 6 }
 }
@@ -43,6 +47,10 @@ async fn balances_statements_and_fee_tiers_through_the_gateway() {
             eip712_name: "USD Coin".into(),
             eip712_version: "2".into(),
         }],
+        settlement_ops_addr: "127.0.0.1:0".into(),
+        networks: Vec::new(),
+        allowed_contracts: std::collections::BTreeMap::new(),
+        signer_kek_hex: alloy_kek(),
         state_dir: state_dir.clone(),
     })
     .await

@@ -33,6 +33,8 @@ pub struct GatewaySettings {
     pub tokens: Vec<awx_x402::TokenInfo>,
     /// How long the gateway waits for another service's answer.
     pub upstream_timeout_ms: u64,
+    /// How long a settle may take (it waits for a receipt on chain).
+    pub settle_timeout_ms: u64,
 }
 
 impl Default for GatewaySettings {
@@ -47,6 +49,7 @@ impl Default for GatewaySettings {
             telemetry: TelemetrySettings::default(),
             tokens: Vec::new(),
             upstream_timeout_ms: 10_000,
+            settle_timeout_ms: 45_000,
         }
     }
 }
@@ -159,6 +162,12 @@ pub struct ActionLimits {
     pub global: Rate,
 }
 
+/// The limits of each Gate envelope action.
+pub const GATE_LIMITS: ActionLimits = ActionLimits {
+    per_key: Rate { per_second: 1, burst: 1 },
+    global: Rate { per_second: 50, burst: 50 },
+};
+
 /// Rate limits by action, with a default for actions not listed.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -182,13 +191,28 @@ impl Default for RateLimitSettings {
                 per_key: Rate { per_second: 20, burst: 40 },
                 global: Rate { per_second: 2_000, burst: 4_000 },
             },
-            actions: BTreeMap::from([(
-                "keys.write".to_owned(),
-                ActionLimits {
-                    per_key: Rate { per_second: 2, burst: 10 },
-                    global: Rate { per_second: 200, burst: 400 },
-                },
-            )]),
+            actions: BTreeMap::from([
+                (
+                    "keys.write".to_owned(),
+                    ActionLimits {
+                        per_key: Rate { per_second: 2, burst: 10 },
+                        global: Rate { per_second: 200, burst: 400 },
+                    },
+                ),
+                // A provider's server verifies and settles once per paid request it serves.
+                (
+                    "facilitator.write".to_owned(),
+                    ActionLimits {
+                        per_key: Rate { per_second: 200, burst: 400 },
+                        global: Rate { per_second: 4_000, burst: 8_000 },
+                    },
+                ),
+                // Gate's published limits for its action envelope: 1 request/s per key per
+                // action, 50/s per action across everyone.
+                ("gate.x402.supported".to_owned(), GATE_LIMITS),
+                ("gate.x402.verify".to_owned(), GATE_LIMITS),
+                ("gate.x402.settle".to_owned(), GATE_LIMITS),
+            ]),
             replicas_expected: 1,
             flood_factor: 4,
         }

@@ -19,6 +19,9 @@ fn rejection(code: &str, message: String) -> ApiError {
         "hold_not_found" => ErrorCode::NotFound,
         "hold_not_pending" | "idempotency_conflict" => ErrorCode::Conflict,
         "faucet_unavailable" => ErrorCode::InvalidRequest,
+        "chain_unavailable" => {
+            return ApiError::new(ErrorCode::ServiceUnavailable, message).with_retry_after(1);
+        }
         other => {
             tracing::error!(code = other, "a service answered a code the gateway does not know");
             ErrorCode::InternalError
@@ -50,6 +53,21 @@ pub async fn call<C: Command>(
     service: &str,
     command: &C,
 ) -> Result<C::Reply, ApiError> {
-    let timeout = Duration::from_millis(state.settings.upstream_timeout_ms);
+    call_with_timeout(
+        state,
+        service,
+        command,
+        Duration::from_millis(state.settings.upstream_timeout_ms),
+    )
+    .await
+}
+
+/// Sends `command` to its service and waits up to `timeout` for the reply.
+pub async fn call_with_timeout<C: Command>(
+    state: &AppState,
+    service: &str,
+    command: &C,
+    timeout: Duration,
+) -> Result<C::Reply, ApiError> {
     state.bus.send(command, timeout).await.map_err(|error| bus_error(service, error))
 }

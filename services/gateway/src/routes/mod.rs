@@ -1,6 +1,8 @@
 //! The public API's routes under `/api/v1`, and the rate-limit action of each.
 
 pub mod account;
+pub mod facilitator;
+pub mod gate;
 pub mod keys;
 pub mod ledger;
 
@@ -23,6 +25,10 @@ pub fn router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(ledger::fee_tiers))
         .routes(routes!(ledger::balances))
         .routes(routes!(ledger::statement))
+        .routes(routes!(facilitator::verify))
+        .routes(routes!(facilitator::settle))
+        .routes(routes!(facilitator::supported))
+        .routes(routes!(gate::action))
 }
 
 /// The rate-limit action of a route: requests are limited per (key, action) and per action.
@@ -36,6 +42,12 @@ pub fn action(method: &Method, path: &str) -> &'static str {
         ("GET", "/api/v1/agents/{agent_id}/balances" | "/api/v1/agents/{agent_id}/statement") => {
             "ledger.read"
         }
+        ("POST", "/api/v1/x402/facilitator/verify" | "/api/v1/x402/facilitator/settle") => {
+            "facilitator.write"
+        }
+        ("GET", "/api/v1/x402/facilitator/supported") => "facilitator.read",
+        // The envelope's own per-action limits apply inside the handler.
+        ("POST", "/api/v1/x402") => "gate",
         _ => "default",
     }
 }

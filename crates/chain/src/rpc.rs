@@ -1,0 +1,115 @@
+//! The chain reads and writes the settlement service needs beyond a token's own functions:
+//! code at an address, account nonces, gas and fee estimates, raw transaction broadcast, and
+//! receipts.
+
+use alloy::network::TransactionBuilder as _;
+use alloy::primitives::{Address, B256, Bytes};
+use alloy::providers::{DynProvider, Provider};
+use alloy::rpc::types::{TransactionReceipt, TransactionRequest};
+
+use crate::ChainError;
+use crate::revert::RevertKind;
+use crate::token::Token;
+
+/// Why a raw transaction was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The node already has this transaction (a re-send): not an error for the sender.
+    #[error("the node already knows this transaction")]
+    AlreadyKnown,
+    /// The nonce is already used on chain.
+    #[error("nonce too low: {0}")]
+    NonceTooLow(String),
+    /// Any other refusal or transport failure.
+    #[error("send failed: {0}")]
+    Other(String),
+}
+
+/// A read-write client of one chain.
+#[derive(Debug, Clone)]
+pub struct ChainClient {
+    provider: DynProvider,
+}
+
+fn rpc_error(error: impl std::fmt::Display) -> ChainError {
+    ChainError::Rpc(error.to_string())
+}
+
+impl ChainClient {
+    /// A client on `endpoint`.
+    pub fn connect(endpoint: &str) -> Result<Self, ChainError> {
+        Ok(Self { provider: crate::provider::connect(endpoint)? })
+    }
+
+    /// The provider, for bindings.
+    pub fn provider(&self) -> &DynProvider {
+        &self.provider
+    }
+
+    /// The token at `address`.
+    pub fn token(&self, address: Address) -> Token {
+        Token::at(address, self.provider.clone())
+    }
+
+    /// The chain id the node reports.
+    pub async fn chain_id(&self) -> Result<u64, ChainError> {
+        self.provider.get_chain_id().await.map_err(rpc_error)
+    }
+
+    /// The bytecode at `address` (empty for an externally owned account).
+    pub async fn code(&self, address: Address) -> Result<Bytes, ChainError> {
+        self.provider.get_code_at(address).await.map_err(rpc_error)
+    }
+
+    /// The account's nonce including pending transactions.
+    pub async fn pending_nonce(&self, address: Address) -> Result<u64, ChainError> {
+        self.provider.get_transaction_count(address).pending().await.map_err(rpc_error)
+    }
+
+    /// The gas a call would use, or why it would revert.
+    pub async fn estimate_gas(
+        &self,
+        from: Address,
+        to: Address,
+        input: Bytes,
+    ) -> Result<u64, ChainError> {
+        let request = TransactionRequest::default().with_from(from).with_to(to).with_input(input);
+        self.provider.estimate_gas(request).await.map_err(|error| {
+            let message = error.to_string();
+            if message.contains("revert") {
+                ChainError::Reverted { kind: RevertKind::classify(&message), message }
+            } else {
+                ChainError::Rpc(message)
+            }
+        })
+    }
+
+    /// EIP-1559 fees: (max fee per gas, max priority fee per gas).
+    pub async fn fees(&self) -> Result<(u128, u128), ChainError> {
+        let estimate = self.provider.estimate_eip1559_fees().await.map_err(rpc_error)?;
+        Ok((estimate.max_fee_per_gas, estimate.max_priority_fee_per_gas))
+    }
+
+    /// Broadcasts a signed transaction.
+    pub async fn send_raw(&self, raw: &[u8]) -> Result<B256, SendError> {
+        match self.provider.send_raw_transaction(raw).await {
+            Ok(pending) => Ok(*pending.tx_hash()),
+            Err(error) => {
+                let message = error.to_string();
+                let lower = message.to_ascii_lowercase();
+                if lower.contains("already known") || lower.contains("already imported") {
+                    Err(SendError::AlreadyKnown)
+                } else if lower.contains("nonce too low") || lower.contains("nonce is too low") {
+                    Err(SendError::NonceTooLow(message))
+                } else {
+                    Err(SendError::Other(message))
+                }
+            }
+        }
+    }
+
+    /// The receipt of `hash`, once mined.
+    pub async fn receipt(&self, hash: B256) -> Result<Option<TransactionReceipt>, ChainError> {
+        self.provider.get_transaction_receipt(hash).await.map_err(rpc_error)
+    }
+}

@@ -1,0 +1,262 @@
+//! The whole platform on a real chain, for cross-service tests: anvil with our token, a fresh
+//! database, a Redis key namespace, and every service in this process.
+
+#![allow(dead_code, reason = "each test binary uses part of the support module")]
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use alloy::primitives::U256;
+use alloy::providers::DynProvider;
+use alloy::signers::local::PrivateKeySigner;
+use awx_chain::{Anvil, AnvilOptions, Token};
+use awx_cli::platform::{self, Platform, PlatformArgs};
+use awx_test_support::{RedisNamespace, TestDb};
+use awx_x402::eip3009::random_nonce;
+use awx_x402::{
+    Address, Bytes, Eip3009Authorization, Eip3009Payload, ExactEvmPayload, PaymentPayload,
+    PaymentRequirements, TokenDomain,
+};
+use serde_json::{Value, json};
+
+pub(crate) const TOKEN_NAME: &str = "USD Coin";
+pub(crate) const TOKEN_VERSION: &str = "2";
+
+pub(crate) struct World {
+    pub(crate) anvil: Anvil,
+    pub(crate) deployer: DynProvider,
+    pub(crate) token: Token,
+    pub(crate) network: String,
+    pub(crate) db: TestDb,
+    pub(crate) namespace: RedisNamespace,
+    pub(crate) platform: Option<Platform>,
+    pub(crate) gateway_url: String,
+    pub(crate) admin_key: String,
+    pub(crate) provider_key: String,
+    pub(crate) http: reqwest::Client,
+    state_dir: std::path::PathBuf,
+}
+
+pub(crate) fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+pub(crate) fn kek_hex() -> String {
+    awx_x402::B256::random().to_string().trim_start_matches("0x").to_owned()
+}
+
+impl World {
+    pub(crate) async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts everything; `adjust` may change the platform's arguments (receipt waits, say).
+    pub(crate) async fn start_with(adjust: impl FnOnce(&mut PlatformArgs)) -> Self {
+        awx_test_support::init_logging();
+        let anvil = Anvil::spawn(AnvilOptions::default()).await.unwrap();
+        let deployer =
+            awx_chain::connect_with_wallet(anvil.endpoint(), anvil.dev_key(0).unwrap()).unwrap();
+        let token =
+            awx_chain::deploy_test_usdc(&deployer, TOKEN_NAME, TOKEN_VERSION).await.unwrap();
+        let network = format!("eip155:{}", anvil.chain_id());
+        let db = TestDb::new().await;
+        let namespace = RedisNamespace::new();
+        let state_dir =
+            std::env::temp_dir().join(format!("awx-world-{}", uuid::Uuid::new_v4().simple()));
+        let mut args = PlatformArgs {
+            database_url: db.url(),
+            redis_url: awx_test_support::redis_url(),
+            bus_prefix: namespace.prefix().to_owned(),
+            gateway_addr: "127.0.0.1:0".into(),
+            ledger_ops_addr: "127.0.0.1:0".into(),
+            settlement_ops_addr: "127.0.0.1:0".into(),
+            tokens: vec![awx_x402::TokenInfo {
+                network: awx_x402::Network::evm(anvil.chain_id()),
+                address: token.address(),
+                symbol: "USDC".into(),
+                decimals: 6,
+                eip712_name: TOKEN_NAME.into(),
+                eip712_version: TOKEN_VERSION.into(),
+            }],
+            networks: vec![awx_settlement_service::config::NetworkSettings {
+                network: network.clone(),
+                rpc_url: anvil.endpoint().to_owned(),
+                receipt_wait_ms: 10_000,
+            }],
+            allowed_contracts: BTreeMap::from([(network.clone(), vec![token.address()])]),
+            signer_kek_hex: kek_hex(),
+            state_dir: state_dir.clone(),
+        };
+        adjust(&mut args);
+        let platform = platform::start(args).await.unwrap();
+        for relayer in &platform.relayers {
+            awx_chain::send_native(&deployer, *relayer, U256::from(10u128.pow(19))).await.unwrap();
+        }
+        let http = reqwest::Client::new();
+        let gateway_url = platform.gateway_url.clone();
+        let admin_key = platform.admin_key.clone();
+        let created: Value = http
+            .post(format!("{gateway_url}/api/v1/keys"))
+            .header("x-api-key", &admin_key)
+            .json(&json!({"name": "provider", "scopes": ["provider"]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let provider_key = created["api_key"].as_str().unwrap().to_owned();
+        Self {
+            anvil,
+            deployer,
+            token,
+            network,
+            db,
+            namespace,
+            platform: Some(platform),
+            gateway_url,
+            admin_key,
+            provider_key,
+            http,
+            state_dir,
+        }
+    }
+
+    pub(crate) fn domain(&self) -> TokenDomain {
+        TokenDomain {
+            name: TOKEN_NAME.into(),
+            version: TOKEN_VERSION.into(),
+            chain_id: self.anvil.chain_id(),
+            verifying_contract: self.token.address(),
+        }
+    }
+
+    /// A new payer holding `atomic` units of the token.
+    pub(crate) async fn funded_payer(&self, atomic: u128) -> PrivateKeySigner {
+        let payer = PrivateKeySigner::random();
+        if atomic > 0 {
+            self.token.mint(payer.address(), U256::from(atomic)).await.unwrap();
+        }
+        payer
+    }
+
+    pub(crate) fn requirements(&self, pay_to: Address, atomic: u128) -> PaymentRequirements {
+        serde_json::from_value(json!({
+            "scheme": "exact", "network": self.network, "amount": atomic.to_string(),
+            "asset": self.token.address().to_checksum(None), "payTo": pay_to.to_checksum(None),
+            "maxTimeoutSeconds": 120, "extra": {"name": TOKEN_NAME, "version": TOKEN_VERSION}
+        }))
+        .unwrap()
+    }
+
+    /// An authorization paying `requirements`, signed by `payer` under `domain`; `edit` may
+    /// change it before signing.
+    pub(crate) fn payment_with(
+        &self,
+        payer: &PrivateKeySigner,
+        requirements: &PaymentRequirements,
+        domain: &TokenDomain,
+        edit: impl FnOnce(&mut Eip3009Authorization),
+    ) -> PaymentPayload {
+        let mut authorization = Eip3009Authorization {
+            from: payer.address(),
+            to: requirements.pay_to.parse().unwrap(),
+            value: requirements.amount.parse().unwrap(),
+            valid_after: U256::ZERO,
+            valid_before: U256::from(now() + 120),
+            nonce: random_nonce(),
+        };
+        edit(&mut authorization);
+        let signature = authorization.sign(payer, domain).unwrap();
+        let payload = ExactEvmPayload::Eip3009(Eip3009Payload {
+            signature: Bytes::copy_from_slice(&signature.to_bytes()),
+            authorization,
+        });
+        PaymentPayload {
+            x402_version: 2,
+            resource: None,
+            accepted: requirements.clone(),
+            payload: payload.to_json(),
+            extensions: None,
+            other: Default::default(),
+        }
+    }
+
+    pub(crate) fn payment(
+        &self,
+        payer: &PrivateKeySigner,
+        requirements: &PaymentRequirements,
+    ) -> PaymentPayload {
+        self.payment_with(payer, requirements, &self.domain(), |_| {})
+    }
+
+    pub(crate) fn body(payload: &PaymentPayload, requirements: &PaymentRequirements) -> Value {
+        json!({"x402Version": 2, "paymentPayload": payload, "paymentRequirements": requirements})
+    }
+
+    /// POSTs to the gateway with the provider key; returns the status and JSON body.
+    pub(crate) async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.gateway_url))
+            .header("x-api-key", &self.provider_key)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub(crate) async fn verify(
+        &self,
+        payload: &PaymentPayload,
+        requirements: &PaymentRequirements,
+    ) -> Value {
+        let (status, body) =
+            self.post("/api/v1/x402/facilitator/verify", &Self::body(payload, requirements)).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    pub(crate) async fn settle(
+        &self,
+        payload: &PaymentPayload,
+        requirements: &PaymentRequirements,
+    ) -> Value {
+        let (status, body) =
+            self.post("/api/v1/x402/facilitator/settle", &Self::body(payload, requirements)).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    pub(crate) async fn balance(&self, address: Address) -> U256 {
+        self.token.balance_of(address).await.unwrap()
+    }
+
+    pub(crate) async fn count(&self, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&self.db.pool).await.unwrap()
+    }
+
+    pub(crate) async fn rpc(&self, method: &str, params: Value) -> Value {
+        let response: Value = self
+            .http
+            .post(self.anvil.endpoint())
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(response.get("error").is_none(), "{method}: {response}");
+        response["result"].clone()
+    }
+
+    pub(crate) async fn stop(mut self) {
+        if let Some(platform) = self.platform.take() {
+            platform.stop().await.unwrap();
+        }
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
+}

@@ -1,0 +1,83 @@
+//! The facilitator's bus commands. Settlement state is written in the service's own committed
+//! transactions (it must be durable before a broadcast), not in the bus's inbox transaction; the
+//! inbox still makes a redelivered command answer from storage.
+
+use std::sync::Arc;
+
+use awx_api::facilitator::{Settle, Supported, Verify, codes};
+use awx_bus::{CommandHandler, CommandMeta, CommandServer, HandlerError};
+use sqlx::PgConnection;
+
+use crate::facilitator::{Facilitator, FacilitatorError};
+
+/// The handlers of the facilitator's commands.
+#[derive(Debug, Clone)]
+pub struct FacilitatorHandlers {
+    facilitator: Arc<Facilitator>,
+}
+
+fn handler_error(error: FacilitatorError) -> HandlerError {
+    match error {
+        FacilitatorError::InvalidRequest(message) => {
+            HandlerError::reject(codes::INVALID_REQUEST, message)
+        }
+        FacilitatorError::Chain(message) => HandlerError::reject(codes::CHAIN_UNAVAILABLE, message),
+        other => {
+            tracing::warn!(error.message = %other, "facilitator command failed; it will be retried");
+            HandlerError::transient(other)
+        }
+    }
+}
+
+impl CommandHandler<Verify> for FacilitatorHandlers {
+    async fn handle(
+        &self,
+        _tx: &mut PgConnection,
+        command: Verify,
+        _meta: CommandMeta,
+    ) -> Result<awx_x402::VerifyResponse, HandlerError> {
+        self.facilitator.verify(&command.request).await.map_err(handler_error)
+    }
+}
+
+impl CommandHandler<Settle> for FacilitatorHandlers {
+    async fn handle(
+        &self,
+        _tx: &mut PgConnection,
+        command: Settle,
+        _meta: CommandMeta,
+    ) -> Result<awx_x402::SettleResponse, HandlerError> {
+        self.facilitator.settle(command.provider, &command.request).await.map_err(handler_error)
+    }
+}
+
+impl CommandHandler<Supported> for FacilitatorHandlers {
+    async fn handle(
+        &self,
+        _tx: &mut PgConnection,
+        _command: Supported,
+        _meta: CommandMeta,
+    ) -> Result<awx_x402::SupportedResponse, HandlerError> {
+        self.facilitator.supported().await.map_err(handler_error)
+    }
+}
+
+impl FacilitatorHandlers {
+    /// Handlers over `facilitator`.
+    pub fn new(facilitator: Arc<Facilitator>) -> Self {
+        Self { facilitator }
+    }
+
+    /// A command server of the `settlement` family; its inbox uses `inbox_pool`, separate from
+    /// the pool settlements use, so a command waiting for a receipt never starves the work.
+    pub fn server(
+        self,
+        bus: &awx_bus::Bus,
+        inbox_pool: sqlx::PgPool,
+    ) -> Result<CommandServer, awx_bus::BusError> {
+        CommandServer::new(bus, inbox_pool, awx_api::facilitator::FAMILY)?
+            .handle::<Verify, _>(self.clone())?
+            .handle::<Settle, _>(self.clone())?
+            .handle::<Supported, _>(self)
+    }
+}

@@ -1,0 +1,494 @@
+//! Settling an outside payer's authorization on chain, exactly once.
+//!
+//! 1. The settlement is recorded keyed by (network, payer, nonce) and its row locked. A second
+//!    settle of the same payload finds it: a final outcome is returned as stored; a transaction
+//!    in flight is followed (its receipt awaited), never sent again. Another payload with the same
+//!    nonce is refused as a used nonce.
+//! 2. The owner of a `planned` settlement estimates gas (a revert here is a failure that consumes
+//!    nothing), takes the relayer's next nonce under a row lock (so replicas never share a nonce),
+//!    has the signer sign, and commits the signed transaction, its nonce and the `signed` state
+//!    **before** broadcasting.
+//! 3. It broadcasts, then waits up to the chain's `receipt_wait_ms` for the receipt: a success
+//!    with the token's `Transfer` log is settled; a revert, or a receipt without that log, fails;
+//!    no receipt yet is `settlement_pending` with the hash. The resumer
+//!    ([`crate::resumer`]) re-broadcasts anything left `signed` and records receipts that come
+//!    later, so a later settle of the same payload returns the final outcome.
+
+use std::time::{Duration, Instant};
+
+use awx_chain::{ChainError, SendError, Token, TransactionReceipt};
+use awx_types::AccountId;
+use awx_x402::{
+    Address, B256, Eip3009Payload, ErrorReason, FacilitatorRequest, SettleFailure, SettleResponse,
+};
+use sha2::{Digest as _, Sha256};
+use sqlx::{PgConnection, Row as _};
+use uuid::Uuid;
+
+use crate::facilitator::{Chain, Checked, Facilitator, FacilitatorError, Valid, revert_reason};
+
+/// How often a waiting settle asks for the receipt.
+const RECEIPT_POLL: Duration = Duration::from_millis(200);
+
+fn lower(address: Address) -> String {
+    address.to_string().to_lowercase()
+}
+
+fn failed(
+    reason: ErrorReason,
+    message: impl Into<String>,
+    payer: Option<String>,
+    transaction: String,
+    network: &str,
+) -> SettleResponse {
+    SettleResponse::failed(SettleFailure {
+        reason,
+        message: message.into(),
+        payer,
+        transaction,
+        network: network.to_owned(),
+    })
+}
+
+/// A settlement as stored.
+#[derive(Debug)]
+struct Row {
+    id: Uuid,
+    authorization_hash: Vec<u8>,
+    state: String,
+    tx_hash: Option<String>,
+    error_reason: Option<String>,
+    error_message: Option<String>,
+}
+
+/// The final state of a mined transaction.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Settled: the transfer happened.
+    Settled,
+    /// Mined but not settled.
+    Failed(ErrorReason, String),
+}
+
+/// Classifies a receipt: reverted, without the expected `Transfer` log, or settled.
+pub fn receipt_outcome(
+    token: &Token,
+    receipt: &TransactionReceipt,
+    from: Address,
+    to: Address,
+    value: awx_x402::U256,
+) -> Outcome {
+    if !receipt.status() {
+        return Outcome::Failed(
+            ErrorReason::InvalidExactEvmTransactionFailed,
+            "the settlement transaction reverted".into(),
+        );
+    }
+    if !token.receipt_has_transfer(receipt, from, to, value) {
+        return Outcome::Failed(
+            ErrorReason::InvalidExactEvmTransferEventMismatch,
+            "the receipt has no matching Transfer log".into(),
+        );
+    }
+    Outcome::Settled
+}
+
+impl Facilitator {
+    /// Settles a payment (see the module docs).
+    pub async fn settle(
+        &self,
+        provider: AccountId,
+        request: &FacilitatorRequest,
+    ) -> Result<SettleResponse, FacilitatorError> {
+        let valid = match self.check(request, false).await? {
+            Checked::Valid(valid) => *valid,
+            Checked::Invalid(rejected) => {
+                let network = request
+                    .normalize()
+                    .map(|normalized| normalized.payload.accepted.network)
+                    .unwrap_or_default();
+                return Ok(failed(
+                    rejected.reason,
+                    rejected.message,
+                    rejected.payer.map(|payer| payer.to_checksum(None)),
+                    String::new(),
+                    &network,
+                ));
+            }
+        };
+        let network = valid.request.payload.accepted.network.clone();
+        let payer = valid.checked.payer().to_checksum(None);
+        let payload = Eip3009Payload {
+            signature: valid.checked.signature.clone(),
+            authorization: valid.checked.authorization.clone(),
+        };
+        let authorization_hash =
+            Sha256::digest(serde_json::to_vec(&payload).unwrap_or_default()).to_vec();
+
+        let mut tx = self.pool.begin().await?;
+        let row = record(&mut tx, &valid, provider, &authorization_hash).await?;
+        if row.authorization_hash != authorization_hash {
+            tx.commit().await?;
+            return Ok(failed(
+                ErrorReason::InvalidExactEvmNonceAlreadyUsed,
+                "another authorization with this nonce was settled",
+                Some(payer),
+                String::new(),
+                &network,
+            ));
+        }
+        match row.state.as_str() {
+            "confirmed" => {
+                tx.commit().await?;
+                return Ok(SettleResponse::settled(
+                    row.tx_hash.unwrap_or_default(),
+                    network,
+                    payer,
+                ));
+            }
+            "failed" => {
+                tx.commit().await?;
+                let reason = ErrorReason::parse(
+                    row.error_reason.as_deref().unwrap_or("unexpected_settle_error"),
+                );
+                return Ok(failed(
+                    reason,
+                    row.error_message.unwrap_or_default(),
+                    Some(payer),
+                    row.tx_hash.unwrap_or_default(),
+                    &network,
+                ));
+            }
+            "signed" | "broadcast" => {
+                tx.commit().await?;
+                let hash = row
+                    .tx_hash
+                    .as_deref()
+                    .and_then(|hash| hash.parse::<B256>().ok())
+                    .unwrap_or_default();
+                return self.follow(valid.chain, row.id, hash, &payload, &network).await;
+            }
+            _ => {}
+        }
+        // The settlement is ours to carry out: we hold its row lock.
+        let signed = match self.plan_and_sign(&mut tx, valid.chain, row.id, &valid, &payload).await
+        {
+            Ok(signed) => signed,
+            Err(Planned::Refused(reason, message)) => {
+                sqlx::query(
+                    "UPDATE settlement.settlements SET state = 'failed', error_reason = $2, error_message = $3, updated_at = now() WHERE id = $1",
+                )
+                .bind(row.id)
+                .bind(reason.as_str())
+                .bind(&message)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                return Ok(failed(reason, message, Some(payer), String::new(), &network));
+            }
+            Err(Planned::Error(error)) => return Err(error),
+        };
+        tx.commit().await?;
+        self.broadcast(valid.chain, signed.chain_tx_id, &signed.raw).await;
+        self.follow(valid.chain, row.id, signed.hash, &payload, &network).await
+    }
+
+    /// Gas, nonce and signature of the settlement transaction, stored in `tx`.
+    async fn plan_and_sign(
+        &self,
+        tx: &mut PgConnection,
+        chain: &Chain,
+        settlement_id: Uuid,
+        valid: &Valid<'_>,
+        payload: &Eip3009Payload,
+    ) -> Result<Signed, Planned> {
+        let relayers = self.relayers().await.map_err(Planned::Error)?;
+        let pick = usize::try_from(
+            settlement_id.as_u128() % u128::try_from(relayers.len().max(1)).unwrap_or(1),
+        )
+        .unwrap_or(0);
+        let relayer = relayers[pick.min(relayers.len().saturating_sub(1))];
+        let input = Token::transfer_calldata(payload).map_err(|error| {
+            Planned::Refused(ErrorReason::InvalidExactEvmSignature, error.to_string())
+        })?;
+        let gas =
+            match chain.client.estimate_gas(relayer, valid.checked.asset(), input.clone()).await {
+                Ok(gas) => gas,
+                Err(ChainError::Reverted { kind, message }) => {
+                    return Err(Planned::Refused(revert_reason(kind), message));
+                }
+                Err(error) => {
+                    return Err(Planned::Error(FacilitatorError::Chain(error.to_string())));
+                }
+            };
+        let gas_limit = gas.saturating_mul(self.settings.gas_limit_percent) / 100;
+        let (max_fee_per_gas, max_priority_fee_per_gas) = chain
+            .client
+            .fees()
+            .await
+            .map_err(|error| Planned::Error(FacilitatorError::Chain(error.to_string())))?;
+
+        // The relayer's nonce: one row per (chain, relayer), locked until this transaction commits,
+        // so two replicas never take the same nonce. The node's pending count wins if it is ahead
+        // (the key was used elsewhere).
+        let chain_id = i64::try_from(chain.chain_id).unwrap_or(i64::MAX);
+        let pending = chain
+            .client
+            .pending_nonce(relayer)
+            .await
+            .map_err(|error| Planned::Error(FacilitatorError::Chain(error.to_string())))?;
+        let pending = i64::try_from(pending).unwrap_or(i64::MAX);
+        sqlx::query("INSERT INTO settlement.relayer_nonces (chain_id, relayer, next_nonce) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(chain_id)
+            .bind(lower(relayer))
+            .bind(pending)
+            .execute(&mut *tx)
+            .await
+            .map_err(|error| Planned::Error(error.into()))?;
+        let stored: i64 = sqlx::query_scalar("SELECT next_nonce FROM settlement.relayer_nonces WHERE chain_id = $1 AND relayer = $2 FOR UPDATE")
+            .bind(chain_id)
+            .bind(lower(relayer))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|error| Planned::Error(error.into()))?;
+        let nonce = stored.max(pending);
+
+        let chain_tx_id = Uuid::now_v7();
+        let request = awx_api::signer::SignTransaction {
+            request_id: chain_tx_id,
+            chain_id: chain.chain_id,
+            from: relayer,
+            to: valid.checked.asset(),
+            input,
+            nonce: u64::try_from(nonce).unwrap_or(0),
+            gas_limit,
+            max_fee_per_gas,
+            max_priority_fee_per_gas,
+        };
+        let timeout = Duration::from_millis(self.settings.signer_timeout_ms);
+        let signed = self
+            .bus
+            .send(&request, timeout)
+            .await
+            .map_err(|error| Planned::Error(FacilitatorError::Signer(error.to_string())))?;
+        sqlx::query(
+            "INSERT INTO settlement.chain_txs (id, settlement_id, chain_id, relayer, nonce, raw, hash, state)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'signed')",
+        )
+        .bind(chain_tx_id)
+        .bind(settlement_id)
+        .bind(chain_id)
+        .bind(lower(relayer))
+        .bind(nonce)
+        .bind(signed.raw.to_vec())
+        .bind(format!("{:#x}", signed.hash))
+        .execute(&mut *tx)
+        .await
+        .map_err(|error| Planned::Error(error.into()))?;
+        sqlx::query("UPDATE settlement.relayer_nonces SET next_nonce = $3 WHERE chain_id = $1 AND relayer = $2")
+            .bind(chain_id)
+            .bind(lower(relayer))
+            .bind(nonce.saturating_add(1))
+            .execute(&mut *tx)
+            .await
+            .map_err(|error| Planned::Error(error.into()))?;
+        sqlx::query("UPDATE settlement.settlements SET state = 'signed', tx_hash = $2, updated_at = now() WHERE id = $1")
+            .bind(settlement_id)
+            .bind(format!("{:#x}", signed.hash))
+            .execute(&mut *tx)
+            .await
+            .map_err(|error| Planned::Error(error.into()))?;
+        Ok(Signed { chain_tx_id, raw: signed.raw.to_vec(), hash: signed.hash })
+    }
+
+    /// Broadcasts a stored transaction and records that it was; a failure is left to the
+    /// resumer, which tries again.
+    pub async fn broadcast(&self, chain: &Chain, chain_tx_id: Uuid, raw: &[u8]) {
+        let outcome = chain.client.send_raw(raw).await;
+        let (state, error) = match &outcome {
+            Ok(_) | Err(SendError::AlreadyKnown) => ("broadcast", None),
+            Err(SendError::NonceTooLow(message) | SendError::Other(message)) => {
+                ("signed", Some(message.clone()))
+            }
+        };
+        if let Some(message) = &error {
+            tracing::warn!(chain_tx = %chain_tx_id, error.message = %message, "broadcast failed; the resumer retries");
+        }
+        let recorded = sqlx::query(
+            "UPDATE settlement.chain_txs SET state = CASE WHEN state = 'signed' THEN $2 ELSE state END,
+                    broadcast_attempts = broadcast_attempts + 1, last_error = $3, updated_at = now()
+             WHERE id = $1",
+        )
+        .bind(chain_tx_id)
+        .bind(state)
+        .bind(error)
+        .execute(&self.pool)
+        .await;
+        if let Err(error) = recorded {
+            tracing::error!(error.message = %error, "cannot record a broadcast");
+        }
+        if state == "broadcast" {
+            let _ = sqlx::query(
+                "UPDATE settlement.settlements SET state = 'broadcast', updated_at = now()
+                 WHERE id = (SELECT settlement_id FROM settlement.chain_txs WHERE id = $1) AND state = 'signed'",
+            )
+            .bind(chain_tx_id)
+            .execute(&self.pool)
+            .await;
+        }
+    }
+
+    /// Waits (bounded) for the receipt of a settlement's transaction and records the outcome.
+    async fn follow(
+        &self,
+        chain: &Chain,
+        settlement_id: Uuid,
+        hash: B256,
+        payload: &Eip3009Payload,
+        network: &str,
+    ) -> Result<SettleResponse, FacilitatorError> {
+        let payer = payload.authorization.from.to_checksum(None);
+        let deadline = Instant::now() + chain.receipt_wait;
+        loop {
+            match chain.client.receipt(hash).await {
+                Ok(Some(receipt)) => {
+                    let outcome =
+                        self.finalize(chain, settlement_id, hash, &receipt, payload).await?;
+                    return Ok(match outcome {
+                        Outcome::Settled => {
+                            SettleResponse::settled(format!("{hash:#x}"), network, payer)
+                        }
+                        Outcome::Failed(reason, message) => {
+                            failed(reason, message, Some(payer), format!("{hash:#x}"), network)
+                        }
+                    });
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(error.message = %error, "receipt lookup failed; retrying")
+                }
+            }
+            if Instant::now() >= deadline {
+                return Ok(failed(
+                    ErrorReason::SettlementPending,
+                    "the transaction was broadcast and its receipt has not been seen yet; settle again to follow it",
+                    Some(payer),
+                    format!("{hash:#x}"),
+                    network,
+                ));
+            }
+            tokio::time::sleep(RECEIPT_POLL).await;
+        }
+    }
+
+    /// Records a mined transaction's outcome (idempotent).
+    pub async fn finalize(
+        &self,
+        chain: &Chain,
+        settlement_id: Uuid,
+        hash: B256,
+        receipt: &TransactionReceipt,
+        payload: &Eip3009Payload,
+    ) -> Result<Outcome, FacilitatorError> {
+        let auth = &payload.authorization;
+        let token_address: String =
+            sqlx::query_scalar("SELECT token FROM settlement.settlements WHERE id = $1")
+                .bind(settlement_id)
+                .fetch_one(&self.pool)
+                .await?;
+        let token = chain.client.token(token_address.parse().unwrap_or_default());
+        let outcome = receipt_outcome(&token, receipt, auth.from, auth.to, auth.value);
+        let mut tx = self.pool.begin().await?;
+        let (tx_state, reason, message) = match &outcome {
+            Outcome::Settled => ("confirmed", None, None),
+            Outcome::Failed(reason, message) => {
+                ("failed", Some(reason.as_str().to_owned()), Some(message.clone()))
+            }
+        };
+        sqlx::query("UPDATE settlement.chain_txs SET state = $2, updated_at = now() WHERE hash = $1 AND state IN ('signed', 'broadcast')")
+            .bind(format!("{hash:#x}"))
+            .bind(tx_state)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "UPDATE settlement.settlements SET state = $2, error_reason = $3, error_message = $4, updated_at = now()
+             WHERE id = $1 AND state IN ('planned', 'signed', 'broadcast')",
+        )
+        .bind(settlement_id)
+        .bind(tx_state)
+        .bind(reason)
+        .bind(message)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if outcome == Outcome::Settled {
+            metrics::counter!("settlement_settled_total", "network" => chain.network.to_string())
+                .increment(1);
+        }
+        Ok(outcome)
+    }
+}
+
+/// A signed, stored settlement transaction.
+#[derive(Debug)]
+struct Signed {
+    chain_tx_id: Uuid,
+    raw: Vec<u8>,
+    hash: B256,
+}
+
+/// Why planning stopped.
+#[derive(Debug)]
+enum Planned {
+    /// The payment will not settle (a revert found by estimation): a final failure.
+    Refused(ErrorReason, String),
+    /// Something to retry.
+    Error(FacilitatorError),
+}
+
+/// Inserts the settlement if new, then locks and reads it.
+async fn record(
+    tx: &mut PgConnection,
+    valid: &Valid<'_>,
+    provider: AccountId,
+    authorization_hash: &[u8],
+) -> Result<Row, FacilitatorError> {
+    let auth = &valid.checked.authorization;
+    let network = valid.chain.network.to_string();
+    sqlx::query(
+        "INSERT INTO settlement.settlements
+           (id, network, payer, nonce, token, payee, value, authorization_hash, provider, payload, requirements, state)
+         VALUES ($1, $2, $3, $4, $5, $6, $7::numeric, $8, $9, $10, $11, 'planned')
+         ON CONFLICT (network, payer, nonce) DO NOTHING",
+    )
+    .bind(Uuid::now_v7())
+    .bind(&network)
+    .bind(lower(auth.from))
+    .bind(format!("{:#x}", auth.nonce))
+    .bind(lower(valid.checked.asset()))
+    .bind(lower(auth.to))
+    .bind(auth.value.to_string())
+    .bind(authorization_hash)
+    .bind(provider.as_uuid())
+    .bind(serde_json::to_value(&valid.request.payload).unwrap_or_default())
+    .bind(serde_json::to_value(&valid.request.requirements).unwrap_or_default())
+    .execute(&mut *tx)
+    .await?;
+    let row = sqlx::query(
+        "SELECT id, authorization_hash, state, tx_hash, error_reason, error_message FROM settlement.settlements
+         WHERE network = $1 AND payer = $2 AND nonce = $3 FOR UPDATE",
+    )
+    .bind(&network)
+    .bind(lower(auth.from))
+    .bind(format!("{:#x}", auth.nonce))
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(Row {
+        id: row.get(0),
+        authorization_hash: row.get(1),
+        state: row.get(2),
+        tx_hash: row.get(3),
+        error_reason: row.get(4),
+        error_message: row.get(5),
+    })
+}

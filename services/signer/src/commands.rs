@@ -1,0 +1,70 @@
+//! The signer's bus commands (family `signer`, types in `awx_api::signer`): each handler runs in
+//! the bus's transaction (so the signing log row, the inbox row and the stored reply commit
+//! together) and maps failures to stable rejection codes; backend and database trouble is
+//! transient, so the command is redelivered.
+
+use std::sync::Arc;
+
+use awx_api::signer::{Relayers, RelayersReply, SignTransaction, SignedTransaction};
+use awx_bus::{CommandHandler, CommandMeta, CommandServer, HandlerError};
+use sqlx::{PgConnection, PgPool};
+
+use crate::custody::Custody;
+use crate::error::SignFailure;
+
+/// The handlers of every signer command.
+#[derive(Debug, Clone)]
+pub struct SignerHandlers {
+    custody: Arc<Custody>,
+}
+
+fn handler_error(failure: SignFailure) -> HandlerError {
+    match failure.code() {
+        Some(code) => HandlerError::reject(code, failure.to_string()),
+        None => {
+            tracing::warn!(error.message = %failure, "signer command failed; it will be retried");
+            HandlerError::transient(failure)
+        }
+    }
+}
+
+impl CommandHandler<SignTransaction> for SignerHandlers {
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        command: SignTransaction,
+        _meta: CommandMeta,
+    ) -> Result<SignedTransaction, HandlerError> {
+        self.custody.sign_transaction(conn, &command).await.map_err(handler_error)
+    }
+}
+
+impl CommandHandler<Relayers> for SignerHandlers {
+    async fn handle(
+        &self,
+        _conn: &mut PgConnection,
+        _query: Relayers,
+        _meta: CommandMeta,
+    ) -> Result<RelayersReply, HandlerError> {
+        self.custody.relayers().await.map_err(handler_error)
+    }
+}
+
+impl SignerHandlers {
+    /// Handlers over `custody`.
+    pub fn new(custody: Arc<Custody>) -> Self {
+        Self { custody }
+    }
+
+    /// A command server of the `signer` family with every handler registered, running its
+    /// transactions on `pool`.
+    pub fn server(
+        self,
+        bus: &awx_bus::Bus,
+        pool: PgPool,
+    ) -> Result<CommandServer, awx_bus::BusError> {
+        CommandServer::new(bus, pool, awx_api::signer::FAMILY)?
+            .handle::<SignTransaction, _>(self.clone())?
+            .handle::<Relayers, _>(self)
+    }
+}

@@ -1,0 +1,36 @@
+//! The awx signer service: custody of keys, and the only place that signs with them.
+//!
+//! It listens on no port at all: it is reached only through bus commands (family `signer`,
+//! types in `awx_api::signer`).
+//!
+//! - [`kek`]: the key-encryption key (from `AWX_SIGNER_KEK` or a file) and AES-256-GCM
+//!   encryption of private keys at rest, bound to their address.
+//! - [`signer`]: the [`Signer`] backend trait (addresses by purpose, signing 32-byte digests),
+//!   so an MPC or KMS backend can replace the local one.
+//! - [`local`]: the local backend: keys in `signer.keys`, decrypted once into memory; relayer
+//!   keys created at start under an advisory lock.
+//! - [`contracts`]: the allow-list of contracts relayers may call, per chain; changeable at run
+//!   time in-process.
+//! - [`custody`]: the rules (limits, relayers, allow-list) and the signing log, with idempotent
+//!   replay by request id.
+//! - [`commands`]: the rules as bus commands; [`app`]: building and running the service.
+//!
+//! No key material is ever logged, returned in an error or printed by `Debug`: the KEK and
+//! decrypted keys live in zeroizing types whose `Debug` shows only ids and addresses.
+
+pub mod app;
+pub mod commands;
+pub mod config;
+pub mod contracts;
+pub mod custody;
+pub mod error;
+pub mod kek;
+pub mod local;
+pub mod signer;
+
+pub use app::SignerService;
+pub use config::SignerSettings;
+pub use custody::Custody;
+pub use kek::Kek;
+pub use local::LocalSigner;
+pub use signer::{KeyPurpose, Signer, SignerError};

@@ -1,0 +1,16 @@
+//! The signer service against real Postgres (a database per test), real Redis (a key prefix per
+//! test) and, where a chain is needed, a real anvil node.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail by panicking, helpers included"
+)]
+
+mod at_rest;
+mod bus_signing;
+mod concurrent_start;
+mod helpers;
+mod on_anvil;
+mod refusals;
