@@ -9,7 +9,7 @@ export CARGO_TERM_COLOR ?= never
 
 CARGO ?= cargo
 
-.PHONY: help setup run build test test-rust conformance lint fmt openapi contracts contracts-check vectors bench-gateway bench-ledger clean
+.PHONY: help setup run build test test-rust conformance lint fmt openapi contracts contracts-check vectors bench-gateway bench-ledger bench-facilitator clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -55,6 +55,9 @@ bench-gateway: ## Benchmark the gateway (release build, wrk); results go in docs
 
 bench-ledger: ## Benchmark the ledger beside pgbench (release build)
 	scripts/bench-ledger.sh
+
+bench-facilitator: ## Benchmark the facilitator (verify, settle) through a release `awx dev`
+	scripts/bench-facilitator.sh
 
 clean: ## Remove build output
 	$(CARGO) clean

@@ -1,6 +1,7 @@
 //! The `awx` command line: `awx dev` brings up the local platform; `awx admin` creates accounts
 //! (`bootstrap` makes the first one and prints its admin key); `awx openapi` prints the API
-//! document; `awx ledger check` verifies the ledger's invariants.
+//! document; `awx ledger check` verifies the ledger's invariants; `awx ledger bench` and
+//! `awx facilitator bench` are the benchmarks of docs/benchmarks.md.
 //!
 //! For now `awx dev` starts the development chain (anvil on loopback), deploys our EIP-3009
 //! token, funds development wallets with it, prints what it started, writes the same facts to
@@ -8,6 +9,7 @@
 
 mod admin;
 mod dev;
+mod facilitator_bench;
 mod ledger;
 mod ledger_bench;
 pub mod platform;
@@ -33,6 +35,21 @@ enum Command {
     Openapi,
     /// Ledger operations for operators.
     Ledger(ledger::LedgerArgs),
+    /// The facilitator, measured against a running `awx dev` (see docs/benchmarks.md).
+    Facilitator(FacilitatorArgs),
+}
+
+/// Options of `awx facilitator`.
+#[derive(Debug, clap::Args)]
+struct FacilitatorArgs {
+    #[command(subcommand)]
+    command: FacilitatorCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum FacilitatorCommand {
+    /// Verify throughput and latency, or settle latency and throughput, through the gateway.
+    Bench(facilitator_bench::BenchArgs),
 }
 
 impl Cli {
@@ -42,6 +59,9 @@ impl Cli {
             Command::Dev(args) => dev::run(args).await,
             Command::Admin(args) => admin::run(args).await,
             Command::Ledger(args) => ledger::run(args).await,
+            Command::Facilitator(FacilitatorArgs { command: FacilitatorCommand::Bench(args) }) => {
+                facilitator_bench::run(args).await
+            }
             Command::Openapi => {
                 use std::io::Write as _;
                 std::io::stdout().write_all(awx_gateway::openapi::document_json().as_bytes())?;

@@ -1,6 +1,8 @@
 //! The services of the platform, run in this one process for local use (and by the cross-service
 //! tests): the ledger, the signer, the settlement service and the gateway, on a database created
-//! and migrated if missing, with a development account and admin key.
+//! and migrated if missing, with a development account and admin key. The gateway also reads its
+//! own settings layers (`AWX_GATEWAY_CONFIG`, `AWX_GATEWAY__…`: rate limits, say); what the
+//! arguments set wins.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -172,7 +174,11 @@ pub async fn start(args: PlatformArgs) -> anyhow::Result<Platform> {
         .await
         .context("starting the settlement service")?;
 
-    let mut settings = GatewaySettings::default();
+    // The gateway's own layers (defaults, the file named by `AWX_GATEWAY_CONFIG`, then
+    // `AWX_GATEWAY__…` variables) for what the arguments do not set, such as rate limits.
+    let file = std::env::var_os("AWX_GATEWAY_CONFIG").map(PathBuf::from);
+    let mut settings: GatewaySettings = awx_service_kit::config::load("gateway", file.as_deref())
+        .context("loading the gateway settings")?;
     settings.database.url = SecretString::from(args.database_url);
     settings.bus.redis_url = SecretString::from(args.redis_url);
     settings.bus.prefix = args.bus_prefix;

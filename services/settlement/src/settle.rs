@@ -27,8 +27,10 @@ use uuid::Uuid;
 
 use crate::facilitator::{Chain, Checked, Facilitator, FacilitatorError, Valid, revert_reason};
 
-/// How often a waiting settle asks for the receipt.
-const RECEIPT_POLL: Duration = Duration::from_millis(200);
+/// How often a waiting settle asks for the receipt: first soon (a local or fast chain mines at
+/// once), then backing off to every 200 ms.
+const RECEIPT_POLL_FIRST: Duration = Duration::from_millis(10);
+const RECEIPT_POLL_MAX: Duration = Duration::from_millis(200);
 
 fn lower(address: Address) -> String {
     address.to_string().to_lowercase()
@@ -349,6 +351,7 @@ impl Facilitator {
     ) -> Result<SettleResponse, FacilitatorError> {
         let payer = payload.authorization.from.to_checksum(None);
         let deadline = Instant::now() + chain.receipt_wait;
+        let mut poll = RECEIPT_POLL_FIRST;
         loop {
             match chain.client.receipt(hash).await {
                 Ok(Some(receipt)) => {
@@ -377,7 +380,8 @@ impl Facilitator {
                     network,
                 ));
             }
-            tokio::time::sleep(RECEIPT_POLL).await;
+            tokio::time::sleep(poll.min(deadline.saturating_duration_since(Instant::now()))).await;
+            poll = poll.saturating_mul(2).min(RECEIPT_POLL_MAX);
         }
     }
 

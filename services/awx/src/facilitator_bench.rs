@@ -1,0 +1,346 @@
+//! `awx facilitator bench`: the facilitator for outside payers, measured through the gateway of
+//! a running `awx dev` (see `scripts/bench-facilitator.sh` and docs/benchmarks.md).
+//!
+//! - `verify`: workers post valid payments to `/verify` for a while (each answer must be
+//!   `isValid: true`); throughput and latency. Each verify is the offline checks, the signer's
+//!   check and a simulation on the chain.
+//! - `settle`: settles one at a time (latency from request to answer, receipt included), then
+//!   workers settling concurrently (throughput). Each answer must be `success: true`, and the
+//!   payee's balance on chain must have risen by exactly what was settled.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use alloy::primitives::U256;
+use alloy::providers::Provider as _;
+use alloy::signers::local::PrivateKeySigner;
+use anyhow::{Context as _, bail, ensure};
+use awx_chain::Token;
+use awx_x402::{
+    Address, Bytes, Eip3009Authorization, Eip3009Payload, ExactEvmPayload, PaymentPayload,
+    PaymentRequirements, TokenDomain,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+/// What to measure.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum BenchMode {
+    /// Verify throughput and latency.
+    Verify,
+    /// Settle latency (one at a time), then concurrent settle throughput.
+    Settle,
+}
+
+/// Options of `awx facilitator bench`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct BenchArgs {
+    /// What to measure.
+    #[arg(long, value_enum)]
+    mode: BenchMode,
+    /// The gateway of the running platform.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    gateway: String,
+    /// The state file `awx dev` wrote (chain, token, deployer).
+    #[arg(long, default_value = ".awx/devchain.json")]
+    state_file: std::path::PathBuf,
+    /// Concurrent workers.
+    #[arg(long, default_value_t = 16)]
+    workers: usize,
+    /// How long the concurrent phase runs.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// Settles measured one at a time (settle mode).
+    #[arg(long, default_value_t = 50)]
+    sequential: usize,
+}
+
+#[derive(Debug, Deserialize)]
+struct DevState {
+    rpc_url: String,
+    chain_id: u64,
+    network: String,
+    token: TokenState,
+    deployer: Wallet,
+}
+
+#[derive(Debug, Deserialize)]
+struct TokenState {
+    address: Address,
+    eip712_name: String,
+    eip712_version: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Wallet {
+    private_key: String,
+}
+
+/// What the workers share.
+struct Bench {
+    http: reqwest::Client,
+    gateway: String,
+    key: String,
+    domain: TokenDomain,
+    requirements: PaymentRequirements,
+    amount: u128,
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
+}
+
+impl Bench {
+    fn payment(&self, payer: &PrivateKeySigner) -> anyhow::Result<Value> {
+        let authorization = Eip3009Authorization {
+            from: payer.address(),
+            to: self.requirements.pay_to.parse()?,
+            value: U256::from(self.amount),
+            valid_after: U256::ZERO,
+            valid_before: U256::from(now().saturating_add(3_600)),
+            nonce: awx_x402::eip3009::random_nonce(),
+        };
+        let signature = authorization.sign(payer, &self.domain)?;
+        let payload = PaymentPayload {
+            x402_version: 2,
+            resource: None,
+            accepted: self.requirements.clone(),
+            payload: ExactEvmPayload::Eip3009(Eip3009Payload {
+                signature: Bytes::copy_from_slice(&signature.to_bytes()),
+                authorization,
+            })
+            .to_json(),
+            extensions: None,
+            other: serde_json::Map::default(),
+        };
+        Ok(
+            json!({"x402Version": 2, "paymentPayload": payload, "paymentRequirements": self.requirements}),
+        )
+    }
+
+    /// Posts to the facilitator; returns the answer and how long it took.
+    async fn call(&self, action: &str, body: &Value) -> anyhow::Result<(Value, Duration)> {
+        let started = Instant::now();
+        let response = self
+            .http
+            .post(format!("{}/api/v1/x402/facilitator/{action}", self.gateway))
+            .header("x-api-key", &self.key)
+            .json(body)
+            .send()
+            .await?;
+        let status = response.status();
+        let answer: Value = response.json().await?;
+        let took = started.elapsed();
+        ensure!(status.is_success(), "{action}: HTTP {status}: {answer}");
+        Ok((answer, took))
+    }
+}
+
+fn say(line: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Latency figures of a sample, in milliseconds.
+fn summary(label: &str, mut samples: Vec<Duration>, wall: Duration) -> String {
+    samples.sort_unstable();
+    let count = samples.len();
+    let at = |quantile_per_mille: usize| {
+        let index = (count.saturating_mul(quantile_per_mille) / 1000).min(count.saturating_sub(1));
+        samples.get(index).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    let rate = if wall.is_zero() {
+        0.0
+    } else {
+        f64::from(u32::try_from(count).unwrap_or(u32::MAX)) / wall.as_secs_f64()
+    };
+    format!(
+        "{label}: {count} in {:.1} s = {rate:.1}/s; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        wall.as_secs_f64(),
+        at(500),
+        at(900),
+        at(990),
+        samples.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    )
+}
+
+async fn provider_key(
+    http: &reqwest::Client,
+    gateway: &str,
+    state_dir: &std::path::Path,
+) -> anyhow::Result<String> {
+    let admin = std::fs::read_to_string(state_dir.join("dev-admin-key"))
+        .context("reading the development admin key (is `awx dev` running?)")?;
+    let created: Value = http
+        .post(format!("{gateway}/api/v1/keys"))
+        .header("x-api-key", admin.trim())
+        .json(&json!({"name": "facilitator bench", "scopes": ["provider"]}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    created["api_key"].as_str().map(str::to_owned).context("no api_key in the answer")
+}
+
+/// Waits until every relayer the facilitator lists holds native currency (`awx dev` funds them
+/// just after the services start).
+async fn relayers_funded(bench: &Bench, rpc: &alloy::providers::DynProvider) -> anyhow::Result<()> {
+    for _ in 0..100 {
+        let supported: Value = bench
+            .http
+            .get(format!("{}/api/v1/x402/facilitator/supported", bench.gateway))
+            .header("x-api-key", &bench.key)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let relayers: Vec<Address> =
+            serde_json::from_value(supported["signers"]["eip155:*"].clone()).unwrap_or_default();
+        let mut funded = !relayers.is_empty();
+        for relayer in &relayers {
+            funded &= rpc.get_balance(*relayer).await? > U256::ZERO;
+        }
+        if funded {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("the relayers were not funded")
+}
+
+pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let state: DevState = serde_json::from_str(
+        &std::fs::read_to_string(&args.state_file)
+            .with_context(|| format!("reading {}", args.state_file.display()))?,
+    )?;
+    let deployer: PrivateKeySigner =
+        state.deployer.private_key.parse().context("the deployer key")?;
+    let rpc = awx_chain::connect_with_wallet(&state.rpc_url, deployer)?;
+    let token = Token::at(state.token.address, rpc.clone());
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.workers.saturating_mul(2))
+        .build()?;
+    let state_dir = args
+        .state_file
+        .parent()
+        .map_or_else(|| std::path::PathBuf::from(".awx"), std::path::Path::to_path_buf);
+    let key = provider_key(&http, &args.gateway, &state_dir).await?;
+    let payee = Address::random();
+    let amount: u128 = 10_000;
+    let requirements: PaymentRequirements = serde_json::from_value(json!({
+        "scheme": "exact", "network": state.network, "amount": amount.to_string(),
+        "asset": state.token.address.to_checksum(None), "payTo": payee.to_checksum(None),
+        "maxTimeoutSeconds": 120,
+        "extra": {"name": state.token.eip712_name, "version": state.token.eip712_version}
+    }))?;
+    let bench = Arc::new(Bench {
+        http,
+        gateway: args.gateway.clone(),
+        key,
+        domain: TokenDomain {
+            name: state.token.eip712_name.clone(),
+            version: state.token.eip712_version.clone(),
+            chain_id: state.chain_id,
+            verifying_contract: state.token.address,
+        },
+        requirements,
+        amount,
+    });
+    relayers_funded(&bench, &rpc).await?;
+    // One payer per worker, each holding plenty.
+    let mut payers = Vec::new();
+    for _ in 0..args.workers.max(1) {
+        let payer = PrivateKeySigner::random();
+        token.mint(payer.address(), U256::from(1_000_000_000_000u128)).await.context("minting")?;
+        payers.push(payer);
+    }
+    say(&format!(
+        "facilitator bench: {} through {}, {} workers, chain {} at {}",
+        match args.mode {
+            BenchMode::Verify => "verify",
+            BenchMode::Settle => "settle",
+        },
+        args.gateway,
+        args.workers,
+        state.network,
+        state.rpc_url
+    ))?;
+    match args.mode {
+        BenchMode::Verify => {
+            // Warm-up: connections, caches.
+            for payer in &payers {
+                bench.call("verify", &bench.payment(payer)?).await?;
+            }
+            let (samples, wall) = concurrent(&bench, &payers, "verify", args.seconds).await?;
+            say(&summary("verify (concurrent)", samples, wall))?;
+        }
+        BenchMode::Settle => {
+            let before = token.balance_of(payee).await?;
+            let mut samples = Vec::new();
+            let started = Instant::now();
+            for index in 0..args.sequential {
+                let payer = &payers[index % payers.len()];
+                let (answer, took) = bench.call("settle", &bench.payment(payer)?).await?;
+                ensure!(answer["success"] == true, "settle failed: {answer}");
+                samples.push(took);
+            }
+            let sequential = samples.len();
+            say(&summary("settle (one at a time)", samples, started.elapsed()))?;
+            let (samples, wall) = concurrent(&bench, &payers, "settle", args.seconds).await?;
+            let settled = sequential.saturating_add(samples.len());
+            say(&summary("settle (concurrent)", samples, wall))?;
+            let after = token.balance_of(payee).await?;
+            let expected = U256::from(amount).saturating_mul(U256::from(settled));
+            ensure!(
+                after.saturating_sub(before) == expected,
+                "the payee received {} for {settled} settles",
+                after.saturating_sub(before)
+            );
+            say(&format!("payee balance rose by exactly {settled} x {amount} atomic units"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Each worker pays with its own payer until the time is up; every answer must be a success.
+async fn concurrent(
+    bench: &Arc<Bench>,
+    payers: &[PrivateKeySigner],
+    action: &'static str,
+    seconds: u64,
+) -> anyhow::Result<(Vec<Duration>, Duration)> {
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let mut workers = Vec::new();
+    for payer in payers {
+        let payer = payer.clone();
+        let (bench, samples) = (bench.clone(), samples.clone());
+        workers.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            while Instant::now() < deadline {
+                let (answer, took) = bench.call(action, &bench.payment(&payer)?).await?;
+                let ok = if action == "verify" {
+                    answer["isValid"] == true
+                } else {
+                    answer["success"] == true
+                };
+                ensure!(ok, "{action} failed: {answer}");
+                mine.push(took);
+            }
+            samples.lock().await.extend(mine);
+            anyhow::Ok(())
+        }));
+    }
+    for worker in workers {
+        worker.await??;
+    }
+    let wall = started.elapsed();
+    let samples = std::mem::take(&mut *samples.lock().await);
+    Ok((samples, wall))
+}
