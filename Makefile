@@ -9,7 +9,7 @@ export CARGO_TERM_COLOR ?= never
 
 CARGO ?= cargo
 
-.PHONY: help setup run build test test-rust conformance lint fmt openapi contracts contracts-check vectors bench-gateway bench-ledger bench-facilitator clean
+.PHONY: help setup run build test test-rust conformance lint fmt openapi contracts contracts-check vectors bench-gateway bench-ledger bench-facilitator bench-pay clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ bench-ledger: ## Benchmark the ledger beside pgbench (release build)
 
 bench-facilitator: ## Benchmark the facilitator (verify, settle) through a release `awx dev`
 	scripts/bench-facilitator.sh
+
+bench-pay: ## Benchmark /x402/pay and paid requests through a release `awx dev`, beside pgbench
+	scripts/bench-pay.sh
 
 clean: ## Remove build output
 	$(CARGO) clean

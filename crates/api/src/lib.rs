@@ -6,4 +6,5 @@
 
 pub mod facilitator;
 pub mod ledger;
+pub mod policy;
 pub mod signer;

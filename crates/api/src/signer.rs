@@ -6,9 +6,15 @@
 //! native value, and is sent from one of its relayers. Each request has an id: the signer keeps a
 //! signing log, returns the same signed transaction for a repeated id, and refuses the id with
 //! different contents.
+//!
+//! Agent wallets are keys the signer creates per agent ([`CreateWallet`], idempotent). An agent's
+//! wallet signs EIP-3009 `TransferWithAuthorization`s ([`SignAuthorization`]) only against a
+//! valid, unexpired decision of the policy service (a JWT, `awx-decision`) that binds exactly the
+//! fields of the request; a payment id and a wallet's nonce are signed at most once.
 
 use awx_bus::Command;
-use awx_x402::{Address, B256, Bytes};
+use awx_types::{AgentId, PaymentId};
+use awx_x402::{Address, B256, Bytes, Eip3009Authorization};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -25,6 +31,18 @@ pub mod codes {
     pub const REQUEST_CONFLICT: &str = "request_conflict";
     /// The request is malformed (native value, zero gas, …).
     pub const INVALID_REQUEST: &str = "invalid_request";
+    /// The policy decision is missing, malformed, expired, or not signed by the policy service's
+    /// key (or the signer has no policy key configured).
+    pub const DECISION_INVALID: &str = "decision_invalid";
+    /// A field of the request differs from the decision's claims; the message names the field.
+    pub const DECISION_MISMATCH: &str = "decision_mismatch";
+    /// `from` is not this agent's wallet.
+    pub const UNKNOWN_WALLET: &str = "unknown_wallet";
+    /// The payment id was signed before with different contents (the same request again gets
+    /// the same signature).
+    pub const PAYMENT_ALREADY_SIGNED: &str = "payment_already_signed";
+    /// The wallet already signed this nonce (on this chain and token) for another payment.
+    pub const NONCE_ALREADY_SIGNED: &str = "nonce_already_signed";
 }
 
 /// An EIP-1559 transaction to sign with a relayer key.
@@ -80,4 +98,63 @@ impl Command for Relayers {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "signer.relayers";
     type Reply = RelayersReply;
+}
+
+/// Creates the wallet of an agent (idempotent: the same agent gets the same address).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateWallet {
+    /// The agent.
+    pub agent_id: AgentId,
+}
+
+/// The answer to [`CreateWallet`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalletReply {
+    /// The agent's wallet address.
+    pub address: Address,
+}
+
+impl Command for CreateWallet {
+    const FAMILY: &'static str = FAMILY;
+    const NAME: &'static str = "signer.create_wallet";
+    type Reply = WalletReply;
+}
+
+/// Signs an EIP-3009 TransferWithAuthorization from an agent's wallet, only against a valid
+/// decision of the policy service that binds exactly these fields.
+///
+/// The payment id is the idempotency key: the same request again gets the same signature; the
+/// payment id with other contents is refused (`payment_already_signed`), and so is a nonce the
+/// wallet signed for another payment (`nonce_already_signed`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignAuthorization {
+    /// The payment (the decision's `jti`).
+    pub payment_id: PaymentId,
+    /// The agent (the decision's `sub`).
+    pub agent_id: AgentId,
+    /// The chain id of the token's EIP-712 domain.
+    pub chain_id: u64,
+    /// The token contract (the domain's `verifyingContract`).
+    pub token: Address,
+    /// The token's EIP-712 name.
+    pub token_name: String,
+    /// The token's EIP-712 version.
+    pub token_version: String,
+    /// The message: `from` must be the agent's wallet.
+    pub authorization: Eip3009Authorization,
+    /// The policy service's decision: a compact JWT (EdDSA) binding every field above.
+    pub decision: String,
+}
+
+/// The answer to [`SignAuthorization`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizationSigned {
+    /// The signature over the EIP-712 digest: 65 bytes `r ‖ s ‖ v`, `v` 27 or 28, low `s`.
+    pub signature: Bytes,
+}
+
+impl Command for SignAuthorization {
+    const FAMILY: &'static str = FAMILY;
+    const NAME: &'static str = "signer.sign_authorization";
+    type Reply = AuthorizationSigned;
 }

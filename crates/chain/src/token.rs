@@ -1,6 +1,8 @@
 //! Our EIP-3009 test token (`contracts/src/TestUSDC.sol`) and the EIP-1271 test wallet on a
 //! chain: deployment from the committed artifacts, minting, reads, and `transferWithAuthorization`
-//! with the overload chosen by signature length, as the reference facilitator chooses it.
+//! with the overload chosen by signature length, as the reference facilitator chooses it; the
+//! calldata of `mint` and of `transferWithAuthorization` for relayers that sign elsewhere, and
+//! `Transfer` logs found in receipts.
 
 use alloy::network::TransactionBuilder;
 use alloy::primitives::{Address, B256, Bytes, U256};
@@ -286,6 +288,28 @@ impl Token {
         })
     }
 
+    /// The calldata of `mint(to, value)` (for a relayer's transaction signed elsewhere; the
+    /// sender must be a minter, or the call reverts).
+    pub fn mint_calldata(to: Address, value: U256) -> Bytes {
+        use alloy::sol_types::SolCall as _;
+        Bytes::from(Eip3009Token::mintCall { to, value }.abi_encode())
+    }
+
+    /// This token's first `Transfer(from, to, value)` log in `receipt`.
+    fn transfer_log<'r>(
+        &self,
+        receipt: &'r TransactionReceipt,
+        from: Address,
+        to: Address,
+        value: U256,
+    ) -> Option<&'r alloy::rpc::types::Log> {
+        receipt.inner.logs().iter().find(|log| {
+            log.address() == self.address()
+                && Eip3009Token::Transfer::decode_log_data(log.data())
+                    .is_ok_and(|event| event.from == from && event.to == to && event.value == value)
+        })
+    }
+
     /// Whether `receipt` carries this token's `Transfer(from, to, value)` log.
     pub fn receipt_has_transfer(
         &self,
@@ -294,11 +318,19 @@ impl Token {
         to: Address,
         value: U256,
     ) -> bool {
-        receipt.inner.logs().iter().any(|log| {
-            log.address() == self.address()
-                && Eip3009Token::Transfer::decode_log_data(log.data())
-                    .is_ok_and(|event| event.from == from && event.to == to && event.value == value)
-        })
+        self.transfer_log(receipt, from, to, value).is_some()
+    }
+
+    /// The index in its block of this token's `Transfer(from, to, value)` log in `receipt` (a
+    /// mint is `from` the zero address), or `None` when the receipt has no such log.
+    pub fn transfer_log_index(
+        &self,
+        receipt: &TransactionReceipt,
+        from: Address,
+        to: Address,
+        value: U256,
+    ) -> Option<u64> {
+        self.transfer_log(receipt, from, to, value).and_then(|log| log.log_index)
     }
 }
 

@@ -340,3 +340,40 @@ async fn only_minters_mint() {
     as_outsider.mint(outsider, U256::from(7)).await.unwrap();
     assert_eq!(chain.token.balance_of(outsider).await.unwrap(), U256::from(7));
 }
+
+#[tokio::test]
+async fn mint_calldata_mints_and_its_transfer_log_is_found_by_index() {
+    use alloy::network::TransactionBuilder as _;
+    use alloy::providers::Provider as _;
+
+    let chain = Chain::start().await;
+    let to = Address::random();
+    let input = Token::mint_calldata(to, U256::from(1_500_000));
+    let client = awx_chain::ChainClient::connect(chain.anvil.endpoint()).unwrap();
+    let outsider = chain.anvil.dev_key(3).unwrap().address();
+    let refused = client.estimate_gas(outsider, chain.token.address(), input.clone()).await;
+    assert!(
+        matches!(refused, Err(ChainError::Reverted { ref message, .. }) if message.contains("not a minter")),
+        "{refused:?}"
+    );
+
+    let request = alloy::rpc::types::TransactionRequest::default()
+        .with_to(chain.token.address())
+        .with_input(input);
+    let receipt =
+        chain.relayer.send_transaction(request).await.unwrap().get_receipt().await.unwrap();
+    assert!(receipt.status());
+    assert_eq!(chain.token.balance_of(to).await.unwrap(), U256::from(1_500_000));
+    let index = chain.token.transfer_log_index(&receipt, Address::ZERO, to, U256::from(1_500_000));
+    let logged = receipt.inner.logs().iter().find_map(|log| log.log_index);
+    assert!(index.is_some());
+    assert_eq!(index, logged);
+    assert!(chain.token.receipt_has_transfer(&receipt, Address::ZERO, to, U256::from(1_500_000)));
+    assert_eq!(chain.token.transfer_log_index(&receipt, Address::ZERO, to, U256::from(1)), None);
+    assert_eq!(
+        chain.token.transfer_log_index(&receipt, to, Address::ZERO, U256::from(1_500_000)),
+        None
+    );
+    let other = Token::at(Address::random(), chain.relayer.clone());
+    assert_eq!(other.transfer_log_index(&receipt, Address::ZERO, to, U256::from(1_500_000)), None);
+}

@@ -18,7 +18,8 @@ fn workspace_root() -> PathBuf {
 }
 
 /// Crates that must stay pure: no network, database, process or file-system I/O.
-const PURE_CRATES: &[&str] = &["awx-types", "awx-x402"];
+const PURE_CRATES: &[&str] =
+    &["awx-types", "awx-x402", "awx-ledger-core", "awx-policy-core", "awx-decision"];
 
 /// Crates whose presence means I/O.
 const IO_CRATES: &[&str] = &[

@@ -53,6 +53,16 @@ pub(crate) struct DevArgs {
     /// Where the settlement service's health and metrics endpoints listen.
     #[arg(long, default_value = "127.0.0.1:8082")]
     settlement_ops_addr: String,
+    /// Where the policy service's health and metrics endpoints listen.
+    #[arg(long, default_value = "127.0.0.1:8083")]
+    policy_ops_addr: String,
+    /// Where the demo paid API listens.
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    demo_addr: String,
+    /// Keep the database of an earlier run. By default each run starts from an empty database,
+    /// because the development chain starts empty too (balances would disagree otherwise).
+    #[arg(long)]
+    keep_database: bool,
 }
 
 /// What `awx dev` started, as written to the state file.
@@ -104,6 +114,44 @@ fn dev_kek(state_dir: &std::path::Path) -> anyhow::Result<String> {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
     }
     Ok(kek)
+}
+
+/// The policy service's development decision key, kept in `<state_dir>/dev-decision-key`.
+fn dev_decision_key(state_dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = state_dir.join("dev-decision-key");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        return Ok(existing.trim().to_owned());
+    }
+    std::fs::create_dir_all(state_dir)?;
+    let key = awx_decision::DecisionKey::generate();
+    let seed = secrecy::ExposeSecret::expose_secret(&key.seed_hex()).to_owned();
+    std::fs::write(&path, &seed).with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(seed)
+}
+
+/// Drops and recreates the database named in `url` (development only).
+async fn reset_database(url: &str) -> anyhow::Result<()> {
+    use sqlx::{Connection as _, Executor as _};
+    let options: sqlx::postgres::PgConnectOptions =
+        url.parse().context("parsing the database URL")?;
+    let name = options.get_database().unwrap_or("awx").to_owned();
+    anyhow::ensure!(
+        name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+        "database name {name:?} must be letters, digits and underscores"
+    );
+    let mut admin = sqlx::PgConnection::connect_with(&options.clone().database("postgres"))
+        .await
+        .context("connecting to Postgres (is it running? `make setup` starts it)")?;
+    admin
+        .execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+        .await?;
+    admin.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).await?;
+    Ok(())
 }
 
 fn dev_key_hex(key: &PrivateKeySigner) -> String {
@@ -174,6 +222,9 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
         .state_file
         .parent()
         .map_or_else(|| PathBuf::from(".awx"), std::path::Path::to_path_buf);
+    if !args.keep_database {
+        reset_database(&args.database_url).await.context("starting from an empty database")?;
+    }
     let services = crate::platform::start(crate::platform::PlatformArgs {
         database_url: args.database_url.clone(),
         redis_url: args.redis_url.clone(),
@@ -181,32 +232,62 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
         gateway_addr: args.gateway_addr.clone(),
         ledger_ops_addr: args.ledger_ops_addr.clone(),
         settlement_ops_addr: args.settlement_ops_addr.clone(),
+        policy_ops_addr: args.policy_ops_addr.clone(),
         tokens: vec![dev_token],
         networks: vec![awx_settlement_service::config::NetworkSettings {
             network: state.network.clone(),
             rpc_url: state.rpc_url.clone(),
             receipt_wait_ms: 15_000,
+            faucet: true,
+            faucet_token: Some(token.address()),
         }],
         allowed_contracts: std::collections::BTreeMap::from([(
             state.network.clone(),
             vec![token.address()],
         )]),
         signer_kek_hex: dev_kek(&state_dir)?,
+        decision_key_hex: dev_decision_key(&state_dir)?,
+        default_chain: state.network.clone(),
+        allow_private_targets: true,
+        policy_upstream_timeout_ms: 5_000,
         state_dir,
     })
     .await
     .context("starting the services")?;
-    // Relayers pay gas for settlements: give them some of the development chain's ether.
+    // Relayers pay gas for settlements (give them some of the development chain's ether) and
+    // mint for the faucet.
     for relayer in &services.relayers {
         awx_chain::send_native(&provider, *relayer, U256::from(10u128.pow(19)))
             .await
             .context("funding a relayer")?;
+        token.configure_minter(*relayer, true).await.context("making a relayer a minter")?;
     }
     services.print_summary()?;
+    let demo_stop = tokio_util::sync::CancellationToken::new();
+    let demo = crate::walkthrough::set_up(
+        &services,
+        crate::walkthrough::DemoChain {
+            network: state.network.clone(),
+            chain_id: state.chain_id,
+            token: token.address(),
+            token_name: TOKEN_NAME.into(),
+            token_version: TOKEN_VERSION.into(),
+        },
+        &args.demo_addr,
+        demo_stop.clone(),
+    )
+    .await
+    .context("setting up the demo")?;
+    crate::walkthrough::print(&demo)?;
     if !args.exit_after_start {
         awx_service_kit::shutdown::signal().await;
     }
+    demo_stop.cancel();
+    let _ = demo.server.await;
     services.stop().await?;
+    // The chain goes last: the token and the deployer's provider are dropped before it.
+    drop(token);
+    drop(provider);
     drop(anvil);
     Ok(())
 }

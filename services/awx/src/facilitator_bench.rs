@@ -137,7 +137,7 @@ impl Bench {
     }
 }
 
-fn say(line: &str) -> anyhow::Result<()> {
+pub(crate) fn say(line: &str) -> anyhow::Result<()> {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{line}")?;
@@ -146,7 +146,7 @@ fn say(line: &str) -> anyhow::Result<()> {
 }
 
 /// Latency figures of a sample, in milliseconds.
-fn summary(label: &str, mut samples: Vec<Duration>, wall: Duration) -> String {
+pub(crate) fn summary(label: &str, mut samples: Vec<Duration>, wall: Duration) -> String {
     samples.sort_unstable();
     let count = samples.len();
     let at = |quantile_per_mille: usize| {

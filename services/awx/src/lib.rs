@@ -8,11 +8,14 @@
 //! `.awx/devchain.json` for scripts, and runs until interrupted. Later issues add the services.
 
 mod admin;
+mod demo;
 mod dev;
 mod facilitator_bench;
 mod ledger;
 mod ledger_bench;
+mod pay_bench;
 pub mod platform;
+mod walkthrough;
 
 use clap::{Parser, Subcommand};
 
@@ -37,6 +40,21 @@ enum Command {
     Ledger(ledger::LedgerArgs),
     /// The facilitator, measured against a running `awx dev` (see docs/benchmarks.md).
     Facilitator(FacilitatorArgs),
+    /// Agent payments, measured against a running `awx dev` (see docs/benchmarks.md).
+    Payments(PaymentsArgs),
+}
+
+/// Options of `awx payments`.
+#[derive(Debug, clap::Args)]
+struct PaymentsArgs {
+    #[command(subcommand)]
+    command: PaymentsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum PaymentsCommand {
+    /// `/x402/pay` latency and throughput, and paid requests per second, through the gateway.
+    Bench(pay_bench::BenchArgs),
 }
 
 /// Options of `awx facilitator`.
@@ -61,6 +79,9 @@ impl Cli {
             Command::Ledger(args) => ledger::run(args).await,
             Command::Facilitator(FacilitatorArgs { command: FacilitatorCommand::Bench(args) }) => {
                 facilitator_bench::run(args).await
+            }
+            Command::Payments(PaymentsArgs { command: PaymentsCommand::Bench(args) }) => {
+                pay_bench::run(args).await
             }
             Command::Openapi => {
                 use std::io::Write as _;

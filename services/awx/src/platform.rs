@@ -1,5 +1,6 @@
 //! The services of the platform, run in this one process for local use (and by the cross-service
-//! tests): the ledger, the signer, the settlement service and the gateway, on a database created
+//! tests): the ledger, the signer, the settlement service, the policy service and the gateway,
+//! on a database created
 //! and migrated if missing, with a development account and admin key. The gateway also reads its
 //! own settings layers (`AWX_GATEWAY_CONFIG`, `AWX_GATEWAY__…`: rate limits, say); what the
 //! arguments set wins.
@@ -30,6 +31,8 @@ pub struct PlatformArgs {
     pub ledger_ops_addr: String,
     /// Where the settlement service's ops endpoints listen.
     pub settlement_ops_addr: String,
+    /// Where the policy service's ops endpoints listen.
+    pub policy_ops_addr: String,
     /// Tokens to add to the registry (the development chain's).
     pub tokens: Vec<awx_x402::TokenInfo>,
     /// The chains the facilitator settles on.
@@ -38,6 +41,16 @@ pub struct PlatformArgs {
     pub allowed_contracts: std::collections::BTreeMap<String, Vec<awx_x402::Address>>,
     /// The signer's key-encryption key (64 hex characters).
     pub signer_kek_hex: String,
+    /// The policy service's decision key (an Ed25519 seed, 64 hex characters); the signer
+    /// trusts its public half.
+    pub decision_key_hex: String,
+    /// The chain of agents created without one.
+    pub default_chain: String,
+    /// Let the gateway fetch loopback and private targets (development: the demo API runs on
+    /// this machine).
+    pub allow_private_targets: bool,
+    /// How long the policy service waits for the ledger and the signer.
+    pub policy_upstream_timeout_ms: u64,
     /// Holds the development admin key between runs.
     pub state_dir: PathBuf,
 }
@@ -48,7 +61,9 @@ pub struct Platform {
     shutdown: Shutdown,
     gateway: tokio::task::JoinHandle<anyhow::Result<()>>,
     ledger: tokio::task::JoinHandle<anyhow::Result<()>>,
-    signer: tokio::task::JoinHandle<anyhow::Result<()>>,
+    policy: tokio::task::JoinHandle<anyhow::Result<()>>,
+    signer: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    signer_shutdown: Shutdown,
     settlement: tokio::task::JoinHandle<anyhow::Result<()>>,
     /// The relayer addresses (they need native currency for gas).
     pub relayers: Vec<awx_x402::Address>,
@@ -153,6 +168,12 @@ pub async fn start(args: PlatformArgs) -> anyhow::Result<Platform> {
         allowed_contracts: args.allowed_contracts.clone(),
         ..awx_signer_service::SignerSettings::default()
     };
+    let decision_key = awx_decision::DecisionKey::from_seed_hex(&args.decision_key_hex)
+        .map_err(|error| anyhow::anyhow!("the decision key: {error}"))?;
+    let signer_settings = awx_signer_service::SignerSettings {
+        decision_public_key_hex: Some(decision_key.public_key_hex()),
+        ..signer_settings
+    };
     let kek = awx_signer_service::kek::Kek::from_hex(
         &args.signer_kek_hex,
         "the development key-encryption key",
@@ -174,6 +195,19 @@ pub async fn start(args: PlatformArgs) -> anyhow::Result<Platform> {
         .await
         .context("starting the settlement service")?;
 
+    let policy_settings = awx_policy_service::PolicySettings {
+        database: database(&args.database_url),
+        bus: bus("policy"),
+        ops_addr: args.policy_ops_addr.clone(),
+        tokens: args.tokens.clone(),
+        default_chain: args.default_chain.clone(),
+        upstream_timeout_ms: args.policy_upstream_timeout_ms,
+        ..awx_policy_service::PolicySettings::default()
+    };
+    let policy = awx_policy_service::PolicyService::build_with_key(policy_settings, decision_key)
+        .await
+        .context("starting the policy service")?;
+
     // The gateway's own layers (defaults, the file named by `AWX_GATEWAY_CONFIG`, then
     // `AWX_GATEWAY__…` variables) for what the arguments do not set, such as rate limits.
     let file = std::env::var_os("AWX_GATEWAY_CONFIG").map(PathBuf::from);
@@ -184,6 +218,7 @@ pub async fn start(args: PlatformArgs) -> anyhow::Result<Platform> {
     settings.bus.prefix = args.bus_prefix;
     settings.http.addr = args.gateway_addr;
     settings.tokens = args.tokens;
+    settings.outbound.allow_private_targets = args.allow_private_targets;
     settings.telemetry.log_format = awx_service_kit::telemetry::LogFormat::Compact;
     let app = App::build(settings.clone()).await.context("starting the gateway")?;
     let gateway_url = format!("http://{}", app.local_addr()?);
@@ -191,7 +226,10 @@ pub async fn start(args: PlatformArgs) -> anyhow::Result<Platform> {
         dev_admin_key(&app.state().pool, &settings, &args.state_dir).await?;
     let shutdown = Shutdown::new();
     let ledger = tokio::spawn(ledger.run(shutdown.clone()));
-    let signer = tokio::spawn(signer.run(shutdown.clone()));
+    // The signer has its own shutdown, so a test can stop it alone.
+    let signer_shutdown = Shutdown::new();
+    let signer = Some(tokio::spawn(signer.run(signer_shutdown.clone())));
+    let policy = tokio::spawn(policy.run(shutdown.clone()));
     let settlement = tokio::spawn(settlement.run(shutdown.clone()));
     let gateway = tokio::spawn(app.run(shutdown.clone()));
     let admin_key_file = args.state_dir.join("dev-admin-key");
@@ -199,7 +237,9 @@ pub async fn start(args: PlatformArgs) -> anyhow::Result<Platform> {
         shutdown,
         gateway,
         ledger,
+        policy,
         signer,
+        signer_shutdown,
         settlement,
         relayers,
         gateway_url,
@@ -236,8 +276,16 @@ impl Platform {
             "  curl -s {}/api/v1/account -H 'X-API-Key: {}'",
             self.gateway_url, self.admin_key
         )?;
-        writeln!(out, "Press Ctrl-C to stop.")?;
         out.flush()?;
+        Ok(())
+    }
+
+    /// Stops the signer alone (to see how the rest behaves without it).
+    pub async fn stop_signer(&mut self) -> anyhow::Result<()> {
+        self.signer_shutdown.trigger();
+        if let Some(signer) = self.signer.take() {
+            signer.await.context("signer task")??;
+        }
         Ok(())
     }
 
@@ -245,8 +293,12 @@ impl Platform {
     pub async fn stop(self) -> anyhow::Result<()> {
         self.shutdown.trigger();
         self.gateway.await.context("gateway task")??;
+        self.policy.await.context("policy task")??;
         self.settlement.await.context("settlement task")??;
-        self.signer.await.context("signer task")??;
+        self.signer_shutdown.trigger();
+        if let Some(signer) = self.signer {
+            signer.await.context("signer task")??;
+        }
         self.ledger.await.context("ledger task")?
     }
 }

@@ -1,5 +1,6 @@
-//! `awx dev` (what `make run` runs) starts the chain and the services and prints how to use
-//! them; the printed admin key works against the printed gateway; SIGTERM stops it cleanly.
+//! `awx dev` (what `make run` runs) starts the chain, the services and the demo, and prints how
+//! to use them: the printed admin key works against the printed gateway, the printed agent pays
+//! the printed demo API, and SIGTERM stops it cleanly.
 
 #![allow(
     clippy::unwrap_used,
@@ -23,6 +24,12 @@ fn awx_dev(db: &TestDb, state_dir: &std::path::Path) -> Command {
             "--gateway-addr",
             "127.0.0.1:0",
             "--ledger-ops-addr",
+            "127.0.0.1:0",
+            "--settlement-ops-addr",
+            "127.0.0.1:0",
+            "--policy-ops-addr",
+            "127.0.0.1:0",
+            "--demo-addr",
             "127.0.0.1:0",
         ])
         .args(["--bus-prefix", &format!("test-{}", uuid::Uuid::new_v4().simple())])
@@ -60,7 +67,8 @@ async fn awx_dev_serves_the_gateway_with_the_admin_key_it_prints() {
     };
     let gateway = field("gateway ");
     let key = field("admin key ");
-    let account: serde_json::Value = reqwest::Client::new()
+    let http = reqwest::Client::new();
+    let account: serde_json::Value = http
         .get(format!("{gateway}/api/v1/account"))
         .header("x-api-key", &key)
         .send()
@@ -76,19 +84,56 @@ async fn awx_dev_serves_the_gateway_with_the_admin_key_it_prints() {
     assert_eq!(state["network"], "eip155:31337");
     assert_eq!(state["wallets"].as_array().unwrap().len(), 4);
 
+    // The demo: the printed agent, funded, pays the printed demo API.
+    assert!(printed.contains("holding 100.00 USDC"), "{printed}");
+    let demo = field("demo API ");
+    let agent = field("agent ");
+    let agent_key = field("agent key ");
+    let paid: serde_json::Value = http
+        .post(format!("{gateway}/api/v1/x402/pay"))
+        .header("x-api-key", &agent_key)
+        .json(&serde_json::json!({"agent_id": agent, "target_url": demo}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(paid["status"], "completed", "{paid}");
+    let retried = http
+        .get(&demo)
+        .header("payment-signature", paid["payment_signature"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retried.status(), 200);
+    assert!(retried.headers().contains_key("payment-response"));
+
     let terminated =
         Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(terminated.success());
     assert!(child.wait().unwrap().success(), "awx dev stops cleanly on SIGTERM");
 
-    // A second run reuses the saved key instead of making another.
+    // A second run starts from an empty database (the chain is new too): a new admin key.
     let again = awx_dev(&db, &state_dir).arg("--exit-after-start").output().unwrap();
     let again = String::from_utf8(again.stdout).unwrap();
-    assert!(again.contains(&key) && again.contains("from "), "{again}");
-    let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM gateway.api_keys")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    assert_eq!(keys, 1);
+    assert!(again.contains("the demo is ready"), "{again}");
+    assert!(!again.contains(&key), "{again}");
+    // With --keep-database, the saved key is reused instead.
+    let kept =
+        awx_dev(&db, &state_dir).args(["--exit-after-start", "--keep-database"]).output().unwrap();
+    let kept = String::from_utf8(kept.stdout).unwrap();
+    let second_key = again
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("admin key "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    assert!(kept.contains(&second_key) && kept.contains("from "), "{kept}");
+    let pool = sqlx::PgPool::connect(&db.url()).await.unwrap();
+    let agents: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM policy.agents").fetch_one(&pool).await.unwrap();
+    assert_eq!(agents, 2, "the kept database has the demo agents of both runs");
+    pool.close().await;
     let _ = std::fs::remove_dir_all(&state_dir);
 }

@@ -103,6 +103,8 @@ async fn two_settlement_replicas_never_share_a_relayer_nonce() {
         network: world.network.clone(),
         rpc_url: world.anvil.endpoint().to_owned(),
         receipt_wait_ms: 10_000,
+        faucet: false,
+        faucet_token: None,
     }];
     let replica = awx_settlement_service::SettlementService::build(settings).await.unwrap();
     let replica_facilitator = replica.facilitator();

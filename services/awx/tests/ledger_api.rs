@@ -51,6 +51,11 @@ async fn balances_statements_and_fee_tiers_through_the_gateway() {
         networks: Vec::new(),
         allowed_contracts: std::collections::BTreeMap::new(),
         signer_kek_hex: alloy_kek(),
+        policy_ops_addr: "127.0.0.1:0".into(),
+        decision_key_hex: alloy_kek(),
+        default_chain: "eip155:31337".into(),
+        allow_private_targets: false,
+        policy_upstream_timeout_ms: 5_000,
         state_dir: state_dir.clone(),
     })
     .await

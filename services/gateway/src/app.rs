@@ -23,6 +23,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::auth::Authenticator;
 use crate::config::GatewaySettings;
 use crate::error::{ApiError, ErrorCode};
+use crate::outbound::Outbound;
 use crate::ratelimit::RateLimiter;
 use crate::request_id::{self, RequestId};
 use crate::state::AppState;
@@ -78,8 +79,11 @@ impl App {
             .context("creating the shared rate limiter")?;
         let registry =
             settings.registry().map_err(anyhow::Error::msg).context("the token registry")?;
+        let outbound =
+            Outbound::new(&settings.outbound).context("building the outbound HTTP client")?;
         let state = Arc::new(AppState {
             registry,
+            outbound,
             authenticator: Authenticator::new(pool.clone(), settings.auth.clone()),
             rate_limiter: RateLimiter::new(
                 settings.rate_limits.clone(),

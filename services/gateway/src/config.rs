@@ -35,6 +35,8 @@ pub struct GatewaySettings {
     pub upstream_timeout_ms: u64,
     /// How long a settle may take (it waits for a receipt on chain).
     pub settle_timeout_ms: u64,
+    /// Requests the gateway makes to URLs agents name (x402 challenges).
+    pub outbound: OutboundSettings,
 }
 
 impl Default for GatewaySettings {
@@ -50,6 +52,7 @@ impl Default for GatewaySettings {
             tokens: Vec::new(),
             upstream_timeout_ms: 10_000,
             settle_timeout_ms: 45_000,
+            outbound: OutboundSettings::default(),
         }
     }
 }
@@ -199,6 +202,15 @@ impl Default for RateLimitSettings {
                         global: Rate { per_second: 200, burst: 400 },
                     },
                 ),
+                // An agent pays once per paid request it makes; bursts of parallel calls are
+                // normal for agents.
+                (
+                    "x402.pay".to_owned(),
+                    ActionLimits {
+                        per_key: Rate { per_second: 100, burst: 250 },
+                        global: Rate { per_second: 4_000, burst: 8_000 },
+                    },
+                ),
                 // A provider's server verifies and settles once per paid request it serves.
                 (
                     "facilitator.write".to_owned(),
@@ -212,6 +224,14 @@ impl Default for RateLimitSettings {
                 ("gate.x402.supported".to_owned(), GATE_LIMITS),
                 ("gate.x402.verify".to_owned(), GATE_LIMITS),
                 ("gate.x402.settle".to_owned(), GATE_LIMITS),
+                // Each check fetches a URL on the internet (up to `outbound.timeout_ms`).
+                (
+                    "x402.check".to_owned(),
+                    ActionLimits {
+                        per_key: Rate { per_second: 5, burst: 20 },
+                        global: Rate { per_second: 500, burst: 1_000 },
+                    },
+                ),
             ]),
             replicas_expected: 1,
             flood_factor: 4,
@@ -243,6 +263,41 @@ impl Default for IdempotencySettings {
         Self { retention_hours: 24, lease_seconds: 60, wait_ms: 30_000 }
     }
 }
+
+/// Requests to URLs agents name: the SSRF guard and the limits of each fetch
+/// (see [`crate::outbound`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboundSettings {
+    /// Development only: allow loopback and private addresses (and the other non-public
+    /// ranges, except unspecified, broadcast and multicast addresses), so a provider running
+    /// on the same machine can be checked and paid. Never set this in a deployment: agents
+    /// could then make the gateway reach internal services and the cloud metadata address.
+    pub allow_private_targets: bool,
+    /// The time limit of one fetch, redirects and the whole body included.
+    pub timeout_ms: u64,
+    /// The largest response body read; a larger one fails the fetch.
+    pub body_bytes_max: usize,
+    /// How many redirects one fetch follows.
+    pub redirects_max: u32,
+}
+
+impl Default for OutboundSettings {
+    fn default() -> Self {
+        Self {
+            allow_private_targets: false,
+            timeout_ms: 5_000,
+            body_bytes_max: 256 * 1024,
+            redirects_max: 3,
+        }
+    }
+}
+
+/// The most redirects `outbound.redirects_max` may allow.
+pub const OUTBOUND_REDIRECTS_MAX: u32 = 10;
+
+/// The largest `outbound.body_bytes_max`.
+pub const OUTBOUND_BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
 
 fn check_rate(name: &str, rate: Rate) -> Result<(), String> {
     if rate.per_second == 0 || rate.burst == 0 {
@@ -292,6 +347,21 @@ impl Validate for GatewaySettings {
                 "idempotency.retention_hours and idempotency.lease_seconds must be positive".into(),
             );
         }
+        let outbound = &self.outbound;
+        if outbound.timeout_ms == 0 || outbound.timeout_ms >= self.http.request_timeout_ms {
+            return Err(format!(
+                "outbound.timeout_ms must be positive and below http.request_timeout_ms ({})",
+                self.http.request_timeout_ms
+            ));
+        }
+        if outbound.body_bytes_max == 0 || outbound.body_bytes_max > OUTBOUND_BODY_BYTES_MAX {
+            return Err(format!(
+                "outbound.body_bytes_max must be between 1 and {OUTBOUND_BODY_BYTES_MAX}"
+            ));
+        }
+        if outbound.redirects_max > OUTBOUND_REDIRECTS_MAX {
+            return Err(format!("outbound.redirects_max must be at most {OUTBOUND_REDIRECTS_MAX}"));
+        }
         Ok(())
     }
 }
@@ -309,5 +379,34 @@ mod tests {
         let defaults = GatewaySettings::default();
         assert_eq!(defaults.bus.service, SERVICE);
         assert!(defaults.validate().is_ok());
+    }
+
+    #[test]
+    fn outbound_settings_are_checked() {
+        let defaults = GatewaySettings::default();
+        assert!(!defaults.outbound.allow_private_targets);
+        assert_eq!(defaults.outbound.timeout_ms, 5_000);
+        assert_eq!(defaults.outbound.body_bytes_max, 256 * 1024);
+        assert_eq!(defaults.outbound.redirects_max, 3);
+        let settings: GatewaySettings = serde_json::from_value(serde_json::json!({
+            "outbound": {"allow_private_targets": true, "redirects_max": 0}
+        }))
+        .unwrap();
+        assert!(settings.outbound.allow_private_targets);
+        assert_eq!(settings.outbound.timeout_ms, 5_000);
+        assert!(settings.validate().is_ok());
+        for bad in [
+            serde_json::json!({"outbound": {"timeout_ms": 0}}),
+            serde_json::json!({"outbound": {"timeout_ms": 30_000}}),
+            serde_json::json!({"outbound": {"body_bytes_max": 0}}),
+            serde_json::json!({"outbound": {"redirects_max": 11}}),
+        ] {
+            let settings: GatewaySettings = serde_json::from_value(bad.clone()).unwrap();
+            assert!(settings.validate().is_err(), "{bad}");
+        }
+        let unknown = serde_json::from_value::<GatewaySettings>(
+            serde_json::json!({"outbound": {"allow_private": true}}),
+        );
+        assert!(unknown.is_err());
     }
 }

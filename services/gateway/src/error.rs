@@ -1,10 +1,11 @@
 //! The one error envelope of the public API, with stable machine codes.
 //!
 //! Every error answer is
-//! `{"error": {"type": "...", "code": "...", "message": "...", "field"?: "...", "request_id": "req_..."}}`
+//! `{"error": {"type": "...", "code": "...", "message": "...", "field"?: "...", "rule"?: "...", "request_id": "req_..."}}`
 //! where `code` is one of [`ErrorCode`] (stable: clients may match on it), `type` groups codes by
-//! whose fault it is, `message` is for humans, and `field` names the offending request field
-//! when there is one. `request_id` equals the `X-Request-Id` response header.
+//! whose fault it is, `message` is for humans, `field` names the offending request field when
+//! there is one, and `rule` the policy or session rule that refused a payment.
+//! `request_id` equals the `X-Request-Id` response header.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -55,6 +56,43 @@ pub enum ErrorCode {
     Conflict,
     /// The wallet's available balance is below the amount plus fee.
     InsufficientFunds,
+    /// The agent's policy refuses the payment; `rule` names the rule (`policy.daily_limit`, …).
+    PolicyDenied,
+    /// The session's budget cannot cover the payment (`rule`: `session.budget_limit`).
+    SessionBudgetExceeded,
+    /// The session has expired (`rule`: `session.expired`).
+    SessionExpired,
+    /// The session was revoked (`rule`: `session.revoked`).
+    SessionRevoked,
+    /// The session does not cover this payment's chain or URL (`rule`: `session.chain`,
+    /// `session.allowed_urls`).
+    SessionNotApplicable,
+    /// The target does not ask for an x402 payment (it did not answer 402 with a readable
+    /// challenge).
+    NotX402,
+    /// The challenge has no offer the platform can pay (scheme `exact`, a known token, an EVM
+    /// chain).
+    NoPayableOffer,
+    /// The challenge has no payable offer on the requested chain.
+    ChainNotOffered,
+    /// The payment is not in a state that allows this operation.
+    PaymentState,
+    /// A development-only feature (the faucet) is not available on this chain.
+    FaucetUnavailable,
+    /// A target URL (an x402 resource to check or pay) is not a valid absolute URL.
+    InvalidTargetUrl,
+    /// A target URL is not allowed: its scheme is not http or https, it carries credentials,
+    /// or its host is or resolves to a loopback, private, link-local or other non-public
+    /// address.
+    TargetNotAllowed,
+    /// The target's host could not be resolved or connected to, or its answer not read.
+    TargetUnreachable,
+    /// The target did not answer in time.
+    TargetTimeout,
+    /// The target's response body is larger than the gateway reads.
+    TargetResponseTooLarge,
+    /// The target redirected more often than the gateway follows.
+    TargetTooManyRedirects,
     /// A dependency (database, Redis, another service) is unavailable: retry later.
     ServiceUnavailable,
     /// The request took too long.
@@ -75,7 +113,7 @@ pub enum ErrorType {
     PermissionError,
     /// The caller sends too much.
     RateLimitError,
-    /// Our side failed.
+    /// Our side failed, or a server we called on the caller's behalf did.
     ApiError,
 }
 
@@ -86,7 +124,19 @@ impl ErrorCode {
             Self::MalformedJson
             | Self::InvalidField
             | Self::InvalidRequest
-            | Self::InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
+            | Self::InvalidIdempotencyKey
+            | Self::InvalidTargetUrl
+            | Self::TargetNotAllowed
+            | Self::FaucetUnavailable => StatusCode::BAD_REQUEST,
+            Self::PolicyDenied
+            | Self::SessionBudgetExceeded
+            | Self::SessionExpired
+            | Self::SessionRevoked
+            | Self::SessionNotApplicable => StatusCode::FORBIDDEN,
+            Self::NotX402 | Self::NoPayableOffer | Self::ChainNotOffered => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            Self::PaymentState => StatusCode::CONFLICT,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -101,7 +151,10 @@ impl ErrorCode {
             Self::InsufficientFunds => StatusCode::PAYMENT_REQUIRED,
             Self::RateLimited | Self::TooManyFailedAuthentications => StatusCode::TOO_MANY_REQUESTS,
             Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::TargetUnreachable
+            | Self::TargetResponseTooLarge
+            | Self::TargetTooManyRedirects => StatusCode::BAD_GATEWAY,
+            Self::Timeout | Self::TargetTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -121,13 +174,31 @@ impl ErrorCode {
             | Self::IdempotencyKeyInProgress
             | Self::InvalidIdempotencyKey
             | Self::Conflict
-            | Self::InsufficientFunds => ErrorType::InvalidRequestError,
+            | Self::InsufficientFunds
+            | Self::InvalidTargetUrl
+            | Self::TargetNotAllowed
+            | Self::NotX402
+            | Self::NoPayableOffer
+            | Self::ChainNotOffered
+            | Self::PaymentState
+            | Self::FaucetUnavailable => ErrorType::InvalidRequestError,
+            Self::PolicyDenied
+            | Self::SessionBudgetExceeded
+            | Self::SessionExpired
+            | Self::SessionRevoked
+            | Self::SessionNotApplicable => ErrorType::PermissionError,
             Self::MissingApiKey | Self::InvalidApiKey | Self::ApiKeyRevoked => {
                 ErrorType::AuthenticationError
             }
             Self::InsufficientScope => ErrorType::PermissionError,
             Self::RateLimited | Self::TooManyFailedAuthentications => ErrorType::RateLimitError,
-            Self::ServiceUnavailable | Self::Timeout | Self::InternalError => ErrorType::ApiError,
+            Self::ServiceUnavailable
+            | Self::Timeout
+            | Self::InternalError
+            | Self::TargetUnreachable
+            | Self::TargetTimeout
+            | Self::TargetResponseTooLarge
+            | Self::TargetTooManyRedirects => ErrorType::ApiError,
         }
     }
 }
@@ -152,6 +223,10 @@ pub struct ErrorDetail {
     /// The request field at fault, as a JSON path (`scopes[0]`), when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// The policy or session rule that refused a payment (`policy.per_payment_max`,
+    /// `session.budget_limit`, …), for the codes that are refusals by a rule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
     /// The request id (also in `X-Request-Id`).
     pub request_id: String,
 }
@@ -162,18 +237,25 @@ pub struct ApiError {
     code: ErrorCode,
     message: String,
     field: Option<String>,
+    rule: Option<String>,
     retry_after_seconds: Option<u64>,
 }
 
 impl ApiError {
     /// An error with a code and a message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), field: None, retry_after_seconds: None }
+        Self { code, message: message.into(), field: None, rule: None, retry_after_seconds: None }
     }
 
     /// Names the request field at fault.
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());
+        self
+    }
+
+    /// Names the policy or session rule that refused.
+    pub fn with_rule(mut self, rule: impl Into<String>) -> Self {
+        self.rule = Some(rule.into());
         self
     }
 
@@ -239,6 +321,7 @@ impl IntoResponse for ApiError {
                 code: self.code,
                 message: self.message,
                 field: self.field,
+                rule: self.rule,
                 request_id: request_id::current(),
             },
         };
@@ -262,5 +345,28 @@ mod tests {
         );
         assert_eq!(ErrorCode::IdempotencyKeyReused.status(), StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(ErrorCode::RateLimited.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+
+    #[test]
+    fn target_codes_have_their_statuses() {
+        for (code, name, status) in [
+            (ErrorCode::InvalidTargetUrl, "invalid_target_url", StatusCode::BAD_REQUEST),
+            (ErrorCode::TargetNotAllowed, "target_not_allowed", StatusCode::BAD_REQUEST),
+            (ErrorCode::TargetUnreachable, "target_unreachable", StatusCode::BAD_GATEWAY),
+            (ErrorCode::TargetTimeout, "target_timeout", StatusCode::GATEWAY_TIMEOUT),
+            (
+                ErrorCode::TargetResponseTooLarge,
+                "target_response_too_large",
+                StatusCode::BAD_GATEWAY,
+            ),
+            (
+                ErrorCode::TargetTooManyRedirects,
+                "target_too_many_redirects",
+                StatusCode::BAD_GATEWAY,
+            ),
+        ] {
+            assert_eq!(serde_json::to_value(code).unwrap(), name);
+            assert_eq!(code.status(), status, "{name}");
+        }
     }
 }

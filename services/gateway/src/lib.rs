@@ -8,6 +8,9 @@
 //! `/openapi.json` and `/docs` ([`openapi`]) and the service kit's `/health/*` and `/metrics`
 //! are served too.
 //!
+//! URLs that agents name (x402 challenges) are fetched through [`outbound`], which refuses
+//! loopback, private and other non-public targets.
+//!
 //! The gateway owns the `gateway` schema: accounts, API keys (argon2id hashes), idempotency
 //! records ([`store`], [`accounts`]).
 
@@ -20,6 +23,7 @@ pub mod extract;
 pub mod idempotency;
 pub mod middleware;
 pub mod openapi;
+pub mod outbound;
 pub mod ratelimit;
 pub mod request_id;
 pub mod routes;

@@ -34,6 +34,7 @@ answer for 24 h; the same key with another body is 422.",
         (name = "keys", description = "API keys of the account (admin scope)"),
         (name = "fees", description = "The tiered fee schedule"),
         (name = "ledger", description = "Agents' balances and statements"),
+        (name = "x402", description = "Checking and paying x402-protected URLs (agent scope)"),
         (name = "facilitator", description = "The x402 facilitator for providers (provider scope)"),
     )
 )]

@@ -4,6 +4,7 @@ use sqlx::PgPool;
 
 use crate::auth::Authenticator;
 use crate::config::GatewaySettings;
+use crate::outbound::Outbound;
 use crate::ratelimit::RateLimiter;
 
 /// The gateway's shared state.
@@ -21,4 +22,6 @@ pub struct AppState {
     pub bus: awx_bus::Bus,
     /// The tokens the platform knows.
     pub registry: awx_x402::TokenRegistry,
+    /// The guarded client for URLs agents name (built once; its connections are pooled).
+    pub outbound: Outbound,
 }

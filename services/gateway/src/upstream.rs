@@ -11,14 +11,37 @@ use awx_bus::{BusError, Command};
 use crate::error::{ApiError, ErrorCode};
 use crate::state::AppState;
 
+/// The API error of a rule's refusal (`policy.…`, `session.…`).
+fn rule_refusal(rule: &str, message: String) -> ApiError {
+    let code = match rule {
+        "session.budget_limit" => ErrorCode::SessionBudgetExceeded,
+        "session.expired" => ErrorCode::SessionExpired,
+        "session.revoked" => ErrorCode::SessionRevoked,
+        rule if rule.starts_with("session.") => ErrorCode::SessionNotApplicable,
+        _ => ErrorCode::PolicyDenied,
+    };
+    ApiError::new(code, message).with_rule(rule)
+}
+
 /// The API error of a service's rejection code.
 fn rejection(code: &str, message: String) -> ApiError {
+    if awx_api::policy::codes::is_rule(code) {
+        return rule_refusal(code, message);
+    }
     let code = match code {
+        "agent_not_found" | "session_not_found" | "payment_not_found" => ErrorCode::NotFound,
+        "no_payable_offer" => ErrorCode::NoPayableOffer,
+        "chain_not_offered" => ErrorCode::ChainNotOffered,
+        "payment_state" => ErrorCode::PaymentState,
+        "conflict" => ErrorCode::Conflict,
+        "signer_unavailable" | "ledger_unavailable" | "policy_unavailable" => {
+            return ApiError::new(ErrorCode::ServiceUnavailable, message).with_retry_after(1);
+        }
         "invalid_request" => ErrorCode::InvalidRequest,
         "insufficient_funds" => ErrorCode::InsufficientFunds,
         "hold_not_found" => ErrorCode::NotFound,
         "hold_not_pending" | "idempotency_conflict" => ErrorCode::Conflict,
-        "faucet_unavailable" => ErrorCode::InvalidRequest,
+        "faucet_unavailable" => ErrorCode::FaucetUnavailable,
         "chain_unavailable" => {
             return ApiError::new(ErrorCode::ServiceUnavailable, message).with_retry_after(1);
         }

@@ -259,7 +259,8 @@ impl Ledger {
         let (tier, _) = self.fees.tier(conn, command.owner).await?;
         let fee = fees::fee(command.amount, tier.rate_percent)
             .map_err(|error| LedgerFailure::Invalid(error.to_string()))?;
-        let ledger_id = LedgerId::new();
+        // A hold's id is its payment's: the API shows one id (`ldg_…`) for both.
+        let ledger_id = LedgerId::from_uuid(command.payment_id.as_uuid());
         let shards = u128::from(self.settings.fee_shards.max(1));
         let shard = ledger_id.as_uuid().as_u128().checked_rem(shards).unwrap_or(0);
         let mut specs = vec![

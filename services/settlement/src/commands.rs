@@ -1,10 +1,11 @@
-//! The facilitator's bus commands. Settlement state is written in the service's own committed
-//! transactions (it must be durable before a broadcast), not in the bus's inbox transaction; the
-//! inbox still makes a redelivered command answer from storage.
+//! The facilitator's bus commands (and the development faucet's). Settlement state is written in
+//! the service's own committed transactions (it must be durable before a broadcast), not in the
+//! bus's inbox transaction; the inbox still makes a redelivered command answer from storage, and a
+//! faucet command's id is its mint's id, so a redelivery never mints twice.
 
 use std::sync::Arc;
 
-use awx_api::facilitator::{Settle, Supported, Verify, codes};
+use awx_api::facilitator::{Faucet, FaucetReply, Settle, Supported, Verify, codes};
 use awx_bus::{CommandHandler, CommandMeta, CommandServer, HandlerError};
 use sqlx::PgConnection;
 
@@ -22,7 +23,16 @@ fn handler_error(error: FacilitatorError) -> HandlerError {
             HandlerError::reject(codes::INVALID_REQUEST, message)
         }
         FacilitatorError::Chain(message) => HandlerError::reject(codes::CHAIN_UNAVAILABLE, message),
-        other => {
+        FacilitatorError::PolicyUnavailable(message) => {
+            HandlerError::reject(codes::POLICY_UNAVAILABLE, message)
+        }
+        FacilitatorError::FaucetUnavailable(message) => {
+            HandlerError::reject(codes::FAUCET_UNAVAILABLE, message)
+        }
+        other @ (FacilitatorError::Signer(_)
+        | FacilitatorError::Ledger(_)
+        | FacilitatorError::Inconsistent(_)
+        | FacilitatorError::Database(_)) => {
             tracing::warn!(error.message = %other, "facilitator command failed; it will be retried");
             HandlerError::transient(other)
         }
@@ -36,7 +46,7 @@ impl CommandHandler<Verify> for FacilitatorHandlers {
         command: Verify,
         _meta: CommandMeta,
     ) -> Result<awx_x402::VerifyResponse, HandlerError> {
-        self.facilitator.verify(&command.request).await.map_err(handler_error)
+        self.facilitator.verify(command.provider, &command.request).await.map_err(handler_error)
     }
 }
 
@@ -62,6 +72,17 @@ impl CommandHandler<Supported> for FacilitatorHandlers {
     }
 }
 
+impl CommandHandler<Faucet> for FacilitatorHandlers {
+    async fn handle(
+        &self,
+        _tx: &mut PgConnection,
+        command: Faucet,
+        meta: CommandMeta,
+    ) -> Result<FaucetReply, HandlerError> {
+        self.facilitator.faucet(&command, meta.command_id).await.map_err(handler_error)
+    }
+}
+
 impl FacilitatorHandlers {
     /// Handlers over `facilitator`.
     pub fn new(facilitator: Arc<Facilitator>) -> Self {
@@ -78,6 +99,7 @@ impl FacilitatorHandlers {
         CommandServer::new(bus, inbox_pool, awx_api::facilitator::FAMILY)?
             .handle::<Verify, _>(self.clone())?
             .handle::<Settle, _>(self.clone())?
-            .handle::<Supported, _>(self)
+            .handle::<Supported, _>(self.clone())?
+            .handle::<Faucet, _>(self)
     }
 }

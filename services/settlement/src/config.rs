@@ -16,13 +16,57 @@ pub struct NetworkSettings {
     pub network: String,
     /// The JSON-RPC endpoint.
     pub rpc_url: String,
-    /// How long a settle waits for the receipt before answering `settlement_pending`.
+    /// How long a settle (or a faucet mint) waits for the receipt before answering
+    /// `settlement_pending` (`chain_unavailable` for a mint).
     #[serde(default = "default_receipt_wait_ms")]
     pub receipt_wait_ms: u64,
+    /// Whether the development faucet mints here (development chains only: the relayers must
+    /// be minters of `faucet_token`).
+    #[serde(default)]
+    pub faucet: bool,
+    /// The token the faucet mints (required when `faucet` is on).
+    #[serde(default)]
+    pub faucet_token: Option<awx_x402::Address>,
 }
 
 fn default_receipt_wait_ms() -> u64 {
     15_000
+}
+
+/// Net settlement of our own agents' payments: queued captures are grouped by (network, payer,
+/// payee); a group is settled when its total reaches `threshold_usd` or its oldest item has
+/// waited `max_delay_seconds`, checked every `interval_seconds`. (The batch worker is not built
+/// yet; the settle path already promises `settleBy` from these.)
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchSettings {
+    /// How often groups are checked.
+    pub interval_seconds: u64,
+    /// A group's total, in US dollars as a decimal string, at which it is settled at once.
+    pub threshold_usd: String,
+    /// The longest an item waits (after its authorization expires) before its group is settled.
+    pub max_delay_seconds: u64,
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        Self { interval_seconds: 300, threshold_usd: "10.00".into(), max_delay_seconds: 3_600 }
+    }
+}
+
+impl BatchSettings {
+    fn validate(&self) -> Result<(), String> {
+        if self.interval_seconds == 0 || self.max_delay_seconds == 0 {
+            return Err("batch: interval_seconds and max_delay_seconds must be positive".into());
+        }
+        // Dollars to at most micro-dollars, exactly (no floats).
+        let threshold = awx_types::Amount::from_decimal_str(&self.threshold_usd, 6)
+            .map_err(|error| format!("batch.threshold_usd {:?}: {error}", self.threshold_usd))?;
+        if threshold.is_zero() {
+            return Err("batch.threshold_usd must be positive".into());
+        }
+        Ok(())
+    }
 }
 
 /// Everything the settlement service can be configured with.
@@ -43,6 +87,13 @@ pub struct SettlementSettings {
     pub resume_interval_ms: u64,
     /// How long to wait for the signer.
     pub signer_timeout_ms: u64,
+    /// How long to wait for the policy service, asked about every payment before any chain call
+    /// (it answers for our own agents' payments).
+    pub policy_timeout_ms: u64,
+    /// How long to wait for the ledger (faucet deposits).
+    pub ledger_timeout_ms: u64,
+    /// Net settlement of our own agents' payments.
+    pub batch: BatchSettings,
     /// Logs and traces.
     pub telemetry: TelemetrySettings,
 }
@@ -57,6 +108,9 @@ impl Default for SettlementSettings {
             gas_limit_percent: 130,
             resume_interval_ms: 1_000,
             signer_timeout_ms: 10_000,
+            policy_timeout_ms: 5_000,
+            ledger_timeout_ms: 5_000,
+            batch: BatchSettings::default(),
             telemetry: TelemetrySettings::default(),
         }
     }
@@ -76,16 +130,87 @@ impl Validate for SettlementSettings {
                     network.network
                 ));
             }
+            if network.faucet && network.faucet_token.is_none() {
+                return Err(format!(
+                    "networks.{}: faucet_token is required when faucet is on",
+                    network.network
+                ));
+            }
         }
         if self.gas_limit_percent < 100
             || self.resume_interval_ms == 0
             || self.signer_timeout_ms == 0
+            || self.policy_timeout_ms == 0
+            || self.ledger_timeout_ms == 0
         {
-            return Err("gas_limit_percent must be at least 100, resume_interval_ms and signer_timeout_ms positive".into());
+            return Err("gas_limit_percent must be at least 100; resume_interval_ms, signer_timeout_ms, policy_timeout_ms and ledger_timeout_ms positive".into());
         }
+        self.batch.validate()?;
         let mut bus = self.bus.clone();
         bus.service = SERVICE.to_owned();
         bus.schema = SERVICE.to_owned();
         bus.validate().map_err(|error| error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
+
+    use awx_service_kit::config::Validate as _;
+
+    use super::{NetworkSettings, SettlementSettings};
+
+    fn network(faucet: bool, faucet_token: Option<awx_x402::Address>) -> NetworkSettings {
+        NetworkSettings {
+            network: "eip155:31337".into(),
+            rpc_url: "http://127.0.0.1:8545".into(),
+            receipt_wait_ms: 1_000,
+            faucet,
+            faucet_token,
+        }
+    }
+
+    #[test]
+    fn the_defaults_are_valid_and_batch_as_documented() {
+        let settings = SettlementSettings::default();
+        settings.validate().unwrap();
+        assert_eq!(settings.policy_timeout_ms, 5_000);
+        assert_eq!(settings.batch.interval_seconds, 300);
+        assert_eq!(settings.batch.threshold_usd, "10.00");
+        assert_eq!(settings.batch.max_delay_seconds, 3_600);
+    }
+
+    #[test]
+    fn a_faucet_needs_its_token() {
+        let mut settings = SettlementSettings {
+            networks: vec![network(true, None)],
+            ..SettlementSettings::default()
+        };
+        assert!(settings.validate().unwrap_err().contains("faucet_token"));
+        settings.networks = vec![network(true, Some(awx_x402::Address::repeat_byte(1)))];
+        settings.validate().unwrap();
+        settings.networks = vec![network(false, None)];
+        settings.validate().unwrap();
+    }
+
+    #[test]
+    fn batch_settings_are_checked() {
+        for threshold in ["0", "ten", "-1", "0.0000001", ""] {
+            let mut settings = SettlementSettings::default();
+            settings.batch.threshold_usd = threshold.into();
+            assert!(settings.validate().is_err(), "{threshold:?} was accepted");
+        }
+        let mut settings = SettlementSettings::default();
+        settings.batch.interval_seconds = 0;
+        assert!(settings.validate().is_err());
+        let mut settings = SettlementSettings::default();
+        settings.batch.max_delay_seconds = 0;
+        assert!(settings.validate().is_err());
+        let settings = SettlementSettings { policy_timeout_ms: 0, ..SettlementSettings::default() };
+        assert!(settings.validate().is_err());
+        let mut settings = SettlementSettings::default();
+        settings.batch.threshold_usd = "25".into();
+        settings.validate().unwrap();
     }
 }

@@ -1,10 +1,14 @@
-//! The facilitator for outside payers: verify, settle, supported.
+//! The facilitator: verify, settle, supported.
 //!
-//! Verify follows the reference facilitator (x402-v2.md §5.1): the offline checks of
-//! `awx-x402`, the signature (an EOA's recovers to the payer; a contract wallet's is left to the
-//! token), the asset's bytecode, then a simulation of `transferWithAuthorization` with the
-//! overload the signature needs; when the simulation fails, `authorizationState`, `name`,
-//! `version` and `balanceOf` are read one by one to name the reason.
+//! Every request is first normalized to v2 shapes, then the policy service is asked whether the
+//! payer is one of our agents' wallets ([`crate::own`]); if it is, its answer is the answer and
+//! no chain is called.
+//!
+//! For outside payers, verify follows the reference facilitator (x402-v2.md §5.1): the offline
+//! checks of `awx-x402`, the signature (an EOA's recovers to the payer; a contract wallet's is
+//! left to the token), the asset's bytecode, then a simulation of `transferWithAuthorization`
+//! with the overload the signature needs; when the simulation fails, `authorizationState`,
+//! `name`, `version` and `balanceOf` are read one by one to name the reason.
 //!
 //! Settle re-runs the checks without simulation, then (see [`crate::settle`]) records the
 //! settlement keyed by (network, payer, nonce), signs and stores the transaction, broadcasts it,
@@ -13,7 +17,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use awx_api::policy::{OwnAction, OwnPaymentReply};
 use awx_chain::{ChainClient, ChainError, RevertKind};
+use awx_types::AccountId;
 use awx_x402::{
     Address, CheckedExactEvm, Eip3009Payload, ErrorReason, FacilitatorRequest, Invalid,
     NormalizedRequest, SignatureCheck, SupportedKind, SupportedResponse, VerifyResponse,
@@ -36,12 +42,25 @@ pub enum FacilitatorError {
     /// The request cannot be read.
     #[error("{0}")]
     InvalidRequest(String),
-    /// The chain's node failed.
+    /// The chain's node failed, or a transaction is not mined yet.
     #[error("chain: {0}")]
     Chain(String),
     /// The signer failed or refused.
     #[error("signer: {0}")]
     Signer(String),
+    /// The policy service (which answers for our own agents' payments) did not answer, or
+    /// answered something unexpected.
+    #[error("policy: {0}")]
+    PolicyUnavailable(String),
+    /// The faucet cannot mint on this network.
+    #[error("faucet: {0}")]
+    FaucetUnavailable(String),
+    /// The ledger did not answer.
+    #[error("ledger: {0}")]
+    Ledger(String),
+    /// Stored state contradicts a request (a broken invariant).
+    #[error("inconsistent: {0}")]
+    Inconsistent(String),
     /// The database failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
@@ -58,6 +77,8 @@ pub struct Chain {
     pub client: ChainClient,
     /// How long a settle waits for a receipt.
     pub receipt_wait: Duration,
+    /// The token the development faucet mints, when the faucet is on.
+    pub faucet_token: Option<Address>,
 }
 
 /// The facilitator: chains, relayers, storage.
@@ -102,6 +123,11 @@ fn invalid(reason: ErrorReason, message: impl Into<String>, payer: Option<Addres
     Invalid { reason, message: message.into(), payer }
 }
 
+/// The request in v2 shapes (v1 requests are converted).
+pub fn normalize(request: &FacilitatorRequest) -> Result<NormalizedRequest, FacilitatorError> {
+    request.normalize().map_err(|error| FacilitatorError::InvalidRequest(error.to_string()))
+}
+
 fn chain_error(error: ChainError) -> FacilitatorError {
     FacilitatorError::Chain(error.to_string())
 }
@@ -143,6 +169,7 @@ impl Facilitator {
                     chain_id,
                     client,
                     receipt_wait: Duration::from_millis(network.receipt_wait_ms),
+                    faucet_token: network.faucet_token.filter(|_| network.faucet),
                 },
             );
         }
@@ -177,16 +204,13 @@ impl Facilitator {
         Ok(reply.relayers)
     }
 
-    /// Runs every check of a payment; `simulate` adds the on-chain simulation (verify does,
-    /// settle does not, as the reference facilitator's default).
+    /// Runs every check of an outside payer's payment; `simulate` adds the on-chain simulation
+    /// (verify does, settle does not, as the reference facilitator's default).
     pub async fn check(
         &self,
-        request: &FacilitatorRequest,
+        normalized: NormalizedRequest,
         simulate: bool,
     ) -> Result<Checked<'_>, FacilitatorError> {
-        let normalized = request
-            .normalize()
-            .map_err(|error| FacilitatorError::InvalidRequest(error.to_string()))?;
         let Some(chain) = self.chains.get(&normalized.requirements.network) else {
             return Ok(Checked::Invalid(invalid(
                 ErrorReason::InvalidNetwork,
@@ -336,12 +360,24 @@ impl Facilitator {
         Ok((ErrorReason::InvalidExactEvmTransactionSimulationFailed, revert))
     }
 
-    /// Verifies a payment.
+    /// Verifies a payment: the policy service's verdict for our own agents' payments, the
+    /// checks and a simulation on chain for anyone else's.
     pub async fn verify(
         &self,
+        provider: AccountId,
         request: &FacilitatorRequest,
     ) -> Result<VerifyResponse, FacilitatorError> {
-        Ok(match self.check(request, true).await? {
+        let normalized = normalize(request)?;
+        match self.own_payment(OwnAction::Verify, provider, &normalized).await? {
+            OwnPaymentReply::NotOurs => {}
+            OwnPaymentReply::Verified { response } => return Ok(response),
+            OwnPaymentReply::Settled { .. } => {
+                return Err(FacilitatorError::PolicyUnavailable(
+                    "the policy service answered a verify with a settlement".into(),
+                ));
+            }
+        }
+        Ok(match self.check(normalized, true).await? {
             Checked::Valid(valid) => VerifyResponse::valid(valid.checked.payer().to_checksum(None)),
             Checked::Invalid(rejected) => VerifyResponse::invalid(
                 rejected.reason,

@@ -1,7 +1,9 @@
-//! Sees every stored transaction to its end: re-broadcasts those still `signed` (a crash or a
-//! node hiccup between storing and broadcasting), and records receipts that arrive after a settle
-//! stopped waiting. Several replicas may run it: re-sending a signed transaction is the same
-//! transaction, and recording an outcome is idempotent.
+//! Sees every stored transaction to its end, whatever it is for: re-broadcasts those still
+//! `signed` (a crash or a node hiccup between storing and broadcasting; a stuck nonce would block
+//! every later transaction of its relayer), and records receipts that arrive after a settle or a
+//! faucet mint stopped waiting (a settlement's outcome; a mint's ledger deposit). Several replicas
+//! may run it: re-sending a signed transaction is the same transaction, and recording an outcome
+//! (or a deposit, idempotent in the ledger by transaction and log index) is idempotent.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,13 +13,14 @@ use sqlx::Row as _;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::facilitator::{Facilitator, FacilitatorError};
+use crate::facilitator::{Chain, Facilitator, FacilitatorError};
+use crate::faucet::FaucetDeposit;
 
-/// One pass over transactions in flight; returns how many it finished.
+/// One pass over transactions in flight (untouched for a second); returns how many it finished.
 pub async fn resume_once(facilitator: &Facilitator) -> Result<usize, FacilitatorError> {
     let rows = sqlx::query(
-        "SELECT t.id, t.settlement_id, t.chain_id, t.raw, t.hash, t.state, s.payload
-         FROM settlement.chain_txs t JOIN settlement.settlements s ON s.id = t.settlement_id
+        "SELECT t.id, t.chain_id, t.raw, t.hash, t.state, t.purpose, t.settlement_id, t.deposit, s.payload
+         FROM settlement.chain_txs t LEFT JOIN settlement.settlements s ON s.id = t.settlement_id
          WHERE t.state IN ('signed', 'broadcast') AND t.updated_at < now() - interval '1 second'
          ORDER BY t.updated_at LIMIT 100",
     )
@@ -26,11 +29,11 @@ pub async fn resume_once(facilitator: &Facilitator) -> Result<usize, Facilitator
     let mut finished = 0;
     for row in rows {
         let chain_tx_id: Uuid = row.get(0);
-        let settlement_id: Uuid = row.get(1);
-        let chain_id: i64 = row.get(2);
-        let raw: Vec<u8> = row.get(3);
-        let hash: String = row.get(4);
-        let state: String = row.get(5);
+        let chain_id: i64 = row.get(1);
+        let raw: Vec<u8> = row.get(2);
+        let hash: String = row.get(3);
+        let state: String = row.get(4);
+        let purpose: String = row.get(5);
         let Some(chain) = u64::try_from(chain_id).ok().and_then(|id| facilitator.chain_by_id(id))
         else {
             continue;
@@ -39,27 +42,75 @@ pub async fn resume_once(facilitator: &Facilitator) -> Result<usize, Facilitator
         if state == "signed" {
             facilitator.broadcast(chain, chain_tx_id, &raw).await;
         }
-        let payload: PaymentPayload = match serde_json::from_value(row.get(6)) {
-            Ok(payload) => payload,
+        let receipt = match chain.client.receipt(hash).await {
+            Ok(Some(receipt)) => receipt,
+            Ok(None) => continue,
             Err(error) => {
-                tracing::error!(%settlement_id, error.message = %error, "stored payload is unreadable");
+                tracing::warn!(error.message = %error, "receipt lookup failed");
                 continue;
             }
         };
-        let Ok(ExactEvmPayload::Eip3009(payload)) = ExactEvmPayload::from_json(&payload.payload)
-        else {
-            continue;
-        };
-        match chain.client.receipt(hash).await {
-            Ok(Some(receipt)) => {
-                facilitator.finalize(chain, settlement_id, hash, &receipt, &payload).await?;
-                finished += 1;
+        let done = match purpose.as_str() {
+            "settlement" => {
+                let settlement_id: Option<Uuid> = row.get(6);
+                let payload: Option<serde_json::Value> = row.get(8);
+                finish_settlement(facilitator, chain, settlement_id, payload, hash, &receipt)
+                    .await?
             }
-            Ok(None) => {}
-            Err(error) => tracing::warn!(error.message = %error, "receipt lookup failed"),
+            "faucet" => {
+                let deposit: Option<serde_json::Value> = row.get(7);
+                let Some(deposit) =
+                    deposit.and_then(|value| serde_json::from_value::<FaucetDeposit>(value).ok())
+                else {
+                    tracing::error!(chain_tx = %chain_tx_id, "stored faucet deposit is unreadable");
+                    continue;
+                };
+                match facilitator.record_mint(chain, chain_tx_id, hash, &receipt, &deposit).await {
+                    Ok(_) => true,
+                    Err(error) => {
+                        tracing::warn!(chain_tx = %chain_tx_id, error.message = %error, "recording a faucet deposit failed; retrying");
+                        false
+                    }
+                }
+            }
+            other => {
+                tracing::error!(chain_tx = %chain_tx_id, purpose = other, "unknown chain transaction purpose");
+                false
+            }
+        };
+        if done {
+            finished += 1;
         }
     }
     Ok(finished)
+}
+
+/// Records the outcome of a mined settlement transaction; false when the stored settlement
+/// cannot be read.
+async fn finish_settlement(
+    facilitator: &Facilitator,
+    chain: &Chain,
+    settlement_id: Option<Uuid>,
+    payload: Option<serde_json::Value>,
+    hash: B256,
+    receipt: &awx_chain::TransactionReceipt,
+) -> Result<bool, FacilitatorError> {
+    let (Some(settlement_id), Some(payload)) = (settlement_id, payload) else {
+        tracing::error!(tx_hash = %hash, "a settlement transaction has no settlement");
+        return Ok(false);
+    };
+    let payload: PaymentPayload = match serde_json::from_value(payload) {
+        Ok(payload) => payload,
+        Err(error) => {
+            tracing::error!(%settlement_id, error.message = %error, "stored payload is unreadable");
+            return Ok(false);
+        }
+    };
+    let Ok(ExactEvmPayload::Eip3009(payload)) = ExactEvmPayload::from_json(&payload.payload) else {
+        return Ok(false);
+    };
+    facilitator.finalize(chain, settlement_id, hash, receipt, &payload).await?;
+    Ok(true)
 }
 
 /// Resumes every `interval` until cancelled.

@@ -7,32 +7,41 @@
 //! 2. The owner of a `planned` settlement estimates gas (a revert here is a failure that consumes
 //!    nothing), takes the relayer's next nonce under a row lock (so replicas never share a nonce),
 //!    has the signer sign, and commits the signed transaction, its nonce and the `signed` state
-//!    **before** broadcasting.
+//!    **before** broadcasting. [`Facilitator::sign_and_store`] does this for every relayer
+//!    transaction (settlements and the development faucet's mints alike).
 //! 3. It broadcasts, then waits up to the chain's `receipt_wait_ms` for the receipt: a success
 //!    with the token's `Transfer` log is settled; a revert, or a receipt without that log, fails;
 //!    no receipt yet is `settlement_pending` with the hash. The resumer
 //!    ([`crate::resumer`]) re-broadcasts anything left `signed` and records receipts that come
 //!    later, so a later settle of the same payload returns the final outcome.
+//!
+//! Payments whose payer is one of our agents' wallets never get here: the policy service answers
+//! for them first (see [`crate::own`]).
 
 use std::time::{Duration, Instant};
 
-use awx_chain::{ChainError, SendError, Token, TransactionReceipt};
+use awx_api::policy::{OwnAction, OwnPaymentReply};
+use awx_chain::{ChainError, RevertKind, SendError, Token, TransactionReceipt};
 use awx_types::AccountId;
 use awx_x402::{
-    Address, B256, Eip3009Payload, ErrorReason, FacilitatorRequest, SettleFailure, SettleResponse,
+    Address, B256, Bytes, Eip3009Payload, ErrorReason, FacilitatorRequest, SettleFailure,
+    SettleResponse,
 };
 use sha2::{Digest as _, Sha256};
 use sqlx::{PgConnection, Row as _};
 use uuid::Uuid;
 
-use crate::facilitator::{Chain, Checked, Facilitator, FacilitatorError, Valid, revert_reason};
+use crate::facilitator::{
+    Chain, Checked, Facilitator, FacilitatorError, Valid, normalize, revert_reason,
+};
 
 /// How often a waiting settle asks for the receipt: first soon (a local or fast chain mines at
 /// once), then backing off to every 200 ms.
 const RECEIPT_POLL_FIRST: Duration = Duration::from_millis(10);
 const RECEIPT_POLL_MAX: Duration = Duration::from_millis(200);
 
-fn lower(address: Address) -> String {
+/// An address as stored: lowercase `0x` hex.
+pub(crate) fn lower(address: Address) -> String {
     address.to_string().to_lowercase()
 }
 
@@ -96,19 +105,29 @@ pub fn receipt_outcome(
 }
 
 impl Facilitator {
-    /// Settles a payment (see the module docs).
+    /// Settles a payment: our own agents' through the policy service (queued for net
+    /// settlement), anyone else's on chain (see the module docs).
     pub async fn settle(
         &self,
         provider: AccountId,
         request: &FacilitatorRequest,
     ) -> Result<SettleResponse, FacilitatorError> {
-        let valid = match self.check(request, false).await? {
+        let normalized = normalize(request)?;
+        match self.own_payment(OwnAction::Settle, provider, &normalized).await? {
+            OwnPaymentReply::NotOurs => {}
+            OwnPaymentReply::Settled { response, captured } => {
+                return self.deferred(provider, response, captured).await;
+            }
+            OwnPaymentReply::Verified { .. } => {
+                return Err(FacilitatorError::PolicyUnavailable(
+                    "the policy service answered a settle with a verification".into(),
+                ));
+            }
+        }
+        let network = normalized.payload.accepted.network.clone();
+        let valid = match self.check(normalized, false).await? {
             Checked::Valid(valid) => *valid,
             Checked::Invalid(rejected) => {
-                let network = request
-                    .normalize()
-                    .map(|normalized| normalized.payload.accepted.network)
-                    .unwrap_or_default();
                 return Ok(failed(
                     rejected.reason,
                     rejected.message,
@@ -118,7 +137,6 @@ impl Facilitator {
                 ));
             }
         };
-        let network = valid.request.payload.accepted.network.clone();
         let payer = valid.checked.payer().to_checksum(None);
         let payload = Eip3009Payload {
             signature: valid.checked.signature.clone(),
@@ -204,41 +222,78 @@ impl Facilitator {
         valid: &Valid<'_>,
         payload: &Eip3009Payload,
     ) -> Result<Signed, Planned> {
-        let relayers = self.relayers().await.map_err(Planned::Error)?;
-        let pick = usize::try_from(
-            settlement_id.as_u128() % u128::try_from(relayers.len().max(1)).unwrap_or(1),
-        )
-        .unwrap_or(0);
-        let relayer = relayers[pick.min(relayers.len().saturating_sub(1))];
+        let relayer = self.relayer_for(settlement_id).await.map_err(Planned::Error)?;
         let input = Token::transfer_calldata(payload).map_err(|error| {
             Planned::Refused(ErrorReason::InvalidExactEvmSignature, error.to_string())
         })?;
-        let gas =
-            match chain.client.estimate_gas(relayer, valid.checked.asset(), input.clone()).await {
-                Ok(gas) => gas,
-                Err(ChainError::Reverted { kind, message }) => {
-                    return Err(Planned::Refused(revert_reason(kind), message));
-                }
-                Err(error) => {
-                    return Err(Planned::Error(FacilitatorError::Chain(error.to_string())));
-                }
-            };
-        let gas_limit = gas.saturating_mul(self.settings.gas_limit_percent) / 100;
-        let (max_fee_per_gas, max_priority_fee_per_gas) = chain
-            .client
-            .fees()
+        let outgoing = Outgoing {
+            id: Uuid::now_v7(),
+            chain,
+            relayer,
+            to: valid.checked.asset(),
+            input,
+            purpose: Purpose::Settlement(settlement_id),
+        };
+        let signed = self.sign_and_store(tx, outgoing).await.map_err(|failure| match failure {
+            SignFailure::Reverted { kind, message } => {
+                Planned::Refused(revert_reason(kind), message)
+            }
+            SignFailure::Error(error) => Planned::Error(error),
+        })?;
+        sqlx::query("UPDATE settlement.settlements SET state = 'signed', tx_hash = $2, updated_at = now() WHERE id = $1")
+            .bind(settlement_id)
+            .bind(format!("{:#x}", signed.hash))
+            .execute(&mut *tx)
             .await
-            .map_err(|error| Planned::Error(FacilitatorError::Chain(error.to_string())))?;
+            .map_err(|error| Planned::Error(error.into()))?;
+        Ok(signed)
+    }
+
+    /// The relayer that sends the transactions of `key` (a settlement, a faucet mint): the
+    /// relayers share the work by key.
+    pub(crate) async fn relayer_for(&self, key: Uuid) -> Result<Address, FacilitatorError> {
+        let relayers = self.relayers().await?;
+        let count = u128::try_from(relayers.len()).unwrap_or(1).max(1);
+        let pick = usize::try_from(key.as_u128() % count).unwrap_or(0);
+        relayers
+            .get(pick)
+            .or_else(|| relayers.first())
+            .copied()
+            .ok_or_else(|| FacilitatorError::Signer("the signer has no relayer keys".into()))
+    }
+
+    /// Prepares a relayer transaction for broadcast, in `tx`: estimates its gas (a revert is
+    /// reported and consumes nothing), takes the relayer's next nonce under the row lock of
+    /// `settlement.relayer_nonces` (the larger of ours and the node's pending count), has the
+    /// signer sign it (`outgoing.id` is the signing request's id), and inserts it into
+    /// `settlement.chain_txs` as `signed` with its purpose. Committing `tx` stores it **before**
+    /// anything is broadcast; until then the relayer's nonce row stays locked, so replicas never
+    /// share a nonce.
+    pub(crate) async fn sign_and_store(
+        &self,
+        tx: &mut PgConnection,
+        outgoing: Outgoing<'_>,
+    ) -> Result<Signed, SignFailure> {
+        let Outgoing { id, chain, relayer, to, input, purpose } = outgoing;
+        let chain_error =
+            |error: ChainError| SignFailure::Error(FacilitatorError::Chain(error.to_string()));
+        let database_error = |error: sqlx::Error| SignFailure::Error(error.into());
+        let gas = match chain.client.estimate_gas(relayer, to, input.clone()).await {
+            Ok(gas) => gas,
+            Err(ChainError::Reverted { kind, message }) => {
+                return Err(SignFailure::Reverted { kind, message });
+            }
+            Err(error) => return Err(chain_error(error)),
+        };
+        let gas_limit = gas.saturating_mul(self.settings.gas_limit_percent) / 100;
+        let (max_fee_per_gas, max_priority_fee_per_gas) =
+            chain.client.fees().await.map_err(chain_error)?;
 
         // The relayer's nonce: one row per (chain, relayer), locked until this transaction commits,
         // so two replicas never take the same nonce. The node's pending count wins if it is ahead
         // (the key was used elsewhere).
         let chain_id = i64::try_from(chain.chain_id).unwrap_or(i64::MAX);
-        let pending = chain
-            .client
-            .pending_nonce(relayer)
-            .await
-            .map_err(|error| Planned::Error(FacilitatorError::Chain(error.to_string())))?;
+        let pending = chain.client.pending_nonce(relayer).await.map_err(chain_error)?;
         let pending = i64::try_from(pending).unwrap_or(i64::MAX);
         sqlx::query("INSERT INTO settlement.relayer_nonces (chain_id, relayer, next_nonce) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
             .bind(chain_id)
@@ -246,21 +301,20 @@ impl Facilitator {
             .bind(pending)
             .execute(&mut *tx)
             .await
-            .map_err(|error| Planned::Error(error.into()))?;
+            .map_err(database_error)?;
         let stored: i64 = sqlx::query_scalar("SELECT next_nonce FROM settlement.relayer_nonces WHERE chain_id = $1 AND relayer = $2 FOR UPDATE")
             .bind(chain_id)
             .bind(lower(relayer))
             .fetch_one(&mut *tx)
             .await
-            .map_err(|error| Planned::Error(error.into()))?;
+            .map_err(database_error)?;
         let nonce = stored.max(pending);
 
-        let chain_tx_id = Uuid::now_v7();
         let request = awx_api::signer::SignTransaction {
-            request_id: chain_tx_id,
+            request_id: id,
             chain_id: chain.chain_id,
             from: relayer,
-            to: valid.checked.asset(),
+            to,
             input,
             nonce: u64::try_from(nonce).unwrap_or(0),
             gas_limit,
@@ -272,35 +326,59 @@ impl Facilitator {
             .bus
             .send(&request, timeout)
             .await
-            .map_err(|error| Planned::Error(FacilitatorError::Signer(error.to_string())))?;
+            .map_err(|error| SignFailure::Error(FacilitatorError::Signer(error.to_string())))?;
+        let (purpose_name, settlement_id, deposit) = match purpose {
+            Purpose::Settlement(settlement_id) => ("settlement", Some(settlement_id), None),
+            Purpose::Faucet(deposit) => ("faucet", None, Some(deposit)),
+        };
         sqlx::query(
-            "INSERT INTO settlement.chain_txs (id, settlement_id, chain_id, relayer, nonce, raw, hash, state)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'signed')",
+            "INSERT INTO settlement.chain_txs (id, settlement_id, chain_id, relayer, nonce, raw, hash, state, purpose, deposit)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'signed', $8, $9)",
         )
-        .bind(chain_tx_id)
+        .bind(id)
         .bind(settlement_id)
         .bind(chain_id)
         .bind(lower(relayer))
         .bind(nonce)
         .bind(signed.raw.to_vec())
         .bind(format!("{:#x}", signed.hash))
+        .bind(purpose_name)
+        .bind(deposit)
         .execute(&mut *tx)
         .await
-        .map_err(|error| Planned::Error(error.into()))?;
+        .map_err(database_error)?;
         sqlx::query("UPDATE settlement.relayer_nonces SET next_nonce = $3 WHERE chain_id = $1 AND relayer = $2")
             .bind(chain_id)
             .bind(lower(relayer))
             .bind(nonce.saturating_add(1))
             .execute(&mut *tx)
             .await
-            .map_err(|error| Planned::Error(error.into()))?;
-        sqlx::query("UPDATE settlement.settlements SET state = 'signed', tx_hash = $2, updated_at = now() WHERE id = $1")
-            .bind(settlement_id)
-            .bind(format!("{:#x}", signed.hash))
-            .execute(&mut *tx)
-            .await
-            .map_err(|error| Planned::Error(error.into()))?;
-        Ok(Signed { chain_tx_id, raw: signed.raw.to_vec(), hash: signed.hash })
+            .map_err(database_error)?;
+        Ok(Signed { chain_tx_id: id, raw: signed.raw.to_vec(), hash: signed.hash })
+    }
+
+    /// Waits up to the chain's `receipt_wait_ms` for the receipt of `hash`.
+    pub(crate) async fn wait_for_receipt(
+        &self,
+        chain: &Chain,
+        hash: B256,
+    ) -> Option<TransactionReceipt> {
+        let deadline = Instant::now() + chain.receipt_wait;
+        let mut poll = RECEIPT_POLL_FIRST;
+        loop {
+            match chain.client.receipt(hash).await {
+                Ok(Some(receipt)) => return Some(receipt),
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(error.message = %error, "receipt lookup failed; retrying")
+                }
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(poll.min(deadline.saturating_duration_since(Instant::now()))).await;
+            poll = poll.saturating_mul(2).min(RECEIPT_POLL_MAX);
+        }
     }
 
     /// Broadcasts a stored transaction and records that it was; a failure is left to the
@@ -350,39 +428,22 @@ impl Facilitator {
         network: &str,
     ) -> Result<SettleResponse, FacilitatorError> {
         let payer = payload.authorization.from.to_checksum(None);
-        let deadline = Instant::now() + chain.receipt_wait;
-        let mut poll = RECEIPT_POLL_FIRST;
-        loop {
-            match chain.client.receipt(hash).await {
-                Ok(Some(receipt)) => {
-                    let outcome =
-                        self.finalize(chain, settlement_id, hash, &receipt, payload).await?;
-                    return Ok(match outcome {
-                        Outcome::Settled => {
-                            SettleResponse::settled(format!("{hash:#x}"), network, payer)
-                        }
-                        Outcome::Failed(reason, message) => {
-                            failed(reason, message, Some(payer), format!("{hash:#x}"), network)
-                        }
-                    });
-                }
-                Ok(None) => {}
-                Err(error) => {
-                    tracing::warn!(error.message = %error, "receipt lookup failed; retrying")
-                }
+        let Some(receipt) = self.wait_for_receipt(chain, hash).await else {
+            return Ok(failed(
+                ErrorReason::SettlementPending,
+                "the transaction was broadcast and its receipt has not been seen yet; settle again to follow it",
+                Some(payer),
+                format!("{hash:#x}"),
+                network,
+            ));
+        };
+        let outcome = self.finalize(chain, settlement_id, hash, &receipt, payload).await?;
+        Ok(match outcome {
+            Outcome::Settled => SettleResponse::settled(format!("{hash:#x}"), network, payer),
+            Outcome::Failed(reason, message) => {
+                failed(reason, message, Some(payer), format!("{hash:#x}"), network)
             }
-            if Instant::now() >= deadline {
-                return Ok(failed(
-                    ErrorReason::SettlementPending,
-                    "the transaction was broadcast and its receipt has not been seen yet; settle again to follow it",
-                    Some(payer),
-                    format!("{hash:#x}"),
-                    network,
-                ));
-            }
-            tokio::time::sleep(poll.min(deadline.saturating_duration_since(Instant::now()))).await;
-            poll = poll.saturating_mul(2).min(RECEIPT_POLL_MAX);
-        }
+        })
     }
 
     /// Records a mined transaction's outcome (idempotent).
@@ -433,12 +494,55 @@ impl Facilitator {
     }
 }
 
-/// A signed, stored settlement transaction.
+/// What a relayer transaction is for (`settlement.chain_txs.purpose`).
 #[derive(Debug)]
-struct Signed {
-    chain_tx_id: Uuid,
-    raw: Vec<u8>,
-    hash: B256,
+pub(crate) enum Purpose {
+    /// It carries this settlement.
+    Settlement(Uuid),
+    /// A development faucet mint; the deposit to record in the ledger once it is mined.
+    Faucet(serde_json::Value),
+}
+
+/// A relayer transaction to sign and store ([`Facilitator::sign_and_store`]).
+#[derive(Debug)]
+pub(crate) struct Outgoing<'a> {
+    /// The `settlement.chain_txs` id, and the signing request's id.
+    pub(crate) id: Uuid,
+    /// The chain.
+    pub(crate) chain: &'a Chain,
+    /// The relayer that sends it.
+    pub(crate) relayer: Address,
+    /// The contract called.
+    pub(crate) to: Address,
+    /// The calldata.
+    pub(crate) input: Bytes,
+    /// What it is for.
+    pub(crate) purpose: Purpose,
+}
+
+/// Why a relayer transaction was not signed and stored.
+#[derive(Debug)]
+pub(crate) enum SignFailure {
+    /// Gas estimation found that it would revert: nothing was consumed.
+    Reverted {
+        /// The cause, classified.
+        kind: RevertKind,
+        /// The node's message.
+        message: String,
+    },
+    /// Something to retry.
+    Error(FacilitatorError),
+}
+
+/// A signed, stored relayer transaction.
+#[derive(Debug)]
+pub(crate) struct Signed {
+    /// Its `settlement.chain_txs` id.
+    pub(crate) chain_tx_id: Uuid,
+    /// The EIP-2718 encoding, to broadcast.
+    pub(crate) raw: Vec<u8>,
+    /// Its hash.
+    pub(crate) hash: B256,
 }
 
 /// Why planning stopped.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use alloy::primitives::Address;
 use anyhow::Context as _;
+use awx_decision::DecisionVerifier;
 use awx_service_kit::config::Validate as _;
 use awx_service_kit::shutdown::Shutdown;
 use sqlx::PgPool;
@@ -46,6 +47,12 @@ impl SignerService {
         settings.validate().map_err(anyhow::Error::msg).context("checking the signer settings")?;
         let contracts = AllowList::from_settings(&settings.allowed_contracts)
             .context("reading allowed_contracts")?;
+        let decisions = settings
+            .decision_public_key_hex
+            .as_deref()
+            .map(DecisionVerifier::from_public_key_hex)
+            .transpose()
+            .context("reading decision_public_key_hex")?;
         let pool = awx_service_kit::db::connect(&settings.database)
             .await
             .context("connecting to Postgres")?;
@@ -62,13 +69,19 @@ impl SignerService {
             kek_id = %local.kek_id(),
             keys = local.key_count(),
             relayers = ?relayers,
+            decision_public_key = decisions.as_ref().map(|verifier| verifier.public_key_hex()),
             "signer keys loaded"
         );
-        let custody = Arc::new(Custody::new(
-            local.clone(),
-            Arc::new(contracts),
-            Limits::from_settings(&settings),
-        ));
+        if decisions.is_none() {
+            tracing::warn!(
+                "no decision_public_key_hex: every SignAuthorization will be refused \
+                 (decision_invalid)"
+            );
+        }
+        let custody = Arc::new(
+            Custody::new(local.clone(), Arc::new(contracts), Limits::from_settings(&settings))
+                .with_decisions(decisions),
+        );
         Ok(Self { custody, local, pool, bus })
     }
 

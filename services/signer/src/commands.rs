@@ -5,7 +5,10 @@
 
 use std::sync::Arc;
 
-use awx_api::signer::{Relayers, RelayersReply, SignTransaction, SignedTransaction};
+use awx_api::signer::{
+    AuthorizationSigned, CreateWallet, Relayers, RelayersReply, SignAuthorization, SignTransaction,
+    SignedTransaction, WalletReply,
+};
 use awx_bus::{CommandHandler, CommandMeta, CommandServer, HandlerError};
 use sqlx::{PgConnection, PgPool};
 
@@ -50,6 +53,28 @@ impl CommandHandler<Relayers> for SignerHandlers {
     }
 }
 
+impl CommandHandler<CreateWallet> for SignerHandlers {
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        command: CreateWallet,
+        _meta: CommandMeta,
+    ) -> Result<WalletReply, HandlerError> {
+        self.custody.create_wallet(conn, &command).await.map_err(handler_error)
+    }
+}
+
+impl CommandHandler<SignAuthorization> for SignerHandlers {
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        command: SignAuthorization,
+        _meta: CommandMeta,
+    ) -> Result<AuthorizationSigned, HandlerError> {
+        self.custody.sign_authorization(conn, &command).await.map_err(handler_error)
+    }
+}
+
 impl SignerHandlers {
     /// Handlers over `custody`.
     pub fn new(custody: Arc<Custody>) -> Self {
@@ -65,6 +90,8 @@ impl SignerHandlers {
     ) -> Result<CommandServer, awx_bus::BusError> {
         CommandServer::new(bus, pool, awx_api::signer::FAMILY)?
             .handle::<SignTransaction, _>(self.clone())?
+            .handle::<CreateWallet, _>(self.clone())?
+            .handle::<SignAuthorization, _>(self.clone())?
             .handle::<Relayers, _>(self)
     }
 }

@@ -1,7 +1,8 @@
 //! The signer service's settings (`AWX_SIGNER__…`; see `awx_service_kit::config`).
 //!
 //! The key-encryption key is not a setting: it comes from the environment variable
-//! `AWX_SIGNER_KEK` or from the file named by `kek_file` (see [`crate::kek`]).
+//! `AWX_SIGNER_KEK` or from the file named by `kek_file` (see [`crate::kek`]). The policy
+//! service's decision key is not one either: only its public key is (`decision_public_key_hex`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -46,6 +47,10 @@ pub struct SignerSettings {
     pub max_fee_per_gas_max_wei: u64,
     /// The largest calldata a transaction may have, in bytes.
     pub input_bytes_max: usize,
+    /// The policy service's decision public key (Ed25519, 64 hex characters, with or without
+    /// `0x`; `AWX_SIGNER__DECISION_PUBLIC_KEY_HEX`). Without it every `SignAuthorization` is
+    /// refused (`decision_invalid`): the signer signs no authorization without a decision.
+    pub decision_public_key_hex: Option<String>,
     /// Logs and traces.
     pub telemetry: TelemetrySettings,
 }
@@ -62,6 +67,7 @@ impl Default for SignerSettings {
             // 10,000 gwei.
             max_fee_per_gas_max_wei: 10_000_000_000_000,
             input_bytes_max: 128 * 1024,
+            decision_public_key_hex: None,
             telemetry: TelemetrySettings::default(),
         }
     }
@@ -86,6 +92,10 @@ impl Validate for SignerSettings {
             if contracts.iter().any(|contract| contract.is_zero()) {
                 return Err(format!("allowed_contracts.\"{network}\" lists the zero address"));
             }
+        }
+        if let Some(hex) = &self.decision_public_key_hex {
+            awx_decision::DecisionVerifier::from_public_key_hex(hex)
+                .map_err(|error| format!("decision_public_key_hex: {error}"))?;
         }
         let mut bus = self.bus.clone();
         bus.service = SERVICE.to_owned();
@@ -154,5 +164,28 @@ mod tests {
         let mut bad = settings;
         bad.relayer_count = 0;
         assert!(bad.validate().unwrap_err().contains("relayer_count"));
+    }
+
+    #[test]
+    fn the_decision_public_key_is_checked_at_load() {
+        let public = awx_decision::DecisionKey::generate().public_key_hex();
+        let settings: SignerSettings =
+            serde_json::from_value(serde_json::json!({ "decision_public_key_hex": public }))
+                .unwrap();
+        settings.validate().unwrap();
+        assert_eq!(settings.decision_public_key_hex.as_deref(), Some(public.as_str()));
+        let prefixed = SignerSettings {
+            decision_public_key_hex: Some(format!("0x{public}")),
+            ..SignerSettings::default()
+        };
+        prefixed.validate().unwrap();
+        for bad in [&public[..63], "zz", ""] {
+            let settings = SignerSettings {
+                decision_public_key_hex: Some(bad.to_owned()),
+                ..SignerSettings::default()
+            };
+            let error = settings.validate().unwrap_err();
+            assert!(error.contains("decision_public_key_hex"), "{error}");
+        }
     }
 }

@@ -1,5 +1,8 @@
 //! The signer's rules: what it signs, and the signing log.
 //!
+//! This module holds the relayers' transactions; agent wallets and their EIP-3009
+//! authorizations are in [`crate::wallets`].
+//!
 //! A [`SignTransaction`] runs inside the caller's transaction (the bus's, so the log row, the
 //! inbox row and the stored reply commit together), in one shape:
 //!
@@ -23,6 +26,7 @@ use alloy::consensus::{SignableTransaction as _, TxEip1559, TxEnvelope};
 use alloy::eips::eip2718::Encodable2718 as _;
 use alloy::primitives::{Address, B256, Bytes, TxKind, U256};
 use awx_api::signer::{RelayersReply, SignTransaction, SignedTransaction};
+use awx_decision::DecisionVerifier;
 use sha2::{Digest as _, Sha256};
 use sqlx::{PgConnection, Row as _};
 
@@ -84,18 +88,33 @@ pub fn request_hash(from: Address, transaction: &TxEip1559) -> [u8; 32] {
     hasher.finalize().into()
 }
 
-/// The signer's rules over a [`Signer`] backend and the allow-list.
+/// The signer's rules over a [`Signer`] backend, the allow-list, and the policy service's
+/// decision key.
 #[derive(Debug)]
 pub struct Custody {
     signer: Arc<dyn Signer>,
     contracts: Arc<AllowList>,
     limits: Limits,
+    decisions: Option<DecisionVerifier>,
 }
 
 impl Custody {
-    /// Rules over `signer`, allowing the contracts of `contracts`.
+    /// Rules over `signer`, allowing the contracts of `contracts`, with no decision key (so no
+    /// authorization is signed until [`Custody::with_decisions`] gives one).
     pub fn new(signer: Arc<dyn Signer>, contracts: Arc<AllowList>, limits: Limits) -> Self {
-        Self { signer, contracts, limits }
+        Self { signer, contracts, limits, decisions: None }
+    }
+
+    /// The same rules, verifying the policy service's decisions with `decisions` (`None`: every
+    /// authorization is refused).
+    pub fn with_decisions(mut self, decisions: Option<DecisionVerifier>) -> Self {
+        self.decisions = decisions;
+        self
+    }
+
+    /// The verifier of the policy service's decisions, if a key is configured.
+    pub fn decisions(&self) -> Option<&DecisionVerifier> {
+        self.decisions.as_ref()
     }
 
     /// The backend.

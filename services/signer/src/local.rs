@@ -4,11 +4,16 @@
 //! [`LocalSigner::open`] runs at start, in one transaction under an advisory lock (so replicas
 //! starting together serialize): it decrypts every stored key (refusing keys under another KEK,
 //! ciphertexts that do not decrypt for their row, and keys that do not match their address), then
-//! creates relayer keys until `relayer_count` exist, and commits. Signing never touches the
-//! database. Keys another replica creates later are picked up by [`Signer::refresh`], which
-//! compares the stored count with the loaded one (keys are never deleted) and decrypts only new
-//! rows; it uses a small pool of its own, so it never competes with the command transactions for
-//! connections.
+//! creates relayer keys until `relayer_count` exist, and commits. Keys another replica creates
+//! later are picked up by [`Signer::refresh`], which compares the stored count with the loaded
+//! one (keys are never deleted) and decrypts only new rows.
+//!
+//! Agent keys are created by [`Signer::create_key`] in the caller's transaction (a bus command's)
+//! and are not kept in memory then: only committed rows are ever loaded, so the loaded keys are
+//! always a subset of the stored ones and the count comparison stays sound. The first signature
+//! with a key that is not loaded yet reads and decrypts that one row; later signatures never
+//! touch the database. Those reads and [`Signer::refresh`] use a small pool of the backend's own,
+//! so they never compete with the command transactions for connections.
 //!
 //! In memory each key is an alloy `PrivateKeySigner` (a `k256` signing key, zeroized on drop,
 //! whose `Debug` shows only the address); decrypted bytes live in `Zeroizing` buffers. No type
@@ -232,6 +237,36 @@ impl LocalSigner {
         ring.by_address.get(&address).cloned()
     }
 
+    /// The key of `address`, loading and decrypting its (committed) row if it is not loaded
+    /// yet; `None` if no key has this address.
+    async fn key_or_load(&self, address: Address) -> Result<Option<Arc<LocalKey>>, KeyStoreError> {
+        if let Some(key) = self.key(address) {
+            return Ok(Some(key));
+        }
+        let mut conn = self.refresh_pool.acquire().await?;
+        let row = sqlx::query(
+            "SELECT id, purpose, address, ciphertext, nonce, kek_id FROM signer.keys \
+             WHERE address = $1",
+        )
+        .bind(address_text(address))
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let row = key_row(&row)?;
+        let (purpose, stored) = check_row(&row, &self.kek)?;
+        let key = Arc::new(decrypt_row(&row, stored, purpose, &self.kek)?);
+        let mut guard = self.ring.write().unwrap_or_else(PoisonError::into_inner);
+        let ring = &mut *guard;
+        let key = match ring.by_address.entry(stored) {
+            Entry::Occupied(loaded) => loaded.get().clone(),
+            Entry::Vacant(vacant) => {
+                ring.order.push((purpose, stored));
+                vacant.insert(key).clone()
+            }
+        };
+        Ok(Some(key))
+    }
+
     async fn refresh_now(&self) -> Result<(), KeyStoreError> {
         let _one_at_a_time = self.refreshing.lock().await;
         let mut conn = self.refresh_pool.acquire().await?;
@@ -261,19 +296,38 @@ impl Signer for LocalSigner {
         Box::pin(async move { Ok(addresses) })
     }
 
+    fn create_key<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        purpose: KeyPurpose,
+    ) -> BoxFuture<'a, Result<Address, SignerError>> {
+        Box::pin(async move {
+            // The key is dropped (zeroized) here: it is loaded from its row once committed.
+            let (address, _key) = create_key(conn, &self.kek, purpose)
+                .await
+                .map_err(KeyStoreError::into_signer_error)?;
+            Ok(address)
+        })
+    }
+
     fn sign_digest(
         &self,
         address: Address,
         digest: B256,
     ) -> BoxFuture<'_, Result<Signature, SignerError>> {
-        let signed = match self.key(address) {
-            None => Err(SignerError::UnknownKey(address)),
-            Some(key) => key
-                .signer
+        Box::pin(async move {
+            let key = match self.key(address) {
+                Some(key) => key,
+                None => self
+                    .key_or_load(address)
+                    .await
+                    .map_err(KeyStoreError::into_signer_error)?
+                    .ok_or(SignerError::UnknownKey(address))?,
+            };
+            key.signer
                 .sign_hash_sync(&digest)
-                .map_err(|error| SignerError::Signing { address, reason: error.to_string() }),
-        };
-        Box::pin(async move { signed })
+                .map_err(|error| SignerError::Signing { address, reason: error.to_string() })
+        })
     }
 
     fn refresh(&self) -> BoxFuture<'_, Result<(), SignerError>> {
@@ -296,14 +350,7 @@ async fn load_new(
     .await?;
     let mut order = Vec::with_capacity(rows.len());
     for row in rows {
-        let row = KeyRow {
-            id: row.try_get("id")?,
-            purpose: row.try_get("purpose")?,
-            address: row.try_get("address")?,
-            ciphertext: row.try_get("ciphertext")?,
-            nonce: row.try_get("nonce")?,
-            kek_id: row.try_get("kek_id")?,
-        };
+        let row = key_row(&row)?;
         let (purpose, address) = check_row(&row, kek)?;
         if let Entry::Vacant(vacant) = ring.by_address.entry(address) {
             vacant.insert(Arc::new(decrypt_row(&row, address, purpose, kek)?));
@@ -312,6 +359,17 @@ async fn load_new(
     }
     ring.order = order;
     Ok(())
+}
+
+fn key_row(row: &sqlx::postgres::PgRow) -> Result<KeyRow, sqlx::Error> {
+    Ok(KeyRow {
+        id: row.try_get("id")?,
+        purpose: row.try_get("purpose")?,
+        address: row.try_get("address")?,
+        ciphertext: row.try_get("ciphertext")?,
+        nonce: row.try_get("nonce")?,
+        kek_id: row.try_get("kek_id")?,
+    })
 }
 
 fn check_row(row: &KeyRow, kek: &Kek) -> Result<(KeyPurpose, Address), KeyStoreError> {

@@ -1,6 +1,7 @@
 //! The signing backend: the [`Signer`] trait, which the rules of [`crate::custody`] sign through.
 //!
-//! A backend holds keys by purpose and signs 32-byte digests with them; it never hands a key out.
+//! A backend holds keys by purpose, creates them, and signs 32-byte digests with them; it never
+//! hands a key out.
 //! Today's backend is [`crate::local::LocalSigner`] (keys encrypted at rest in Postgres, decrypted
 //! into memory). An MPC or KMS backend implements the same trait: the trait is object safe
 //! (`Arc<dyn Signer>`), and its methods return boxed futures so a backend may call out over the
@@ -10,6 +11,7 @@ use std::fmt;
 
 use alloy::primitives::{Address, B256, Signature};
 use futures::future::BoxFuture;
+use sqlx::PgConnection;
 
 /// What a key is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -80,6 +82,15 @@ pub trait Signer: Send + Sync + fmt::Debug + 'static {
 
     /// The addresses of the keys held for `purpose`, oldest first.
     fn addresses(&self, purpose: KeyPurpose) -> BoxFuture<'_, Result<Vec<Address>, SignerError>>;
+
+    /// Creates a key for `purpose` and records it in `conn`'s transaction (the caller's, such
+    /// as a bus command's), so the key exists for the platform exactly when that transaction
+    /// commits. Returns its address. The key is not usable for signing before the commit.
+    fn create_key<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        purpose: KeyPurpose,
+    ) -> BoxFuture<'a, Result<Address, SignerError>>;
 
     /// Signs `digest` (already hashed: an EIP-1559 signing hash, an EIP-712 digest) with the key
     /// of `address`. The signature is low-`s`, with the y parity as recovery id.

@@ -1,6 +1,6 @@
 //! No key material in `Debug` or `Display` output, in errors, or in logs: every public type that
 //! holds keys, the settings, and every error variant are printed and searched for the relayer's
-//! private key and the KEK.
+//! and an agent wallet's private keys, the KEK, and the policy service's decision key.
 //!
 //! A test binary of its own: it installs the process's global log subscriber, which captures
 //! every event (a per-thread subscriber misses events whose callsites other tests' threads
@@ -22,7 +22,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use alloy::primitives::Address;
+use alloy::primitives::{Address, B256};
+use awx_decision::{DecisionError, DecisionKey, DecisionVerifier};
 use awx_signer_service::commands::SignerHandlers;
 use awx_signer_service::contracts::{AllowList, AllowListError};
 use awx_signer_service::error::SignFailure;
@@ -32,7 +33,8 @@ use awx_signer_service::{Kek, LocalSigner, SignerError, SignerService};
 use awx_test_support::RedisNamespace;
 
 use crate::helpers::{
-    KEK_HEX, TestSigner, decrypt_independently, kek, other_kek, request, settings, stored_keys,
+    DECISION_SEED_HEX, KEK_HEX, TestSigner, authorization_request, decide, decision_key,
+    decrypt_independently, kek, now_unix, other_kek, request, settings, stored_keys,
 };
 
 /// Every printed form of `bytes` that would give a secret away.
@@ -168,6 +170,11 @@ fn sign_failures(address: Address) -> Vec<SignFailure> {
         SignFailure::UnknownRelayer(address),
         SignFailure::ContractNotAllowed { network: "eip155:1".into(), contract: address },
         SignFailure::RequestConflict(uuid::Uuid::now_v7()),
+        SignFailure::DecisionInvalid("the decision expired".into()),
+        SignFailure::DecisionMismatch("authorization.value"),
+        SignFailure::UnknownWallet { agent: awx_types::AgentId::new(), address },
+        SignFailure::PaymentAlreadySigned(awx_types::PaymentId::new()),
+        SignFailure::NonceAlreadySigned { address, nonce: B256::repeat_byte(7) },
         SignFailure::Signer(SignerError::UnknownKey(address)),
         SignFailure::Database(sqlx::Error::PoolTimedOut),
         SignFailure::Internal("the backend signed for another address".into()),
@@ -182,9 +189,14 @@ fn sign_failures(address: Address) -> Vec<SignFailure> {
             SignFailure::Signer(_) => 4,
             SignFailure::Database(_) => 5,
             SignFailure::Internal(_) => 6,
+            SignFailure::DecisionInvalid(_) => 7,
+            SignFailure::DecisionMismatch(_) => 8,
+            SignFailure::UnknownWallet { .. } => 9,
+            SignFailure::PaymentAlreadySigned(_) => 10,
+            SignFailure::NonceAlreadySigned { .. } => 11,
         })
         .collect();
-    assert_eq!(covered.len(), 7, "every SignFailure variant");
+    assert_eq!(covered.len(), 12, "every SignFailure variant");
     all
 }
 
@@ -199,6 +211,40 @@ fn allow_list_errors() -> Vec<AllowListError> {
         })
         .collect();
     assert_eq!(covered.len(), 2, "every AllowListError variant");
+    all
+}
+
+fn decision_errors() -> Vec<DecisionError> {
+    let all = vec![
+        DecisionKey::from_seed_hex(&DECISION_SEED_HEX[..63]).unwrap_err(),
+        DecisionKey::from_seed_hex(&format!("{}zz", &DECISION_SEED_HEX[..62])).unwrap_err(),
+        DecisionVerifier::from_public_key_hex(&format!("{DECISION_SEED_HEX}00")).unwrap_err(),
+        DecisionError::Signing("signing failed".into()),
+        DecisionError::Malformed("the header is not base64url".into()),
+        DecisionError::BadSignature,
+        DecisionError::Expired,
+        DecisionError::NotYetValid,
+        DecisionError::WrongIssuer,
+        DecisionError::WrongAudience,
+        DecisionError::LifetimeTooLong,
+        DecisionError::WrongAlgorithm,
+    ];
+    let covered: BTreeSet<u8> = all
+        .iter()
+        .map(|error| match error {
+            DecisionError::InvalidKey(_) => 0,
+            DecisionError::Signing(_) => 1,
+            DecisionError::Malformed(_) => 2,
+            DecisionError::BadSignature => 3,
+            DecisionError::Expired => 4,
+            DecisionError::NotYetValid => 5,
+            DecisionError::WrongIssuer => 6,
+            DecisionError::WrongAudience => 7,
+            DecisionError::LifetimeTooLong => 8,
+            DecisionError::WrongAlgorithm => 9,
+        })
+        .collect();
+    assert_eq!(covered.len(), 10, "every DecisionError variant");
     all
 }
 
@@ -230,6 +276,10 @@ async fn no_key_material_is_printed_logged_or_returned() {
     let kek_bytes: Vec<u8> =
         (0..32).map(|i| u8::from_str_radix(&KEK_HEX[2 * i..2 * i + 2], 16).unwrap()).collect();
     secrets.extend(secret_forms(&kek_bytes));
+    let decision_seed: Vec<u8> = (0..32)
+        .map(|i| u8::from_str_radix(&DECISION_SEED_HEX[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    secrets.extend(secret_forms(&decision_seed));
 
     // Work that logs: a signature, a refusal, a replay.
     let good = request(relayer);
@@ -238,6 +288,36 @@ async fn no_key_material_is_printed_logged_or_returned() {
     t.sign(&awx_api::signer::SignTransaction { gas_limit: 0, ..request(relayer) })
         .await
         .unwrap_err();
+
+    // An agent's wallet and its authorizations: signed, replayed, refused.
+    let agent = awx_types::AgentId::new();
+    let wallet = t.create_wallet(agent).await;
+    let agent_key = stored_keys(&t.db.pool)
+        .await
+        .into_iter()
+        .find(|key| key.address == format!("{wallet:#x}"))
+        .unwrap();
+    secrets.extend(secret_forms(&decrypt_independently(&agent_key, KEK_HEX).unwrap()));
+    let authorization = authorization_request(agent, wallet);
+    t.sign_authorization(&authorization).await.unwrap();
+    t.sign_authorization(&authorization).await.unwrap();
+    let stale = awx_api::signer::SignAuthorization {
+        decision: decide(&authorization, &decision_key(), now_unix() - 600, 60),
+        ..authorization.clone()
+    };
+    t.sign_authorization(&stale).await.unwrap_err();
+    let mut mismatched = authorization.clone();
+    mismatched.authorization.value += alloy::primitives::U256::from(1);
+    t.sign_authorization(&mismatched).await.unwrap_err();
+
+    // The decision key and its verifier print only the public key.
+    let the_decision_key = decision_key();
+    assert_hides("DecisionKey", &all_forms(&the_decision_key), &secrets);
+    assert_hides("DecisionVerifier", &all_forms(&the_decision_key.verifier()), &secrets);
+    assert_hides("a decision", &authorization.decision, &secrets);
+    for error in decision_errors() {
+        assert_hides("DecisionError", &error_forms(&error), &secrets);
+    }
 
     // The types that hold keys, and the settings.
     let namespace = RedisNamespace::new();
@@ -289,6 +369,8 @@ async fn no_key_material_is_printed_logged_or_returned() {
     t.stop().await;
     let logs = captured.text();
     assert!(logs.contains("transaction signed"), "the logs were captured: {logs}");
+    assert!(logs.contains("agent wallet created"), "{logs}");
+    assert!(logs.contains("authorization signed"), "{logs}");
     assert!(logs.contains("signer keys loaded"), "{logs}");
     assert_hides("logs", &logs, &secrets);
 }

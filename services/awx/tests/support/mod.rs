@@ -70,6 +70,7 @@ impl World {
             gateway_addr: "127.0.0.1:0".into(),
             ledger_ops_addr: "127.0.0.1:0".into(),
             settlement_ops_addr: "127.0.0.1:0".into(),
+            policy_ops_addr: "127.0.0.1:0".into(),
             tokens: vec![awx_x402::TokenInfo {
                 network: awx_x402::Network::evm(anvil.chain_id()),
                 address: token.address(),
@@ -82,15 +83,22 @@ impl World {
                 network: network.clone(),
                 rpc_url: anvil.endpoint().to_owned(),
                 receipt_wait_ms: 10_000,
+                faucet: true,
+                faucet_token: Some(token.address()),
             }],
             allowed_contracts: BTreeMap::from([(network.clone(), vec![token.address()])]),
             signer_kek_hex: kek_hex(),
+            decision_key_hex: kek_hex(),
+            default_chain: network.clone(),
+            allow_private_targets: true,
+            policy_upstream_timeout_ms: 5_000,
             state_dir: state_dir.clone(),
         };
         adjust(&mut args);
         let platform = platform::start(args).await.unwrap();
         for relayer in &platform.relayers {
             awx_chain::send_native(&deployer, *relayer, U256::from(10u128.pow(19))).await.unwrap();
+            token.configure_minter(*relayer, true).await.unwrap();
         }
         let http = reqwest::Client::new();
         let gateway_url = platform.gateway_url.clone();
@@ -251,6 +259,126 @@ impl World {
             .unwrap();
         assert!(response.get("error").is_none(), "{method}: {response}");
         response["result"].clone()
+    }
+
+    /// Sends `method path` with `key` and an optional JSON body; returns the status and JSON.
+    pub(crate) async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.gateway_url))
+            .header("x-api-key", key);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A new API key of the world's account with `scopes`.
+    pub(crate) async fn new_key(&self, scopes: &[&str]) -> String {
+        let (status, created) = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/keys",
+                &self.admin_key,
+                Some(&json!({"name": "test", "scopes": scopes})),
+            )
+            .await;
+        assert_eq!(status, 201, "{created}");
+        created["api_key"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates an agent with `policy`; returns its id and wallet.
+    pub(crate) async fn create_agent(&self, policy: Value) -> (String, Address) {
+        let (status, agent) = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/agents",
+                &self.admin_key,
+                Some(&json!({"name": "test agent", "policy": policy})),
+            )
+            .await;
+        assert_eq!(status, 201, "{agent}");
+        (
+            agent["id"].as_str().unwrap().to_owned(),
+            agent["address"].as_str().unwrap().parse().unwrap(),
+        )
+    }
+
+    /// Funds an agent's wallet from the faucet with `amount` dollars of the token.
+    pub(crate) async fn fund(&self, agent: &str, amount: &str) -> Value {
+        let (status, funded) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/api/v1/agents/{agent}/fund"),
+                &self.admin_key,
+                Some(&json!({"amount": amount})),
+            )
+            .await;
+        assert_eq!(status, 200, "{funded}");
+        funded
+    }
+
+    /// An agent's balance on the world's chain: (available, held).
+    pub(crate) async fn agent_balance(&self, agent: &str) -> (String, String) {
+        let (status, view) = self
+            .call(reqwest::Method::GET, &format!("/api/v1/agents/{agent}"), &self.admin_key, None)
+            .await;
+        assert_eq!(status, 200, "{view}");
+        let balance = view["balances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["chain"] == self.network)
+            .cloned()
+            .unwrap_or_else(|| json!({"available": "0.00", "held": "0.00"}));
+        (
+            balance["available"].as_str().unwrap().to_owned(),
+            balance["held"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// A paid API built with our middleware (`GET /paid` at `atomic` units, `GET /free`), paid
+    /// through the world's facilitator; returns its base URL.
+    pub(crate) async fn paid_api(&self, pay_to: Address, atomic: u128) -> String {
+        use awx_x402_axum::{FacilitatorConfig, PaymentInfo, PaymentLayer, PaymentOffer, Price};
+        let paywall = PaymentLayer::builder()
+            .offer(
+                PaymentOffer::new(
+                    Price::atomic(atomic, self.token.address(), TOKEN_NAME, TOKEN_VERSION),
+                    pay_to,
+                )
+                .network(awx_x402::Network::evm(self.anvil.chain_id())),
+            )
+            .facilitator(
+                FacilitatorConfig::new(format!("{}/api/v1/x402/facilitator", self.gateway_url))
+                    .api_key(&self.provider_key),
+            )
+            .build()
+            .unwrap();
+        async fn paid(axum::Extension(info): axum::Extension<PaymentInfo>) -> axum::Json<Value> {
+            axum::Json(json!({"served_by": "awx-x402-axum", "payer": info.payer}))
+        }
+        let app = axum::Router::new()
+            .route("/paid", axum::routing::get(paid).layer(paywall))
+            .route("/free", axum::routing::get(|| async { "free" }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{address}")
+    }
+
+    /// Runs the ledger checker; panics on any violation.
+    pub(crate) async fn assert_ledger_consistent(&self) {
+        let violations = awx_ledger_service::check::check(&self.db.pool).await.unwrap();
+        assert!(violations.is_empty(), "ledger check: {violations:?}");
     }
 
     pub(crate) async fn stop(mut self) {

@@ -179,20 +179,27 @@ pub async fn balances(
     let reply =
         upstream::call(&state, "ledger", &ledger::Balances { owner: principal.account_id, agent })
             .await?;
-    let balances = reply
-        .wallets
+    let balances = balance_views(&state, &reply.wallets)?;
+    Ok(axum::Json(BalancesView { agent_id: agent.to_string(), balances }))
+}
+
+/// The API's view of an agent's wallets.
+pub fn balance_views(
+    state: &AppState,
+    wallets: &[ledger::WalletBalance],
+) -> Result<Vec<BalanceView>, ApiError> {
+    wallets
         .iter()
         .map(|wallet| {
             Ok(BalanceView {
                 chain: wallet.asset.network.clone(),
-                token: symbol(&state, &wallet.asset),
+                token: symbol(state, &wallet.asset),
                 asset: wallet.asset.token.to_checksum(None),
                 available: money(wallet.available, &wallet.asset)?,
                 held: money(wallet.held, &wallet.asset)?,
             })
         })
-        .collect::<Result<_, ApiError>>()?;
-    Ok(axum::Json(BalancesView { agent_id: agent.to_string(), balances }))
+        .collect()
 }
 
 /// Paging of a statement.

@@ -1,10 +1,13 @@
 //! The public API's routes under `/api/v1`, and the rate-limit action of each.
 
 pub mod account;
+pub mod agents;
+pub mod check;
 pub mod facilitator;
 pub mod gate;
 pub mod keys;
 pub mod ledger;
+pub mod pay;
 
 use std::sync::Arc;
 
@@ -29,6 +32,18 @@ pub fn router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(facilitator::settle))
         .routes(routes!(facilitator::supported))
         .routes(routes!(gate::action))
+        .routes(routes!(check::check))
+        .routes(routes!(agents::list_agents, agents::create_agent))
+        .routes(routes!(agents::get_agent, agents::delete_agent))
+        .routes(routes!(agents::set_policy))
+        .routes(routes!(agents::fund_agent))
+        .routes(routes!(pay::pay))
+        .routes(routes!(pay::create_session))
+        .routes(routes!(pay::get_session, pay::revoke_session))
+        .routes(routes!(pay::session_pay))
+        .routes(routes!(pay::get_payment))
+        .routes(routes!(pay::approve_payment))
+        .routes(routes!(pay::reject_payment))
 }
 
 /// The rate-limit action of a route: requests are limited per (key, action) and per action.
@@ -46,6 +61,21 @@ pub fn action(method: &Method, path: &str) -> &'static str {
             "facilitator.write"
         }
         ("GET", "/api/v1/x402/facilitator/supported") => "facilitator.read",
+        ("POST", "/api/v1/x402/check") => "x402.check",
+        ("GET", "/api/v1/agents" | "/api/v1/agents/{agent_id}") => "agents.read",
+        ("POST" | "PUT" | "DELETE", path) if path.starts_with("/api/v1/agents") => "agents.write",
+        ("POST", "/api/v1/x402/pay" | "/api/v1/x402/sessions/{session_id}/pay") => "x402.pay",
+        ("GET", "/api/v1/x402/sessions/{session_id}" | "/api/v1/x402/payments/{ledger_id}") => {
+            "x402.read"
+        }
+        ("POST" | "DELETE", "/api/v1/x402/sessions" | "/api/v1/x402/sessions/{session_id}") => {
+            "sessions.write"
+        }
+        (
+            "POST",
+            "/api/v1/x402/payments/{ledger_id}/approve"
+            | "/api/v1/x402/payments/{ledger_id}/reject",
+        ) => "payments.decide",
         // The envelope's own per-action limits apply inside the handler.
         ("POST", "/api/v1/x402") => "gate",
         _ => "default",

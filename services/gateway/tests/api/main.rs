@@ -8,6 +8,7 @@
     reason = "tests fail by panicking, helpers included"
 )]
 
+mod check;
 mod docs;
 mod errors;
 mod helpers;

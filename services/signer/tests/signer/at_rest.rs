@@ -150,7 +150,11 @@ async fn the_database_keeps_the_log_append_only_and_the_keys_forever() {
     for statement in [
         "UPDATE signer.signing_log SET chain_id = 2",
         "DELETE FROM signer.signing_log",
-        "TRUNCATE signer.signing_log",
+        // CASCADE: signer.authorizations refers to the log, so a plain TRUNCATE is refused
+        // by the foreign key before the trigger is reached.
+        "TRUNCATE signer.signing_log CASCADE",
+        "TRUNCATE signer.authorizations",
+        "TRUNCATE signer.agent_wallets",
         "DELETE FROM signer.keys",
         "UPDATE signer.keys SET purpose = 'agent'",
         "UPDATE signer.keys SET address = '0x0101010101010101010101010101010101010101'",

@@ -1,19 +1,28 @@
-//! A signer service on a fresh database and Redis prefix, a bus client to talk to it, and an
-//! independent reading of the stored keys (AES-256-GCM done here, not through the service).
+//! A signer service on a fresh database and Redis prefix, a bus client to talk to it, an
+//! independent reading of the stored keys (AES-256-GCM done here, not through the service), and
+//! the policy service's side of an authorization: its decision key and requests with decisions.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use aes_gcm::aead::{Aead as _, KeyInit as _, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
-use alloy::primitives::{Address, Bytes};
-use awx_api::signer::{Relayers, SignTransaction, SignedTransaction};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use alloy::primitives::{Address, B256, Bytes, U256};
+use awx_api::signer::{
+    AuthorizationSigned, CreateWallet, Relayers, SignAuthorization, SignTransaction,
+    SignedTransaction,
+};
 use awx_bus::{Bus, BusConfig, BusError};
+use awx_decision::{DecisionClaims, DecisionKey};
 use awx_service_kit::shutdown::Shutdown;
 use awx_signer_service::contracts::AllowList;
 use awx_signer_service::custody::Custody;
 use awx_signer_service::{Kek, SignerService, SignerSettings};
 use awx_test_support::{RedisNamespace, TestDb};
+use awx_types::{AgentId, PaymentId};
+use awx_x402::{Eip3009Authorization, TokenDomain};
 use secrecy::SecretString;
 use sqlx::{PgPool, Row as _};
 use tokio::task::JoinHandle;
@@ -33,6 +42,23 @@ pub(crate) const ALLOWED_NETWORK: &str = "eip155:8453";
 
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The policy service's decision key in the tests (its seed, as the policy service keeps it).
+pub(crate) const DECISION_SEED_HEX: &str =
+    "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318";
+/// How long the tests' decisions live.
+pub(crate) const DECISION_LIFETIME_SECONDS: i64 = 60;
+/// The token of the tests' authorizations that need no chain, and its EIP-712 domain.
+pub(crate) const AUTHORIZATION_TOKEN: Address = Address::repeat_byte(0xd0);
+pub(crate) const AUTHORIZATION_CHAIN_ID: u64 = 84532;
+
+pub(crate) fn decision_key() -> DecisionKey {
+    DecisionKey::from_seed_hex(DECISION_SEED_HEX).unwrap()
+}
+
+pub(crate) fn now_unix() -> i64 {
+    i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()).unwrap()
+}
+
 pub(crate) fn kek() -> Kek {
     Kek::from_hex(KEK_HEX, "test").unwrap()
 }
@@ -51,6 +77,7 @@ pub(crate) fn settings(db: &TestDb, namespace: &RedisNamespace) -> SignerSetting
     settings.bus.prefix = namespace.prefix().to_owned();
     settings.bus.block_ms = 100;
     settings.allowed_contracts.insert(ALLOWED_NETWORK.to_owned(), vec![ALLOWED_CONTRACT]);
+    settings.decision_public_key_hex = Some(decision_key().public_key_hex());
     settings
 }
 
@@ -105,6 +132,17 @@ impl TestSigner {
         &self,
         request: &SignTransaction,
     ) -> Result<SignedTransaction, BusError> {
+        self.client.send(request, TIMEOUT).await
+    }
+
+    pub(crate) async fn create_wallet(&self, agent_id: AgentId) -> Address {
+        self.client.send(&CreateWallet { agent_id }, TIMEOUT).await.unwrap().address
+    }
+
+    pub(crate) async fn sign_authorization(
+        &self,
+        request: &SignAuthorization,
+    ) -> Result<AuthorizationSigned, BusError> {
         self.client.send(request, TIMEOUT).await
     }
 
@@ -198,4 +236,60 @@ pub(crate) fn decrypt_independently(key: &StoredKey, kek_hex: &str) -> Option<[u
         .decrypt(&Nonce::from(nonce), Payload { msg: &key.ciphertext, aad: key.address.as_bytes() })
         .ok()?;
     plaintext.as_slice().try_into().ok()
+}
+
+/// A payment of `value` from `from` (the wallet of `agent_id`) to a random payee on the test
+/// token, valid for five minutes, with a decision of the test key binding it.
+pub(crate) fn authorization_request(agent_id: AgentId, from: Address) -> SignAuthorization {
+    let now = now_unix();
+    let mut request = SignAuthorization {
+        payment_id: PaymentId::new(),
+        agent_id,
+        chain_id: AUTHORIZATION_CHAIN_ID,
+        token: AUTHORIZATION_TOKEN,
+        token_name: "USDC".into(),
+        token_version: "2".into(),
+        authorization: Eip3009Authorization {
+            from,
+            to: Address::random(),
+            value: U256::from(10_000),
+            valid_after: U256::ZERO,
+            valid_before: U256::from(u64::try_from(now).unwrap() + 300),
+            nonce: B256::random(),
+        },
+        decision: String::new(),
+    };
+    request.decision = decide(&request, &decision_key(), now, DECISION_LIFETIME_SECONDS);
+    request
+}
+
+/// A decision of `key`, issued at `now` for `lifetime_seconds`, binding exactly `request`.
+pub(crate) fn decide(
+    request: &SignAuthorization,
+    key: &DecisionKey,
+    now: i64,
+    lifetime_seconds: i64,
+) -> String {
+    let domain = TokenDomain {
+        name: request.token_name.clone(),
+        version: request.token_version.clone(),
+        chain_id: request.chain_id,
+        verifying_contract: request.token,
+    };
+    let claims = DecisionClaims::new(
+        &request.payment_id.to_string(),
+        &request.agent_id.to_string(),
+        now,
+        lifetime_seconds,
+        request.chain_id,
+        &domain,
+        &request.authorization,
+    );
+    key.sign(&claims).unwrap()
+}
+
+/// `request` with a fresh decision of the test key binding it as it now is.
+pub(crate) fn redecided(mut request: SignAuthorization) -> SignAuthorization {
+    request.decision = decide(&request, &decision_key(), now_unix(), DECISION_LIFETIME_SECONDS);
+    request
 }

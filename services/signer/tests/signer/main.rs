@@ -9,6 +9,7 @@
 )]
 
 mod at_rest;
+mod authorizations;
 mod bus_signing;
 mod concurrent_start;
 mod helpers;

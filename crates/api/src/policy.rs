@@ -1,0 +1,451 @@
+//! The policy service's commands (family `policy`): agents and their wallets, spending policies,
+//! sessions, payments from request to capture, approvals, and the facilitator's questions about
+//! payments our own agents made.
+//!
+//! Money in these messages is shown as human decimal strings (`"0.10"`): policy limits and session
+//! budgets in US dollars, payment amounts in the token's units. Ids are minted by the caller (the
+//! gateway), so a retried command is the same agent, session or payment.
+
+use awx_bus::Command;
+use awx_types::{AccountId, AgentId, LedgerId, PaymentId, SessionId};
+use awx_x402::{
+    Address, PaymentPayload, PaymentRequired, PaymentRequirements, SettleResponse, VerifyResponse,
+};
+use serde::{Deserialize, Serialize};
+
+/// The command family (request stream) of the policy service.
+pub const FAMILY: &str = "policy";
+
+/// Stable codes of the policy service's rejections. A denial by a rule is rejected with the
+/// rule's own name as its code (`policy.per_payment_max`, `session.budget_limit`, …; see
+/// [`codes::is_rule`]).
+pub mod codes {
+    /// The request is malformed (the message says how).
+    pub const INVALID_REQUEST: &str = "invalid_request";
+    /// No such agent in the account (or it was deleted).
+    pub const AGENT_NOT_FOUND: &str = "agent_not_found";
+    /// No such session in the account.
+    pub const SESSION_NOT_FOUND: &str = "session_not_found";
+    /// No such payment in the account.
+    pub const PAYMENT_NOT_FOUND: &str = "payment_not_found";
+    /// The challenge has no offer the platform can pay.
+    pub const NO_PAYABLE_OFFER: &str = "no_payable_offer";
+    /// The challenge has no payable offer on the requested chain.
+    pub const CHAIN_NOT_OFFERED: &str = "chain_not_offered";
+    /// The agent's wallet cannot cover amount plus fee.
+    pub const INSUFFICIENT_FUNDS: &str = "insufficient_funds";
+    /// The payment is not in a state that allows this (approving a completed payment, say).
+    pub const PAYMENT_STATE: &str = "payment_state";
+    /// The signer did not answer in time; nothing stays reserved.
+    pub const SIGNER_UNAVAILABLE: &str = "signer_unavailable";
+    /// The ledger did not answer in time; nothing stays reserved.
+    pub const LEDGER_UNAVAILABLE: &str = "ledger_unavailable";
+    /// The id was used before for something else.
+    pub const CONFLICT: &str = "conflict";
+
+    /// Whether `code` names a policy or session rule (a denial), such as
+    /// `policy.daily_limit` or `session.expired`.
+    pub fn is_rule(code: &str) -> bool {
+        code.starts_with("policy.") || code.starts_with("session.")
+    }
+}
+
+/// A spending policy as set by an admin. Limits are US dollars as decimal strings; an absent
+/// limit or an empty list does not restrict.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyView {
+    /// The most one payment may be.
+    pub per_payment_max: Option<String>,
+    /// The most the agent may pay in any rolling 24 hours.
+    pub daily_limit: Option<String>,
+    /// The CAIP-2 chains the agent may pay on.
+    pub allowed_chains: Vec<String>,
+    /// URL or domain patterns the agent may pay (`https://api.example.com/v1/*`,
+    /// `*.example.com`).
+    pub allowed_urls: Vec<String>,
+    /// The only payees the agent may pay.
+    pub payee_allowlist: Vec<Address>,
+    /// Payments above this wait for an admin's approval.
+    pub approval_threshold: Option<String>,
+}
+
+/// An agent and its wallet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentView {
+    /// The agent.
+    pub id: AgentId,
+    /// Its name.
+    pub name: String,
+    /// Its wallet address (the key is held by the signer).
+    pub address: Address,
+    /// The chain used when a payment names none.
+    pub default_chain: String,
+    /// `active` or `deleted`.
+    pub status: String,
+    /// Its policy.
+    pub policy: PolicyView,
+    /// When it was created (Unix seconds).
+    pub created_at_unix: i64,
+}
+
+/// Creates an agent and has the signer create its wallet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateAgent {
+    /// The tenant.
+    pub owner: AccountId,
+    /// The new agent's id (minted by the caller).
+    pub agent_id: AgentId,
+    /// A name for people.
+    pub name: String,
+    /// The default chain; the service's default when absent.
+    pub default_chain: Option<String>,
+    /// The initial policy; open when absent.
+    pub policy: Option<PolicyView>,
+}
+
+impl Command for CreateAgent {
+    const FAMILY: &'static str = FAMILY;
+    const NAME: &'static str = "policy.agent.create";
+    type Reply = AgentView;
+}
+
+/// One agent of the account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetAgent {
+    /// The tenant.
+    pub owner: AccountId,
+    /// The agent.
+    pub agent_id: AgentId,
+}
+
+impl Command for GetAgent {
+    const FAMILY: &'static str = FAMILY;
+    const NAME: &'static str = "policy.agent.get";
+    type Reply = AgentView;
+}
+
+/// The account's agents, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListAgents {
+    /// The tenant.
+    pub owner: AccountId,
+}
+
+/// The answer to [`ListAgents`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentList {
+    /// The agents that are not deleted.
+    pub agents: Vec<AgentView>,
+}
+
+impl Command for ListAgents {
+    const FAMILY: &'static str = FAMILY;
+    const NAME: &'static str = "policy.agent.list";
+    type Reply = AgentList;
+}
+
+/// Deletes an agent: it can no longer pay, and its sessions are revoked. Its wallet and its
+/// payments stay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteAgent {
+    /// The tenant.
+    pub owner: AccountId,
+    /// The agent.
+    pub agent_id: AgentId,
+}
+
+impl Command for DeleteAgent {
+    const FAMILY: &'static str = FAMILY;
+    const NAME: &'static str = "policy.agent.delete";
+    type Reply = AgentView;
+}
+
+/// Replaces an agent's policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetPolicy {
+    /// The tenant.
+    pub owner: AccountId,
+    /// The agent.
+    pub agent_id: AgentId,
+    /// The new policy.
+    pub policy: PolicyView,
+}
+
+impl Command for SetPolicy {
+    const FAMILY: &'static str = FAMILY;
+    const NAME: &'static str = "policy.policy.set";
+    type Reply = AgentView;
+}
+
+/// A session: a budget for an agent on one chain, for a while, for some URLs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionView {
+    /// The session.
+    pub id: SessionId,
+    /// Its agent.
+    pub agent_id: AgentId,
+    /// The budget, in dollars.
+    pub budget_limit: String,
+    /// Paid so far (signed payments), in dollars.
+    pub spent: String,
+    /// Reserved by payments in flight or waiting for approval, in dollars.
+    pub reserved: String,
+    /// What is left to pay, in dollars.
+    pub remaining: String,
+    /// The chain.
+    pub chain: String,
+    /// The URL patterns it may pay (any when empty).
+    pub allowed_urls: Vec<String>,
+    /// `active`, `exhausted`, `expired` or `revoked`.
+    pub status: String,
+    /// When it expires (Unix seconds).
+    pub expires_at_unix: i64,
+    /// When it was created (Unix seconds).
+    pub created_at_unix: i64,
+}
+
+/// Opens a session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateSession {
+    /// The tenant.
+    pub owner: AccountId,
+    /// The new session's id (minted by the caller).
+    pub session_id: SessionId,
+    /// The agent.
+    pub agent_id: AgentId,
+    /// The budget in dollars (`"100.00"`).
+    pub budget_limit: String,
+    /// The chain; the agent's default when absent.
+    pub chain: Option<String>,
+    /// How long it lasts.
+    pub ttl_seconds: u64,
+    /// URL patterns it may pay.
+    pub allowed_urls: Vec<String>,
+}
+
+impl Command for CreateSession {
+    const FAMILY: &'static str = FAMILY;
+    const NAME: &'static str = "policy.session.create";
+    type Reply = SessionView;
+}
+
+/// One session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetSession {
+    /// The tenant.
+    pub owner: AccountId,
+    /// The session.
+    pub session_id: SessionId,
+}
+
+impl Command for GetSession {
+    const FAMILY: &'static str = FAMILY;
+    const NAME: &'static str = "policy.session.get";
+    type Reply = SessionView;
+}
+
+/// Revokes a session: it pays nothing more (payments already signed stand).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeSession {
+    /// The tenant.
+    pub owner: AccountId,
+    /// The session.
+    pub session_id: SessionId,
+}
+
+impl Command for RevokeSession {
+    const FAMILY: &'static str = FAMILY;
+    const NAME: &'static str = "policy.session.revoke";
+    type Reply = SessionView;
+}
+
+/// A payment as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentView {
+    /// The payment's id (`ldg_…`; its hold in the ledger has the same id).
+    pub ledger_id: LedgerId,
+    /// The agent that pays.
+    pub agent_id: AgentId,
+    /// The session it was paid from.
+    pub session_id: Option<SessionId>,
+    /// `completed` (signed, funds held or captured), `pending` (waiting for approval or in
+    /// flight) or `failed` (refused, rejected, expired: nothing is held).
+    pub status: String,
+    /// The detailed state: `pending_approval`, `authorizing`, `authorized`, `captured`,
+    /// `settled`, `failed`, `rejected`, `expired`.
+    pub state: String,
+    /// The amount the provider gets, in the token's units (`"0.10"`).
+    pub amount: String,
+    /// The platform's fee, charged on top.
+    pub fee_amount: String,
+    /// The fee rate in percent (`"2.0"`).
+    pub fee_rate: String,
+    /// The token's symbol.
+    pub token: String,
+    /// The CAIP-2 chain.
+    pub chain: String,
+    /// The payee.
+    pub pay_to: Address,
+    /// What was paid for.
+    pub target_url: String,
+    /// The exact `PAYMENT-SIGNATURE` (v2) or `X-PAYMENT` (v1) header value for the retry,
+    /// once signed.
+    pub payment_signature: Option<String>,
+    /// The protocol version the payment is in.
+    pub x402_version: u32,
+    /// The authorization is valid until (Unix seconds), once signed.
+    pub valid_before_unix: Option<i64>,
+    /// Why it failed, when it did: a stable code and a message.
+    pub error: Option<PaymentError>,
+    /// When it was created (Unix seconds).
+    pub created_at_unix: i64,
+}
+
+/// Why a payment failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentError {
+    /// A stable code.
+    pub code: String,
+    /// For people.
+    pub message: String,
+}
+
+/// Pays a challenge the gateway fetched: choose the offer, check policy and session, reserve,
+/// hold amount plus fee, have the signer sign. Idempotent by `payment_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pay {
+    /// The tenant.
+    pub owner: AccountId,
+    /// The payment's id (minted by the caller).
+    pub payment_id: PaymentId,
+    /// The agent that pays.
+    pub agent_id: AgentId,
+    /// The session to pay from.
+    pub session_id: Option<SessionId>,
+    /// The chain to pay on; the session's, then the agent's default, when absent.
+    pub chain: Option<String>,
+    /// The URL paid for.
+    pub target_url: String,
+    /// The protocol version the server speaks (the payment is made in it).
+    pub x402_version: u32,
+    /// The challenge, in strict v2 form.
+    pub challenge: PaymentRequired,
+}
+
+impl Command for Pay {
+    const FAMILY: &'static str = FAMILY;
+    const NAME: &'static str = "policy.pay";
+    type Reply = PaymentView;
+}
+
+/// One payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetPayment {
+    /// The tenant.
+    pub owner: AccountId,
+    /// The payment.
+    pub ledger_id: LedgerId,
+}
+
+impl Command for GetPayment {
+    const FAMILY: &'static str = FAMILY;
+    const NAME: &'static str = "policy.payment.get";
+    type Reply = PaymentView;
+}
+
+/// An admin's decision on a payment waiting for approval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decide {
+    /// The tenant.
+    pub owner: AccountId,
+    /// The payment.
+    pub ledger_id: LedgerId,
+    /// Approve (then it is held and signed) or reject (then its reservation is released).
+    pub approve: bool,
+    /// Who decided (an API key id), for the record.
+    pub decided_by: String,
+    /// Why, for the record.
+    pub reason: Option<String>,
+}
+
+impl Command for Decide {
+    const FAMILY: &'static str = FAMILY;
+    const NAME: &'static str = "policy.payment.decide";
+    type Reply = PaymentView;
+}
+
+/// What the facilitator asks about a payment whose payer may be one of our agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OwnAction {
+    /// Is it a payment we issued, still held?
+    Verify,
+    /// Capture it in the ledger.
+    Settle,
+}
+
+/// Verifies or settles a payment if its payer is one of our agents' wallets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OwnPayment {
+    /// Verify or settle.
+    pub action: OwnAction,
+    /// The provider's account (recorded on capture).
+    pub provider: AccountId,
+    /// The payment, in v2 form.
+    pub payload: PaymentPayload,
+    /// The provider's requirements, in v2 form.
+    pub requirements: PaymentRequirements,
+}
+
+/// The facts of a captured payment, for the settlement queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Captured {
+    /// The payment.
+    pub ledger_id: LedgerId,
+    /// The CAIP-2 network.
+    pub network: String,
+    /// The token.
+    pub token: Address,
+    /// The agent's wallet.
+    pub payer: Address,
+    /// The payee.
+    pub payee: Address,
+    /// Atomic units.
+    pub amount: String,
+    /// The authorization's `validBefore` (Unix seconds).
+    pub valid_before_unix: i64,
+    /// The authorization's nonce.
+    pub nonce: awx_x402::B256,
+    /// When it was captured (Unix seconds).
+    pub captured_at_unix: i64,
+}
+
+/// The answer to [`OwnPayment`].
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a reply is decoded once and moved once; boxing would only add an allocation"
+)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum OwnPaymentReply {
+    /// The payer is not one of our wallets: the on-chain facilitator handles it.
+    NotOurs,
+    /// The verify answer.
+    Verified {
+        /// The answer.
+        response: VerifyResponse,
+    },
+    /// The settle answer; `captured` is present when the payment is (now or already) captured.
+    Settled {
+        /// The answer (its `extensions` are completed by the settlement service).
+        response: SettleResponse,
+        /// The capture, for the settlement queue.
+        captured: Option<Captured>,
+    },
+}
+
+impl Command for OwnPayment {
+    const FAMILY: &'static str = FAMILY;
+    const NAME: &'static str = "policy.own_payment";
+    type Reply = OwnPaymentReply;
+}

@@ -1,0 +1,194 @@
+//! What `awx dev` sets up after the services start, and the walkthrough it prints: a provider
+//! key and the demo paid API ([`crate::demo`]), an agent key, an agent with a policy and a wallet
+//! funded from the faucet, and copy-paste commands for check, session, pay, retry and the
+//! payment's state.
+
+use std::io::Write as _;
+
+use anyhow::{Context as _, bail};
+use awx_x402::Address;
+use serde_json::{Value, json};
+
+use crate::demo::{self, DemoSettings};
+use crate::platform::Platform;
+
+/// The development chain, as the demo needs it.
+#[derive(Debug, Clone)]
+pub(crate) struct DemoChain {
+    /// CAIP-2.
+    pub(crate) network: String,
+    /// The chain id.
+    pub(crate) chain_id: u64,
+    /// The token.
+    pub(crate) token: Address,
+    /// Its EIP-712 name.
+    pub(crate) token_name: String,
+    /// Its EIP-712 version.
+    pub(crate) token_version: String,
+}
+
+/// What the demo set up.
+#[derive(Debug)]
+pub(crate) struct Demo {
+    /// The demo API's task.
+    pub(crate) server: tokio::task::JoinHandle<()>,
+    /// The demo API's base URL.
+    pub(crate) demo_url: String,
+    /// The gateway.
+    pub(crate) gateway_url: String,
+    /// An admin key.
+    pub(crate) admin_key: String,
+    /// An agent key.
+    pub(crate) agent_key: String,
+    /// The demo agent.
+    pub(crate) agent_id: String,
+    /// Its wallet.
+    pub(crate) agent_address: String,
+    /// Its balance after funding.
+    pub(crate) agent_balance: String,
+    /// Who the demo API pays.
+    pub(crate) pay_to: Address,
+}
+
+async fn post(http: &reqwest::Client, url: &str, key: &str, body: &Value) -> anyhow::Result<Value> {
+    let response = http.post(url).header("x-api-key", key).json(body).send().await?;
+    let status = response.status();
+    let answer: Value = response.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!("POST {url}: HTTP {status}: {answer}");
+    }
+    Ok(answer)
+}
+
+fn text(value: &Value, pointer: &str) -> anyhow::Result<String> {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .with_context(|| format!("no {pointer} in {value}"))
+}
+
+/// Sets up keys, the demo API and a funded agent.
+pub(crate) async fn set_up(
+    platform: &Platform,
+    chain: DemoChain,
+    demo_addr: &str,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Demo> {
+    let http = reqwest::Client::new();
+    let gateway = platform.gateway_url.clone();
+    let admin = platform.admin_key.clone();
+    let keys = format!("{gateway}/api/v1/keys");
+    let provider =
+        post(&http, &keys, &admin, &json!({"name": "demo provider", "scopes": ["provider"]}))
+            .await?;
+    let agent_key =
+        post(&http, &keys, &admin, &json!({"name": "demo agent", "scopes": ["agent"]})).await?;
+    let pay_to = Address::random();
+    let (addr, server) = demo::serve(
+        &DemoSettings {
+            addr: demo_addr.to_owned(),
+            facilitator_url: format!("{gateway}/api/v1/x402/facilitator"),
+            provider_key: text(&provider, "/api_key")?,
+            token: chain.token,
+            token_name: chain.token_name,
+            token_version: chain.token_version,
+            chain_id: chain.chain_id,
+            pay_to,
+        },
+        stop,
+    )
+    .await?;
+    let agent = post(
+        &http,
+        &format!("{gateway}/api/v1/agents"),
+        &admin,
+        &json!({
+            "name": "demo-agent",
+            "default_chain": chain.network,
+            "policy": {"per_payment_max": "1.00", "daily_limit": "20.00", "approval_threshold": "0.50"}
+        }),
+    )
+    .await?;
+    let agent_id = text(&agent, "/id")?;
+    let funded = post(
+        &http,
+        &format!("{gateway}/api/v1/agents/{agent_id}/fund"),
+        &admin,
+        &json!({"amount": "100.00"}),
+    )
+    .await?;
+    Ok(Demo {
+        server,
+        demo_url: format!("http://{addr}"),
+        gateway_url: gateway,
+        admin_key: admin,
+        agent_key: text(&agent_key, "/api_key")?,
+        agent_id,
+        agent_address: text(&agent, "/address")?,
+        agent_balance: text(&funded, "/balances/0/available")?,
+        pay_to,
+    })
+}
+
+/// Prints the walkthrough.
+pub(crate) fn print(demo: &Demo) -> anyhow::Result<()> {
+    let Demo { demo_url, gateway_url: gw, admin_key, agent_key, agent_id, .. } = demo;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "awx dev: the demo is ready")?;
+    writeln!(
+        out,
+        "  demo API  {demo_url}/v1/weather ($0.01) and {demo_url}/v1/report ($0.75, needs approval)"
+    )?;
+    writeln!(out, "            pays {} through our facilitator", demo.pay_to.to_checksum(None))?;
+    writeln!(
+        out,
+        "  agent     {agent_id} wallet {} holding {} USDC",
+        demo.agent_address, demo.agent_balance
+    )?;
+    writeln!(
+        out,
+        "            policy: at most $1.00 a payment, $20.00 a day, approval above $0.50"
+    )?;
+    writeln!(out, "  agent key {agent_key}")?;
+    writeln!(out, "Walkthrough (copy and paste):")?;
+    writeln!(out, "  export AWX={gw} KEY={agent_key} ADMIN={admin_key}")?;
+    writeln!(out, "  # 1. does the URL take x402?")?;
+    writeln!(
+        out,
+        "  curl -s $AWX/api/v1/x402/check -H \"X-API-Key: $KEY\" -H 'Content-Type: application/json' -d '{{\"url\": \"{demo_url}/v1/weather\"}}'"
+    )?;
+    writeln!(out, "  # 2. open a session with a $1.00 budget for an hour")?;
+    writeln!(
+        out,
+        "  SESSION=$(curl -s $AWX/api/v1/x402/sessions -H \"X-API-Key: $KEY\" -H 'Content-Type: application/json' -d '{{\"agent_id\": \"{agent_id}\", \"budget_limit\": \"1.00\", \"ttl_seconds\": 3600, \"allowed_urls\": [\"{demo_url}/v1/*\"]}}' | jq -r .id)"
+    )?;
+    writeln!(out, "  # 3. pay from it")?;
+    writeln!(
+        out,
+        "  PAID=$(curl -s $AWX/api/v1/x402/sessions/$SESSION/pay -H \"X-API-Key: $KEY\" -H 'Content-Type: application/json' -d '{{\"target_url\": \"{demo_url}/v1/weather\"}}'); echo $PAID | jq"
+    )?;
+    writeln!(out, "  # 4. retry the URL with the signature: 200, and PAYMENT-RESPONSE")?;
+    writeln!(
+        out,
+        "  curl -si {demo_url}/v1/weather -H \"PAYMENT-SIGNATURE: $(echo $PAID | jq -r .payment_signature)\""
+    )?;
+    writeln!(out, "  # 5. the payment (captured by the provider's settle) and the session")?;
+    writeln!(
+        out,
+        "  curl -s $AWX/api/v1/x402/payments/$(echo $PAID | jq -r .ledger_id) -H \"X-API-Key: $KEY\" | jq"
+    )?;
+    writeln!(out, "  curl -s $AWX/api/v1/x402/sessions/$SESSION -H \"X-API-Key: $KEY\" | jq")?;
+    writeln!(out, "  # 6. above the approval threshold: pending until an admin approves")?;
+    writeln!(
+        out,
+        "  PENDING=$(curl -s $AWX/api/v1/x402/pay -H \"X-API-Key: $KEY\" -H 'Content-Type: application/json' -d '{{\"agent_id\": \"{agent_id}\", \"target_url\": \"{demo_url}/v1/report\"}}' | jq -r .ledger_id)"
+    )?;
+    writeln!(
+        out,
+        "  curl -s -X POST $AWX/api/v1/x402/payments/$PENDING/approve -H \"X-API-Key: $ADMIN\" | jq"
+    )?;
+    writeln!(out, "Press Ctrl-C to stop.")?;
+    out.flush()?;
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! The policy service's bus commands (family `policy`, types in `awx_api::policy`).
+//!
+//! Work is done in the service's own committed transactions (a payment's reservation must be
+//! durable before the ledger and the signer are asked anything), not in the bus's inbox
+//! transaction; the inbox still answers a redelivered command from storage, and every operation
+//! is idempotent by the id the caller minted.
+
+use std::sync::Arc;
+
+use awx_api::policy::{
+    AgentList, AgentView, CreateAgent, CreateSession, Decide, DeleteAgent, GetAgent, GetPayment,
+    GetSession, ListAgents, OwnPayment, OwnPaymentReply, Pay, PaymentView, RevokeSession,
+    SessionView, SetPolicy,
+};
+use awx_bus::{CommandHandler, CommandMeta, CommandServer, HandlerError};
+use sqlx::PgConnection;
+
+use crate::engine::Engine;
+use crate::{agents, approvals, own, pay, sessions};
+
+/// The handlers of the policy service's commands.
+#[derive(Debug, Clone)]
+pub struct PolicyHandlers {
+    engine: Arc<Engine>,
+}
+
+macro_rules! handler {
+    ($command:ty, $reply:ty, |$engine:ident, $c:ident| $body:expr) => {
+        impl CommandHandler<$command> for PolicyHandlers {
+            async fn handle(
+                &self,
+                _tx: &mut PgConnection,
+                $c: $command,
+                _meta: CommandMeta,
+            ) -> Result<$reply, HandlerError> {
+                let $engine = &*self.engine;
+                $body.await.map_err(HandlerError::from)
+            }
+        }
+    };
+}
+
+handler!(CreateAgent, AgentView, |engine, command| agents::create(engine, &command));
+handler!(GetAgent, AgentView, |engine, command| agents::get(
+    engine,
+    command.owner,
+    command.agent_id
+));
+handler!(ListAgents, AgentList, |engine, command| async move {
+    agents::list(engine, command.owner).await.map(|agents| AgentList { agents })
+});
+handler!(DeleteAgent, AgentView, |engine, command| agents::delete(
+    engine,
+    command.owner,
+    command.agent_id
+));
+handler!(SetPolicy, AgentView, |engine, command| agents::set_policy(engine, &command));
+handler!(CreateSession, SessionView, |engine, command| sessions::create(engine, &command));
+handler!(GetSession, SessionView, |engine, command| sessions::get(
+    engine,
+    command.owner,
+    command.session_id
+));
+handler!(RevokeSession, SessionView, |engine, command| sessions::revoke(
+    engine,
+    command.owner,
+    command.session_id
+));
+handler!(Pay, PaymentView, |engine, command| pay::pay(engine, &command));
+handler!(GetPayment, PaymentView, |engine, command| approvals::get(
+    engine,
+    command.owner,
+    command.ledger_id
+));
+handler!(Decide, PaymentView, |engine, command| approvals::decide(engine, &command));
+handler!(OwnPayment, OwnPaymentReply, |engine, command| own::own_payment(engine, &command));
+
+impl PolicyHandlers {
+    /// Handlers over `engine`.
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Self { engine }
+    }
+
+    /// A command server of the `policy` family; its inbox uses `inbox_pool`, separate from the
+    /// pool the work uses, so commands waiting on the ledger or the signer never starve it.
+    pub fn server(
+        self,
+        bus: &awx_bus::Bus,
+        inbox_pool: sqlx::PgPool,
+    ) -> Result<CommandServer, awx_bus::BusError> {
+        CommandServer::new(bus, inbox_pool, awx_api::policy::FAMILY)?
+            .handle::<CreateAgent, _>(self.clone())?
+            .handle::<GetAgent, _>(self.clone())?
+            .handle::<ListAgents, _>(self.clone())?
+            .handle::<DeleteAgent, _>(self.clone())?
+            .handle::<SetPolicy, _>(self.clone())?
+            .handle::<CreateSession, _>(self.clone())?
+            .handle::<GetSession, _>(self.clone())?
+            .handle::<RevokeSession, _>(self.clone())?
+            .handle::<Pay, _>(self.clone())?
+            .handle::<GetPayment, _>(self.clone())?
+            .handle::<Decide, _>(self.clone())?
+            .handle::<OwnPayment, _>(self)
+    }
+}

@@ -1,0 +1,31 @@
+//! The awx policy and session service: it decides and reserves, and owns each payment from
+//! request to capture.
+//!
+//! - [`agents`]: agents, their wallets (created by the signer; only addresses are kept here) and
+//!   their policies.
+//! - [`sessions`]: budgets with atomic reservations.
+//! - [`pay`]: the pay path: offer, policy, session, hold, decision token, signature.
+//! - [`approvals`]: approving or rejecting payments above the approval threshold.
+//! - [`own`]: the facilitator's answers for payments our agents made (verify without the chain,
+//!   settle by capture).
+//! - [`sweeper`]: releases stuck, expired and unapproved payments.
+//! - [`commands`]: the bus commands (family `policy`, types in `awx_api::policy`).
+//!
+//! The rules themselves (limits, URL patterns, session arithmetic, offer choice) are the pure
+//! crate `awx-policy-core`. The service owns the `policy` schema.
+
+pub mod agents;
+pub mod app;
+pub mod approvals;
+pub mod commands;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod own;
+pub mod pay;
+pub mod payments;
+pub mod sessions;
+pub mod sweeper;
+
+pub use app::PolicyService;
+pub use config::PolicySettings;

@@ -1,0 +1,233 @@
+//! The facilitator's questions about payments our own agents made.
+//!
+//! When `from` is one of our agents' wallets, the policy service answers instead of the chain:
+//! verify checks that this exact authorization (every field, and the signature bytes) is one we
+//! issued and that its hold is still in place, with no chain call; settle captures the hold in
+//! the ledger (the agent's hold becomes the provider's payable, the fee the platform's revenue)
+//! and reports the capture, which the settlement service queues for net settlement on chain.
+//! Settling again returns the same answer; verifying a captured payment answers that its nonce is
+//! used, as the chain would.
+
+use awx_api::ledger::Capture;
+use awx_api::policy::{Captured, OwnAction, OwnPayment, OwnPaymentReply};
+use awx_types::LedgerId;
+use awx_x402::{ErrorReason, ExactEvmPayload, SettleFailure, SettleResponse, VerifyResponse};
+
+use crate::agents;
+use crate::engine::{Engine, now_unix};
+use crate::error::Failure;
+use crate::payments::{self, Payment};
+
+fn invalid(reason: ErrorReason, message: impl Into<String>, payer: &str) -> Box<VerifyResponse> {
+    Box::new(VerifyResponse::invalid(reason, message, Some(payer.to_owned())))
+}
+
+fn answer(
+    action: OwnAction,
+    verdict: Result<(), Box<VerifyResponse>>,
+    payment: &Payment,
+) -> OwnPaymentReply {
+    let payer = payment.payer.to_checksum(None);
+    match (action, verdict) {
+        (OwnAction::Verify, Ok(())) => {
+            OwnPaymentReply::Verified { response: VerifyResponse::valid(payer) }
+        }
+        (OwnAction::Verify, Err(response)) => OwnPaymentReply::Verified { response: *response },
+        (OwnAction::Settle, Ok(())) => OwnPaymentReply::Settled {
+            response: SettleResponse::settled("", payment.network.clone(), payer),
+            captured: None,
+        },
+        (OwnAction::Settle, Err(response)) => OwnPaymentReply::Settled {
+            response: SettleResponse::failed(SettleFailure {
+                reason: response.invalid_reason.unwrap_or(ErrorReason::UnexpectedSettleError),
+                message: response.invalid_message.unwrap_or_default(),
+                payer: Some(payer),
+                transaction: String::new(),
+                network: payment.network.clone(),
+            }),
+            captured: None,
+        },
+    }
+}
+
+/// The capture facts of a captured payment.
+fn captured(payment: &Payment, captured_at_unix: i64) -> Result<Captured, Failure> {
+    Ok(Captured {
+        ledger_id: LedgerId::from_uuid(payment.id),
+        network: payment.network.clone(),
+        token: payment.token,
+        payer: payment.payer,
+        payee: payment.pay_to,
+        amount: payment.amount.to_string(),
+        valid_before_unix: payment
+            .valid_before
+            .ok_or_else(|| Failure::internal("a captured payment has no validBefore"))?,
+        nonce: payment.nonce.ok_or_else(|| Failure::internal("a captured payment has no nonce"))?,
+        captured_at_unix,
+    })
+}
+
+/// Checks the payment against what we issued; `Ok` when it is ours and held.
+fn check(
+    command: &OwnPayment,
+    payment: &Payment,
+    eip3009: &awx_x402::Eip3009Payload,
+) -> Result<(), Box<VerifyResponse>> {
+    let payer = payment.payer.to_checksum(None);
+    let now = u64::try_from(now_unix()).unwrap_or(0);
+    // The protocol's own checks first (scheme, network, recipient, amount, time window).
+    if let Err(refused) = awx_x402::check_exact_evm(&command.payload, &command.requirements, now) {
+        return Err(invalid(refused.reason, refused.message, &payer));
+    }
+    let issued = payment.nonce == Some(eip3009.authorization.nonce)
+        && payment.signature.as_deref() == Some(eip3009.signature.as_ref())
+        && eip3009.authorization.to == payment.pay_to
+        && eip3009.authorization.value == awx_x402::U256::from(payment.amount.atomic())
+        && payment.valid_after.and_then(|v| u64::try_from(v).ok()).map(awx_x402::U256::from)
+            == Some(eip3009.authorization.valid_after)
+        && payment.valid_before.and_then(|v| u64::try_from(v).ok()).map(awx_x402::U256::from)
+            == Some(eip3009.authorization.valid_before);
+    if !issued {
+        return Err(invalid(
+            ErrorReason::InvalidExactEvmSignature,
+            "this authorization is not the one awx issued for the payer's nonce",
+            &payer,
+        ));
+    }
+    if command.requirements.network != payment.network
+        || command.requirements.asset.to_lowercase() != payment.token.to_string().to_lowercase()
+    {
+        return Err(invalid(
+            ErrorReason::InvalidExactEvmNetworkMismatch,
+            "the requirements name another network or token than the payment",
+            &payer,
+        ));
+    }
+    match payment.state.as_str() {
+        "authorized" => Ok(()),
+        "captured" | "settled" => Err(invalid(
+            ErrorReason::InvalidExactEvmNonceAlreadyUsed,
+            "this payment was already settled",
+            &payer,
+        )),
+        "expired" => Err(invalid(
+            ErrorReason::InvalidExactEvmPayloadAuthorizationValidBefore,
+            "this authorization expired and its funds were released",
+            &payer,
+        )),
+        _ => Err(invalid(
+            ErrorReason::InvalidTransactionState,
+            format!("this payment is {} and holds no funds", payment.state),
+            &payer,
+        )),
+    }
+}
+
+/// Answers the facilitator about a payment whose payer may be one of our wallets.
+pub(crate) async fn own_payment(
+    engine: &Engine,
+    command: &OwnPayment,
+) -> Result<OwnPaymentReply, Failure> {
+    let Ok(ExactEvmPayload::Eip3009(eip3009)) =
+        ExactEvmPayload::from_json(&command.payload.payload)
+    else {
+        return Ok(OwnPaymentReply::NotOurs);
+    };
+    let from = eip3009.authorization.from;
+    if agents::by_address(engine, from).await?.is_none() {
+        return Ok(OwnPaymentReply::NotOurs);
+    }
+    let payer = from.to_checksum(None);
+    let mut tx = engine.pool.begin().await?;
+    let lock = command.action == OwnAction::Settle;
+    let Some(mut payment) =
+        payments::by_payer_nonce(&mut tx, from, eip3009.authorization.nonce, lock).await?
+    else {
+        let response = invalid(
+            ErrorReason::InvalidExactEvmSignature,
+            "the payer is an awx wallet and awx issued no authorization with this nonce",
+            &payer,
+        );
+        return Ok(match command.action {
+            OwnAction::Verify => OwnPaymentReply::Verified { response: *response },
+            OwnAction::Settle => OwnPaymentReply::Settled {
+                response: SettleResponse::failed(SettleFailure {
+                    reason: ErrorReason::InvalidExactEvmSignature,
+                    message: response.invalid_message.unwrap_or_default(),
+                    payer: Some(payer),
+                    transaction: String::new(),
+                    network: command.requirements.network.clone(),
+                }),
+                captured: None,
+            },
+        });
+    };
+    if command.action == OwnAction::Settle
+        && matches!(payment.state.as_str(), "captured" | "settled")
+    {
+        // Settled before: the same answer, so a retried settle is harmless.
+        let at: i64 = sqlx::query_scalar(
+            "SELECT extract(epoch FROM captured_at)::bigint FROM policy.payments WHERE id = $1",
+        )
+        .bind(payment.id)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let facts = captured(&payment, at)?;
+        return Ok(OwnPaymentReply::Settled {
+            response: SettleResponse::settled("", payment.network.clone(), payer),
+            captured: Some(facts),
+        });
+    }
+    let verdict = check(command, &payment, &eip3009);
+    if command.action == OwnAction::Verify || verdict.is_err() {
+        tx.commit().await?;
+        return Ok(answer(command.action, verdict, &payment));
+    }
+    // Settle: capture the hold in full, under the payment's lock.
+    let capture = Capture { hold_id: LedgerId::from_uuid(payment.id), amount: None };
+    match engine.bus.send(&capture, engine.upstream_timeout()).await {
+        Ok(_) => {}
+        Err(awx_bus::BusError::Rejected { code, message }) => {
+            tracing::warn!(code = %code, error.message = %message, payment = %payment.id, "the ledger refused a capture");
+            if code == awx_api::ledger::codes::HOLD_NOT_PENDING {
+                payments::release(
+                    &mut tx,
+                    &mut payment,
+                    "expired",
+                    Some((code.as_str(), message.as_str())),
+                    false,
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            return Ok(answer(
+                OwnAction::Settle,
+                Err(invalid(
+                    ErrorReason::InvalidTransactionState,
+                    format!("the hold could not be captured: {message}"),
+                    &payer,
+                )),
+                &payment,
+            ));
+        }
+        Err(error) => {
+            return Err(Failure::Internal(format!("the ledger did not capture in time: {error}")));
+        }
+    }
+    let at: i64 = sqlx::query_scalar(
+        "UPDATE policy.payments SET state = 'captured', provider = $2, captured_at = now(), updated_at = now()
+         WHERE id = $1 RETURNING extract(epoch FROM captured_at)::bigint",
+    )
+    .bind(payment.id)
+    .bind(command.provider.as_uuid())
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    payment.state = "captured".into();
+    let facts = captured(&payment, at)?;
+    Ok(OwnPaymentReply::Settled {
+        response: SettleResponse::settled("", payment.network.clone(), payer),
+        captured: Some(facts),
+    })
+}

@@ -1,0 +1,100 @@
+//! Releases what payments no longer need, so nothing stays reserved or held by accident:
+//!
+//! - a payment still `authorizing` past its deadline (a crash or a lost answer mid-way): its hold
+//!   is released and its reservation given back (`failed`, `authorization_timeout`);
+//! - a payment `pending_approval` past the approval window: `expired`;
+//! - an `authorized` payment never captured once its authorization's `validBefore` (plus a
+//!   grace) has passed: nothing can be paid with it any more, so its hold and its session dollars
+//!   are released (`expired`);
+//! - a failed payment whose hold could not be released at the time: released now.
+//!
+//! Each row is handled under its lock with `SKIP LOCKED`, so several replicas sweep safely and a
+//! payment being worked on is left alone. A hold is released after its payment's state has
+//! changed (`void_needed` marks it until the ledger confirms).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::engine::Engine;
+use crate::error::Failure;
+use crate::{pay, payments};
+
+/// One pass; returns how many payments it finished.
+pub async fn sweep_once(engine: &Engine) -> Result<usize, Failure> {
+    let due: Vec<(Uuid, String)> = sqlx::query_as(
+        "SELECT id, state FROM policy.payments
+         WHERE state IN ('pending_approval', 'authorizing', 'authorized') AND deadline < now()
+         ORDER BY deadline LIMIT 200",
+    )
+    .fetch_all(&engine.pool)
+    .await?;
+    let mut done = 0_usize;
+    for (id, state) in due {
+        // The state changes first, under the row's lock, so a pay path finishing at the same
+        // moment finds the payment no longer `authorizing` and never shows its signature; the
+        // hold is released after the commit (and retried until it is).
+        let mut tx = engine.pool.begin().await?;
+        let locked: Option<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM policy.payments WHERE id = $1 AND state = $2 AND deadline < now()
+             FOR UPDATE SKIP LOCKED",
+        )
+        .bind(id)
+        .bind(&state)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if locked.is_none() {
+            continue;
+        }
+        let Some(mut payment) = payments::load(&mut tx, id, false).await? else { continue };
+        let (to, code, message) = match state.as_str() {
+            "authorizing" => (
+                "failed",
+                "authorization_timeout",
+                "the payment did not complete in time; nothing is reserved",
+            ),
+            "pending_approval" => ("expired", "approval_expired", "no admin decided in time"),
+            _ => (
+                "expired",
+                "authorization_expired",
+                "the authorization expired without being settled; its funds were released",
+            ),
+        };
+        let holds = state != "pending_approval";
+        payments::release(&mut tx, &mut payment, to, Some((code, message)), holds).await?;
+        tx.commit().await?;
+        done = done.saturating_add(1);
+    }
+    let to_void: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM policy.payments WHERE void_needed ORDER BY updated_at LIMIT 200",
+    )
+    .fetch_all(&engine.pool)
+    .await?;
+    for id in to_void {
+        if pay::void_hold(engine, id).await {
+            sqlx::query("UPDATE policy.payments SET void_needed = false WHERE id = $1")
+                .bind(id)
+                .execute(&engine.pool)
+                .await?;
+            done = done.saturating_add(1);
+        }
+    }
+    Ok(done)
+}
+
+/// Sweeps every `interval` until cancelled.
+pub async fn run(engine: Arc<Engine>, interval: Duration, cancel: CancellationToken) {
+    loop {
+        match sweep_once(&engine).await {
+            Ok(0) => {}
+            Ok(count) => tracing::info!(count, "swept payments"),
+            Err(error) => tracing::warn!(error.message = %error, "sweeping payments failed"),
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Payments our own agents made. Their wallets' keys are ours and their funds are held in the
+//! ledger, so the policy service answers for them: before any chain call, verify and settle send
+//! it `awx_api::policy::OwnPayment`. `NotOurs` leaves the payment to the on-chain path; otherwise
+//! its answer is the answer. A settled payment's capture is queued here (`settlement.items`, one
+//! row per payment) for net settlement on chain later, and the answer says so:
+//! `extensions.awx = {"settlement": "deferred", "paymentId": "ldg_…", "settleBy": <Unix s>}`,
+//! with an empty `transaction`.
+//!
+//! `settleBy` is the latest time the provider's money moves on chain: the item may be netted
+//! once its authorization has expired (`validBefore`), waits at most `batch.max_delay_seconds`,
+//! and groups are checked every `batch.interval_seconds`.
+
+use std::time::Duration;
+
+use awx_api::policy::{Captured, OwnAction, OwnPayment, OwnPaymentReply};
+use awx_bus::BusError;
+use awx_types::{AccountId, Amount};
+use awx_x402::{NormalizedRequest, SettleResponse};
+use sqlx::Row as _;
+
+use crate::facilitator::{Facilitator, FacilitatorError};
+use crate::settle::lower;
+
+/// The latest Unix time a queued item is settled on chain: netting may start when the
+/// authorization has expired and the capture is recorded, the item waits at most
+/// `max_delay_seconds`, and the worker looks every `interval_seconds`.
+pub fn settle_by_unix(
+    valid_before_unix: i64,
+    captured_at_unix: i64,
+    max_delay_seconds: u64,
+    interval_seconds: u64,
+) -> i64 {
+    let seconds = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+    valid_before_unix
+        .max(captured_at_unix)
+        .saturating_add(seconds(max_delay_seconds))
+        .saturating_add(seconds(interval_seconds))
+}
+
+impl Facilitator {
+    /// Asks the policy service whether a payment is one of our agents' (and, if so, for its
+    /// verdict or its capture). No answer in time is [`FacilitatorError::PolicyUnavailable`].
+    pub(crate) async fn own_payment(
+        &self,
+        action: OwnAction,
+        provider: AccountId,
+        normalized: &NormalizedRequest,
+    ) -> Result<OwnPaymentReply, FacilitatorError> {
+        let command = OwnPayment {
+            action,
+            provider,
+            payload: normalized.payload.clone(),
+            requirements: normalized.requirements.clone(),
+        };
+        let timeout = Duration::from_millis(self.settings.policy_timeout_ms);
+        match self.bus.send(&command, timeout).await {
+            Ok(reply) => Ok(reply),
+            Err(BusError::Rejected { code, message })
+                if code == awx_api::policy::codes::INVALID_REQUEST =>
+            {
+                Err(FacilitatorError::InvalidRequest(message))
+            }
+            Err(error) => {
+                tracing::warn!(error.message = %error, "the policy service did not answer about a payment");
+                Err(FacilitatorError::PolicyUnavailable(format!(
+                    "the policy service did not answer whether the payer is an awx wallet: {error}"
+                )))
+            }
+        }
+    }
+
+    /// The settle answer for one of our agents' payments: when it is captured, its item is
+    /// queued (once, however often it is settled) and the answer's extensions say the settlement
+    /// is deferred until `settleBy`.
+    pub(crate) async fn deferred(
+        &self,
+        provider: AccountId,
+        mut response: SettleResponse,
+        captured: Option<Captured>,
+    ) -> Result<SettleResponse, FacilitatorError> {
+        let Some(captured) = captured else { return Ok(response) };
+        let settle_by = self.queue_item(provider, &captured).await?;
+        response.extensions.get_or_insert_with(Default::default).insert(
+            "awx".into(),
+            serde_json::json!({
+                "settlement": "deferred",
+                "paymentId": captured.ledger_id.to_string(),
+                "settleBy": settle_by,
+            }),
+        );
+        Ok(response)
+    }
+
+    /// Inserts the settlement item of a capture if new; returns its `settleBy` (Unix seconds),
+    /// computed from the stored row, so every answer for one payment promises the same time.
+    async fn queue_item(
+        &self,
+        provider: AccountId,
+        captured: &Captured,
+    ) -> Result<i64, FacilitatorError> {
+        let amount = Amount::parse_atomic(&captured.amount)
+            .ok()
+            .filter(|amount| !amount.is_zero())
+            .ok_or_else(|| {
+                FacilitatorError::Inconsistent(format!(
+                    "the policy service reported a capture of {:?}, not a positive atomic amount",
+                    captured.amount
+                ))
+            })?;
+        let payment_id = captured.ledger_id.as_uuid();
+        let inserted = sqlx::query(
+            "INSERT INTO settlement.items
+               (payment_id, network, token, payer, payee, amount, valid_before, nonce, captured_at, provider)
+             VALUES ($1, $2, $3, $4, $5, $6::numeric, $7, $8, 'epoch'::timestamptz + $9 * interval '1 second', $10)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(payment_id)
+        .bind(&captured.network)
+        .bind(lower(captured.token))
+        .bind(lower(captured.payer))
+        .bind(lower(captured.payee))
+        .bind(amount.to_string())
+        .bind(captured.valid_before_unix)
+        .bind(format!("{:#x}", captured.nonce))
+        .bind(captured.captured_at_unix)
+        .bind(provider.as_uuid())
+        .execute(&self.pool)
+        .await?;
+        let row = sqlx::query(
+            "SELECT valid_before, extract(epoch FROM captured_at)::bigint
+             FROM settlement.items WHERE payment_id = $1",
+        )
+        .bind(payment_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            tracing::error!(payment = %captured.ledger_id, "another payment is queued for this authorization");
+            return Err(FacilitatorError::Inconsistent(format!(
+                "another payment than {} is queued for the authorization {} of {}",
+                captured.ledger_id, captured.nonce, captured.payer
+            )));
+        };
+        if inserted.rows_affected() > 0 {
+            metrics::counter!("settlement_items_queued_total", "network" => captured.network.clone())
+                .increment(1);
+        }
+        let valid_before: i64 = row.get(0);
+        let captured_at: i64 = row.get(1);
+        Ok(settle_by_unix(
+            valid_before,
+            captured_at,
+            self.settings.batch.max_delay_seconds,
+            self.settings.batch.interval_seconds,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::settle_by_unix;
+
+    #[test]
+    fn settle_by_counts_from_the_later_of_expiry_and_capture() {
+        assert_eq!(settle_by_unix(1_000, 900, 3_600, 300), 4_900);
+        assert_eq!(settle_by_unix(1_000, 1_200, 3_600, 300), 5_100);
+        assert_eq!(settle_by_unix(i64::MAX - 5, 0, 3_600, 300), i64::MAX);
+    }
+}
