@@ -73,6 +73,25 @@ pub fn router(checks: Vec<ReadinessCheck>) -> Router {
         .with_state(Arc::new(checks))
 }
 
+/// Serves the operations router on `listener` until `shutdown` fires, as a task `shutdown`
+/// tracks; a failure is logged under `service`'s name.
+pub fn spawn_server(
+    shutdown: &crate::shutdown::Shutdown,
+    listener: tokio::net::TcpListener,
+    checks: Vec<ReadinessCheck>,
+    service: &'static str,
+) {
+    let stopping = shutdown.clone();
+    shutdown.spawn(async move {
+        let served = axum::serve(listener, router(checks))
+            .with_graceful_shutdown(async move { stopping.cancelled().await })
+            .await;
+        if let Err(error) = served {
+            tracing::error!(error.message = %error, service, "ops endpoints failed");
+        }
+    });
+}
+
 async fn live() -> impl IntoResponse {
     axum::Json(json!({"status": "ok"}))
 }

@@ -134,26 +134,6 @@ fn dev_decision_key(state_dir: &std::path::Path) -> anyhow::Result<String> {
     Ok(seed)
 }
 
-/// Drops and recreates the database named in `url` (development only).
-async fn reset_database(url: &str) -> anyhow::Result<()> {
-    use sqlx::{Connection as _, Executor as _};
-    let options: sqlx::postgres::PgConnectOptions =
-        url.parse().context("parsing the database URL")?;
-    let name = options.get_database().unwrap_or("awx").to_owned();
-    anyhow::ensure!(
-        name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
-        "database name {name:?} must be letters, digits and underscores"
-    );
-    let mut admin = sqlx::PgConnection::connect_with(&options.clone().database("postgres"))
-        .await
-        .context("connecting to Postgres (is it running? `make setup` starts it)")?;
-    admin
-        .execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-        .await?;
-    admin.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).await?;
-    Ok(())
-}
-
 fn dev_key_hex(key: &PrivateKeySigner) -> String {
     format!("0x{}", alloy::primitives::hex::encode(key.to_bytes()))
 }
@@ -223,7 +203,9 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
         .parent()
         .map_or_else(|| PathBuf::from(".awx"), std::path::Path::to_path_buf);
     if !args.keep_database {
-        reset_database(&args.database_url).await.context("starting from an empty database")?;
+        crate::platform::reset_database(&args.database_url)
+            .await
+            .context("starting from an empty database")?;
     }
     let services = crate::platform::start(crate::platform::PlatformArgs {
         database_url: args.database_url.clone(),

@@ -75,8 +75,9 @@ pub struct Platform {
     admin_key_file: PathBuf,
 }
 
-/// Creates the database named in `url` when it does not exist.
-async fn ensure_database(url: &str) -> anyhow::Result<()> {
+/// A connection to the server's `postgres` database, and the (checked) name of the database
+/// in `url`.
+async fn admin_connection(url: &str) -> anyhow::Result<(sqlx::PgConnection, String)> {
     let options: sqlx::postgres::PgConnectOptions =
         url.parse().context("parsing the database URL")?;
     let name = options.get_database().unwrap_or("awx").to_owned();
@@ -84,9 +85,15 @@ async fn ensure_database(url: &str) -> anyhow::Result<()> {
         name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
         "database name {name:?} must be letters, digits and underscores"
     );
-    let mut admin = sqlx::PgConnection::connect_with(&options.clone().database("postgres"))
+    let admin = sqlx::PgConnection::connect_with(&options.clone().database("postgres"))
         .await
         .context("connecting to Postgres (is it running? `make setup` starts it)")?;
+    Ok((admin, name))
+}
+
+/// Creates the database named in `url` when it does not exist.
+async fn ensure_database(url: &str) -> anyhow::Result<()> {
+    let (mut admin, name) = admin_connection(url).await?;
     let exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
             .bind(&name)
@@ -95,6 +102,14 @@ async fn ensure_database(url: &str) -> anyhow::Result<()> {
     if !exists {
         admin.execute(AssertSqlSafe(format!("CREATE DATABASE {name}"))).await?;
     }
+    Ok(())
+}
+
+/// Drops and recreates the database named in `url` (development only).
+pub async fn reset_database(url: &str) -> anyhow::Result<()> {
+    let (mut admin, name) = admin_connection(url).await?;
+    admin.execute(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).await?;
+    admin.execute(AssertSqlSafe(format!("CREATE DATABASE {name}"))).await?;
     Ok(())
 }
 

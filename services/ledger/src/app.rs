@@ -65,15 +65,7 @@ impl LedgerService {
                 async move { bus.ping().await.map_err(|error| error.to_string()) }
             }),
         ];
-        let stopping = shutdown.clone();
-        shutdown.spawn(async move {
-            let served = axum::serve(self.ops_listener, ops::router(checks))
-                .with_graceful_shutdown(async move { stopping.cancelled().await })
-                .await;
-            if let Err(error) = served {
-                tracing::error!(error.message = %error, "ledger ops endpoints failed");
-            }
-        });
+        ops::spawn_server(&shutdown, self.ops_listener, checks, "ledger");
         shutdown.cancelled().await;
         let drained = shutdown.drain(Duration::from_secs(10)).await;
         if !drained {

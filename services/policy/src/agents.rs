@@ -56,19 +56,23 @@ fn usd(text: Option<&str>, field: &str) -> Result<Option<Amount>, Failure> {
     .transpose()
 }
 
-/// Checks a policy as an admin wrote it and returns its rules.
-pub(crate) fn parse_policy(view: &PolicyView, url_patterns_max: usize) -> Result<Policy, Failure> {
-    if view.allowed_urls.len() > url_patterns_max {
-        return Err(Failure::invalid(format!("allowed_urls: at most {url_patterns_max} patterns")));
+/// Reads `allowed_urls` patterns, at most `max` of them.
+pub(crate) fn parse_patterns(texts: &[String], max: usize) -> Result<Vec<UrlPattern>, Failure> {
+    if texts.len() > max {
+        return Err(Failure::invalid(format!("allowed_urls: at most {max} patterns")));
     }
-    let allowed_urls = view
-        .allowed_urls
+    texts
         .iter()
         .map(|text| {
             UrlPattern::parse(text)
                 .map_err(|error| Failure::invalid(format!("allowed_urls: {text:?}: {error}")))
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect()
+}
+
+/// Checks a policy as an admin wrote it and returns its rules.
+pub(crate) fn parse_policy(view: &PolicyView, url_patterns_max: usize) -> Result<Policy, Failure> {
+    let allowed_urls = parse_patterns(&view.allowed_urls, url_patterns_max)?;
     for chain in &view.allowed_chains {
         check_chain(chain, "allowed_chains")?;
     }

@@ -83,15 +83,7 @@ impl PolicyService {
                 async move { bus.ping().await.map_err(|error| error.to_string()) }
             }),
         ];
-        let stopping = shutdown.clone();
-        shutdown.spawn(async move {
-            let served = axum::serve(self.ops_listener, ops::router(checks))
-                .with_graceful_shutdown(async move { stopping.cancelled().await })
-                .await;
-            if let Err(error) = served {
-                tracing::error!(error.message = %error, "policy ops endpoints failed");
-            }
-        });
+        ops::spawn_server(&shutdown, self.ops_listener, checks, "policy");
         shutdown.cancelled().await;
         if !shutdown.drain(Duration::from_secs(20)).await {
             tracing::warn!("policy tasks outlived the shutdown grace");

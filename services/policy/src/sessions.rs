@@ -121,20 +121,7 @@ pub(crate) async fn create(
     if command.ttl_seconds == 0 || command.ttl_seconds > ttl_max {
         return Err(Failure::invalid(format!("ttl_seconds must be 1 to {ttl_max}")));
     }
-    if command.allowed_urls.len() > engine.settings.url_patterns_max {
-        return Err(Failure::invalid(format!(
-            "allowed_urls: at most {} patterns",
-            engine.settings.url_patterns_max
-        )));
-    }
-    let patterns = command
-        .allowed_urls
-        .iter()
-        .map(|text| {
-            UrlPattern::parse(text)
-                .map_err(|error| Failure::invalid(format!("allowed_urls: {text:?}: {error}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let patterns = agents::parse_patterns(&command.allowed_urls, engine.settings.url_patterns_max)?;
     let mut tx = engine.pool.begin().await?;
     let agent = agents::live(&mut tx, command.owner, command.agent_id, false).await?;
     let chain = command.chain.clone().unwrap_or_else(|| agent.default_chain.clone());

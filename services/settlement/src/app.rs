@@ -70,15 +70,7 @@ impl SettlementService {
                 async move { bus.ping().await.map_err(|error| error.to_string()) }
             }),
         ];
-        let stopping = shutdown.clone();
-        shutdown.spawn(async move {
-            let served = axum::serve(self.ops_listener, ops::router(checks))
-                .with_graceful_shutdown(async move { stopping.cancelled().await })
-                .await;
-            if let Err(error) = served {
-                tracing::error!(error.message = %error, "settlement ops endpoints failed");
-            }
-        });
+        ops::spawn_server(&shutdown, self.ops_listener, checks, "settlement");
         shutdown.cancelled().await;
         if !shutdown.drain(Duration::from_secs(20)).await {
             tracing::warn!("settlement tasks outlived the shutdown grace");

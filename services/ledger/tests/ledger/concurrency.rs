@@ -127,7 +127,17 @@ async fn concurrent_random_operations_keep_every_invariant() {
     // Every idempotency key replayed returns its original result, and changes nothing.
     let entries_before = t.count("entries").await;
     let done = done.lock().unwrap().clone();
-    assert!(done.len() > TASKS * OPS_PER_TASK / 3, "only {} operations succeeded", done.len());
+    // Enough of every kind ran to mean something (how many succeed depends on the random draws
+    // and the interleaving: wallets drain as holds pile up).
+    let kinds = |wanted: fn(&Done) -> bool| done.iter().filter(|record| wanted(record)).count();
+    let counts = [
+        kinds(|r| matches!(r, Done::Transfer(..))),
+        kinds(|r| matches!(r, Done::Hold(..))),
+        kinds(|r| matches!(r, Done::Capture(..))),
+        kinds(|r| matches!(r, Done::Void(..))),
+    ];
+    assert!(counts.iter().all(|count| *count > 0), "transfers, holds, captures, voids: {counts:?}");
+    assert!(done.len() > TASKS * OPS_PER_TASK / 6, "only {} operations succeeded", done.len());
     for record in &done {
         match record {
             Done::Transfer(request, id) => {
