@@ -22,7 +22,8 @@ use awx_x402::{
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::Mutex;
+
+use crate::bench::{say, summary, timed_workers};
 
 /// What to measure.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -135,37 +136,6 @@ impl Bench {
         ensure!(status.is_success(), "{action}: HTTP {status}: {answer}");
         Ok((answer, took))
     }
-}
-
-pub(crate) fn say(line: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}")?;
-    out.flush()?;
-    Ok(())
-}
-
-/// Latency figures of a sample, in milliseconds.
-pub(crate) fn summary(label: &str, mut samples: Vec<Duration>, wall: Duration) -> String {
-    samples.sort_unstable();
-    let count = samples.len();
-    let at = |quantile_per_mille: usize| {
-        let index = (count.saturating_mul(quantile_per_mille) / 1000).min(count.saturating_sub(1));
-        samples.get(index).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
-    let rate = if wall.is_zero() {
-        0.0
-    } else {
-        f64::from(u32::try_from(count).unwrap_or(u32::MAX)) / wall.as_secs_f64()
-    };
-    format!(
-        "{label}: {count} in {:.1} s = {rate:.1}/s; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        wall.as_secs_f64(),
-        at(500),
-        at(900),
-        at(990),
-        samples.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    )
 }
 
 async fn provider_key(
@@ -314,33 +284,13 @@ async fn concurrent(
     action: &'static str,
     seconds: u64,
 ) -> anyhow::Result<(Vec<Duration>, Duration)> {
-    let samples = Arc::new(Mutex::new(Vec::new()));
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(seconds);
-    let mut workers = Vec::new();
-    for payer in payers {
-        let payer = payer.clone();
-        let (bench, samples) = (bench.clone(), samples.clone());
-        workers.push(tokio::spawn(async move {
-            let mut mine = Vec::new();
-            while Instant::now() < deadline {
-                let (answer, took) = bench.call(action, &bench.payment(&payer)?).await?;
-                let ok = if action == "verify" {
-                    answer["isValid"] == true
-                } else {
-                    answer["success"] == true
-                };
-                ensure!(ok, "{action} failed: {answer}");
-                mine.push(took);
-            }
-            samples.lock().await.extend(mine);
-            anyhow::Ok(())
-        }));
-    }
-    for worker in workers {
-        worker.await??;
-    }
-    let wall = started.elapsed();
-    let samples = std::mem::take(&mut *samples.lock().await);
-    Ok((samples, wall))
+    let states = payers.iter().map(|payer| (bench.clone(), payer.clone())).collect();
+    timed_workers(states, seconds, move |(bench, payer)| async move {
+        let (answer, took) = bench.call(action, &bench.payment(&payer)?).await?;
+        let ok =
+            if action == "verify" { answer["isValid"] == true } else { answer["success"] == true };
+        ensure!(ok, "{action} failed: {answer}");
+        Ok(took)
+    })
+    .await
 }

@@ -8,6 +8,7 @@
 //! `.awx/devchain.json` for scripts, and runs until interrupted. Later issues add the services.
 
 mod admin;
+mod bench;
 mod demo;
 mod dev;
 mod facilitator_bench;

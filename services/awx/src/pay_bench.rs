@@ -16,9 +16,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
 use serde_json::{Value, json};
-use tokio::sync::Mutex;
 
-use crate::facilitator_bench::{say, summary};
+use crate::bench::{say, summary, timed_workers};
 
 /// Options of `awx payments bench`.
 #[derive(Debug, clap::Args)]
@@ -98,32 +97,11 @@ async fn concurrent(
     seconds: u64,
     retry: bool,
 ) -> anyhow::Result<(Vec<Duration>, Duration)> {
-    let samples = Arc::new(Mutex::new(Vec::new()));
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(seconds);
-    let mut workers = Vec::new();
-    for agent in agents {
-        let (bench, samples, agent) = (bench.clone(), samples.clone(), agent.clone());
-        workers.push(tokio::spawn(async move {
-            let mut mine = Vec::new();
-            while Instant::now() < deadline {
-                let took = if retry {
-                    bench.pay_and_retry(&agent).await?
-                } else {
-                    bench.pay(&agent).await?.1
-                };
-                mine.push(took);
-            }
-            samples.lock().await.extend(mine);
-            anyhow::Ok(())
-        }));
-    }
-    for worker in workers {
-        worker.await??;
-    }
-    let wall = started.elapsed();
-    let samples = std::mem::take(&mut *samples.lock().await);
-    Ok((samples, wall))
+    let states = agents.iter().map(|agent| (bench.clone(), agent.clone())).collect();
+    timed_workers(states, seconds, move |(bench, agent)| async move {
+        if retry { bench.pay_and_retry(&agent).await } else { Ok(bench.pay(&agent).await?.1) }
+    })
+    .await
 }
 
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {

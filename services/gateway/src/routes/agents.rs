@@ -236,15 +236,13 @@ pub async fn get_agent(
 ) -> Result<axum::Json<AgentResponse>, ApiError> {
     principal.require(Scope::Agent)?;
     let agent = agent_id(&agent)?;
-    let view = upstream::call(
-        &state,
-        "policy",
-        &policy::GetAgent { owner: principal.account_id, agent_id: agent },
-    )
-    .await?;
-    let balances =
-        upstream::call(&state, "ledger", &ledger::Balances { owner: principal.account_id, agent })
-            .await?;
+    // The agent and its balances are independent questions to two services: ask both at once.
+    let get = policy::GetAgent { owner: principal.account_id, agent_id: agent };
+    let wallets = ledger::Balances { owner: principal.account_id, agent };
+    let (view, balances) = tokio::try_join!(
+        upstream::call(&state, "policy", &get),
+        upstream::call(&state, "ledger", &wallets),
+    )?;
     let mut response = AgentResponse::new(view);
     response.balances = Some(crate::routes::ledger::balance_views(&state, &balances.wallets)?);
     Ok(axum::Json(response))

@@ -175,13 +175,12 @@ pub async fn action(
         action => {
             let mut params = request.params;
             complete_accepted(&mut params);
+            // Missing requirements are Gate's 51002; anything else unreadable here is 51001.
+            let code = if params.get("paymentRequirements").is_none() { 51_002 } else { 51_001 };
             let facilitator_request: FacilitatorRequest = match serde_json::from_value(params) {
                 Ok(parsed) => parsed,
                 Err(error) => {
-                    let message = error.to_string();
-                    let code =
-                        if message.contains("paymentRequirements") { 51_002 } else { 51_001 };
-                    return envelope(StatusCode::BAD_REQUEST, code, message, Value::Null);
+                    return envelope(StatusCode::BAD_REQUEST, code, error.to_string(), Value::Null);
                 }
             };
             if let Err(error) = super::facilitator::readable(&facilitator_request) {
