@@ -147,14 +147,14 @@ impl Amount {
         }
         let whole_units = push_digits(0, whole, input)?;
         let fraction = fraction.unwrap_or("");
+        // Digits only (so the split below is on a character boundary, whatever the input).
+        if !fraction.bytes().all(|byte| byte.is_ascii_digit()) {
+            return Err(AmountError::Malformed { input: echo(input) });
+        }
         let (significant, below_unit) =
             fraction.split_at(fraction.len().min(usize::from(decimals)));
         if !below_unit.bytes().all(|byte| byte == b'0') {
-            return Err(if below_unit.bytes().all(|byte| byte.is_ascii_digit()) {
-                AmountError::TooPrecise { input: echo(input), decimals }
-            } else {
-                AmountError::Malformed { input: echo(input) }
-            });
+            return Err(AmountError::TooPrecise { input: echo(input), decimals });
         }
         let mut fraction_units = push_digits(0, significant, input)?;
         // Pad the fraction on the right up to the token's decimals.
@@ -291,6 +291,17 @@ mod tests {
         assert_eq!(serde_json::from_str::<Amount>("\"10000\"").unwrap(), Amount(10_000));
         assert!(serde_json::from_str::<Amount>("10000").is_err());
         assert!(serde_json::from_str::<Amount>("\"-1\"").is_err());
+    }
+
+    #[test]
+    fn a_fraction_that_is_not_digits_is_malformed_whatever_its_characters() {
+        // Found by `parsing_never_panics`: a multi-byte character where the fraction is cut.
+        for input in ["1.¥𓧅🕴", "0.𓧅", "1.1é", "2.x"] {
+            assert!(
+                matches!(Amount::from_decimal_str(input, 1), Err(AmountError::Malformed { .. })),
+                "{input}"
+            );
+        }
     }
 
     #[test]

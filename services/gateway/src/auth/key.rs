@@ -113,7 +113,8 @@ impl PlaintextApiKey {
 
     /// Reads a presented key, checking only its form (no lookup): the key id it names.
     pub fn parse(presented: &str) -> Option<(ApiKeyId, Self)> {
-        if presented.len() != KEY_LEN {
+        // ASCII only, so the split below is on a character boundary whatever was presented.
+        if presented.len() != KEY_LEN || !presented.is_ascii() {
             return None;
         }
         let rest = presented.strip_prefix(KEY_PREFIX)?;
@@ -172,6 +173,9 @@ mod tests {
     fn malformed_keys_are_refused_without_any_lookup() {
         let key = PlaintextApiKey::generate(ApiKeyId::new());
         let text = key.expose().to_owned();
+        // The right length, with a multi-byte character where the key id ends.
+        let crafted = format!("awx_{}é{}", &text[4..35], &text[37..]);
+        assert_eq!(crafted.len(), text.len());
         for bad in [
             String::new(),
             "awx_".into(),
@@ -180,6 +184,7 @@ mod tests {
             text[..text.len() - 1].to_owned(),
             text.replace('_', "."),
             format!("{}!", &text[..text.len() - 1]),
+            crafted,
         ] {
             assert!(PlaintextApiKey::parse(&bad).is_none(), "{bad}");
         }
