@@ -108,3 +108,123 @@ impl Command for Faucet {
     const NAME: &'static str = "settlement.faucet";
     type Reply = FaucetReply;
 }
+
+/// A net transfer of the batch settlement worker was confirmed on chain (event
+/// `settlement.confirmed`, from the settlement service's outbox): the payments it covers are
+/// paid to their payee (kind `payee`), or their fees to the platform (kind `fee`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettlementConfirmed {
+    /// The net transfer.
+    pub transfer_id: uuid::Uuid,
+    /// `payee` or `fee`.
+    pub kind: crate::policy::NetKind,
+    /// The CAIP-2 network.
+    pub network: String,
+    /// The token.
+    pub token: Address,
+    /// The agent's wallet that paid.
+    pub payer: Address,
+    /// Who received it.
+    pub payee: Address,
+    /// The amount, atomic units.
+    pub amount: Amount,
+    /// The batch transaction.
+    pub tx_hash: B256,
+    /// The payments covered.
+    pub payment_ids: Vec<awx_types::LedgerId>,
+}
+
+impl awx_bus::Event for SettlementConfirmed {
+    const TOPIC: &'static str = "settlement.confirmed";
+}
+
+/// Where a payment of one of our agents is in net settlement (`None` when it was never captured
+/// through our facilitator).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentSettlement {
+    /// The payment.
+    pub payment_id: awx_types::LedgerId,
+}
+
+/// A captured payment's settlement on chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemSettlement {
+    /// `queued` (waiting for its authorization to expire, or for its group to be due),
+    /// `batched` (in a net transfer not confirmed yet), `settled` (paid on chain by a net
+    /// transfer) or `settled_externally` (the provider submitted the authorization itself).
+    pub state: String,
+    /// The latest time it is paid on chain (Unix seconds).
+    pub settle_by_unix: i64,
+    /// The net transfer carrying it (`stl_…`).
+    pub settlement_id: Option<awx_types::SettlementId>,
+    /// The batch the net transfer is (or was confirmed) in.
+    pub batch_id: Option<uuid::Uuid>,
+    /// The transaction that paid it.
+    pub tx_hash: Option<B256>,
+    /// When it was paid (Unix seconds).
+    pub settled_at_unix: Option<i64>,
+    /// Why its last attempt failed.
+    pub error: Option<String>,
+}
+
+impl Command for PaymentSettlement {
+    const FAMILY: &'static str = FAMILY;
+    const NAME: &'static str = "settlement.payment";
+    type Reply = Option<ItemSettlement>;
+}
+
+/// A provider's net settlements, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListSettlements {
+    /// The provider's account.
+    pub provider: AccountId,
+    /// At most this many (1 to 100).
+    pub limit: u32,
+    /// Only settlements older than this one (the previous page's last id).
+    pub starting_after: Option<awx_types::SettlementId>,
+}
+
+/// One net transfer to a provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettlementView {
+    /// The net transfer.
+    pub id: awx_types::SettlementId,
+    /// The CAIP-2 network.
+    pub network: String,
+    /// The token.
+    pub token: Address,
+    /// The agent's wallet that pays.
+    pub payer: Address,
+    /// The payee.
+    pub payee: Address,
+    /// The sum, atomic units.
+    pub amount: Amount,
+    /// `planned`, `signed` (waiting for or in a batch), `confirmed` or `flagged` (failed too
+    /// often; an operator looks at it).
+    pub state: String,
+    /// The batch transaction, once confirmed.
+    pub tx_hash: Option<B256>,
+    /// Failed attempts.
+    pub attempts: i32,
+    /// Why the last attempt failed.
+    pub error: Option<String>,
+    /// The provider's payments it covers.
+    pub payments: Vec<awx_types::LedgerId>,
+    /// When it was planned (Unix seconds).
+    pub created_at_unix: i64,
+}
+
+/// The answer to [`ListSettlements`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettlementList {
+    /// The page.
+    pub settlements: Vec<SettlementView>,
+    /// Whether older settlements follow.
+    pub has_more: bool,
+}
+
+impl Command for ListSettlements {
+    const FAMILY: &'static str = FAMILY;
+    const NAME: &'static str = "settlement.list";
+    type Reply = SettlementList;
+}

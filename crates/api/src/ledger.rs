@@ -187,7 +187,8 @@ impl Command for Void {
 }
 
 /// Records that `amount` owed to `payee` was paid on chain. Idempotent by (network, tx hash,
-/// payee).
+/// payee, reference): one transaction may pay a payee several times (a batch of net transfers
+/// from several payers), each with its own reference.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PayoutSettled {
     /// The asset.
@@ -198,6 +199,10 @@ pub struct PayoutSettled {
     pub amount: Amount,
     /// The settlement transaction.
     pub tx_hash: B256,
+    /// What in the transaction paid it (a net transfer or payment id), when one transaction may
+    /// pay the payee more than once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
 }
 
 /// The answer to [`PayoutSettled`].
@@ -213,6 +218,36 @@ impl Command for PayoutSettled {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "ledger.payout_settled";
     type Reply = PayoutReply;
+}
+
+/// Records that the platform's fees were moved on chain from an agent's wallet (`payer`) to the
+/// platform's fee address: `fee_collected` up, on-chain mirror down. Idempotent by (network, tx
+/// hash, reference).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeesCollected {
+    /// The asset.
+    pub asset: Asset,
+    /// The agent's wallet the fees left.
+    pub payer: Address,
+    /// The amount moved.
+    pub amount: Amount,
+    /// The transaction.
+    pub tx_hash: B256,
+    /// What in the transaction moved them (the net transfer id).
+    pub reference: String,
+}
+
+/// The answer to [`FeesCollected`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeesCollectedReply {
+    /// The ledger transfer.
+    pub ledger_id: LedgerId,
+}
+
+impl Command for FeesCollected {
+    const FAMILY: &'static str = FAMILY;
+    const NAME: &'static str = "ledger.fees_collected";
+    type Reply = FeesCollectedReply;
 }
 
 /// The balances of an agent's wallets.

@@ -418,6 +418,14 @@ pub struct Captured {
     pub nonce: awx_x402::B256,
     /// When it was captured (Unix seconds).
     pub captured_at_unix: i64,
+    /// The platform's fee captured with it (atomic units), moved on chain to the platform's fee
+    /// address by net settlement.
+    #[serde(default = "zero_text")]
+    pub fee: String,
+}
+
+fn zero_text() -> String {
+    "0".into()
 }
 
 /// The answer to [`OwnPayment`].
@@ -448,4 +456,66 @@ impl Command for OwnPayment {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "policy.own_payment";
     type Reply = OwnPaymentReply;
+}
+
+/// What a net transfer carries for the payments it covers: their amounts to the payee, or their
+/// fees to the platform's fee address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetKind {
+    /// The payments' amounts, to their payee.
+    Payee,
+    /// The payments' fees, to the platform.
+    Fee,
+}
+
+impl NetKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Payee => "payee",
+            Self::Fee => "fee",
+        }
+    }
+}
+
+/// Asks the policy service for a decision binding one net transfer: a new EIP-3009
+/// authorization from an agent's wallet for the sum of captured payments (their amounts to their
+/// payee, or their fees). The policy service checks that every payment is captured, was paid from
+/// `authorization.from` on `chain_id` in `token`, goes to `authorization.to` (for `Payee`), and
+/// that the amounts (or fees) add up to `authorization.value` exactly; then it signs a decision
+/// (`awx-decision`, with `covers`) the signer will accept for exactly this transfer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetDecide {
+    /// The net transfer (the decision's `jti`, and the signer's request id).
+    pub transfer_id: uuid::Uuid,
+    /// What it carries.
+    pub kind: NetKind,
+    /// The chain id.
+    pub chain_id: u64,
+    /// The token.
+    pub token: Address,
+    /// The authorization to bind.
+    pub authorization: awx_x402::Eip3009Authorization,
+    /// The payments covered (ledger ids).
+    pub payment_ids: Vec<LedgerId>,
+}
+
+/// The answer to [`NetDecide`]: the decision and what the signer needs with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetDecision {
+    /// The compact JWT.
+    pub decision: String,
+    /// The agent whose wallet pays.
+    pub agent_id: AgentId,
+    /// The token's EIP-712 name.
+    pub token_name: String,
+    /// The token's EIP-712 version.
+    pub token_version: String,
+}
+
+impl Command for NetDecide {
+    const FAMILY: &'static str = FAMILY;
+    const NAME: &'static str = "policy.net_decide";
+    type Reply = NetDecision;
 }

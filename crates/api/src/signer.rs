@@ -43,6 +43,10 @@ pub mod codes {
     pub const PAYMENT_ALREADY_SIGNED: &str = "payment_already_signed";
     /// The wallet already signed this nonce (on this chain and token) for another payment.
     pub const NONCE_ALREADY_SIGNED: &str = "nonce_already_signed";
+    /// A payment of a net transfer is already part of another signed net transfer of its kind.
+    pub const PAYMENT_ALREADY_NETTED: &str = "payment_already_netted";
+    /// A payment of a net transfer was never signed by this wallet on this chain and token.
+    pub const UNKNOWN_PAYMENT: &str = "unknown_payment";
 }
 
 /// An EIP-1559 transaction to sign with a relayer key.
@@ -156,5 +160,43 @@ pub struct AuthorizationSigned {
 impl Command for SignAuthorization {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "signer.sign_authorization";
+    type Reply = AuthorizationSigned;
+}
+
+/// Signs a net transfer: one EIP-3009 `TransferWithAuthorization` from an agent's wallet for
+/// the sum of captured payments (their amounts to their payee, or their fees to the platform),
+/// only against a decision of the policy service whose claims bind every field and, in
+/// `covers`, exactly these payments and this kind.
+///
+/// The transfer id is the idempotency key (the same request gets the same signature). Each
+/// payment must be an authorization this wallet signed on this chain and token, and is part of at
+/// most one signed net transfer of each kind, ever (`payment_already_netted`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignNetTransfer {
+    /// The net transfer (the decision's `jti`).
+    pub transfer_id: Uuid,
+    /// What it carries.
+    pub kind: crate::policy::NetKind,
+    /// The agent whose wallet pays (the decision's `sub`).
+    pub agent_id: AgentId,
+    /// The chain id of the token's EIP-712 domain.
+    pub chain_id: u64,
+    /// The token contract.
+    pub token: Address,
+    /// The token's EIP-712 name.
+    pub token_name: String,
+    /// The token's EIP-712 version.
+    pub token_version: String,
+    /// The message: `from` must be the agent's wallet.
+    pub authorization: Eip3009Authorization,
+    /// The payments it covers.
+    pub payment_ids: Vec<PaymentId>,
+    /// The policy service's decision.
+    pub decision: String,
+}
+
+impl Command for SignNetTransfer {
+    const FAMILY: &'static str = FAMILY;
+    const NAME: &'static str = "signer.sign_net_transfer";
     type Reply = AuthorizationSigned;
 }

@@ -4,13 +4,17 @@
 //! - [`token`]: our EIP-3009 token (`contracts/src/TestUSDC.sol`, deployed from the committed
 //!   artifacts) and any EIP-3009 token: reads, minting, `transferWithAuthorization` with the
 //!   overload chosen by signature length, simulation, and `Transfer` log checks.
+//! - [`batch`]: batches of calls in one transaction through Multicall3's `aggregate3`, and our
+//!   `Multicall3` (`contracts/src/Multicall3.sol`) installed at its usual address on anvil.
 //! - [`revert`]: why a call reverted, in the terms the x402 facilitators use.
-//! - [`rpc`]: code, nonces, gas and fee estimates, raw broadcast and receipts.
+//! - [`rpc`]: code, block number, nonces, gas and fee estimates, raw broadcast, receipts, and the
+//!   transaction that used an EIP-3009 authorization.
 //! - [`anvil`]: a local anvil node on a free loopback port, for tests and `make run`.
 //!
 //! This is the only crate that talks to a chain.
 
 pub mod anvil;
+pub mod batch;
 pub mod provider;
 pub mod revert;
 pub mod rpc;
@@ -19,6 +23,10 @@ pub mod token;
 /// A mined transaction's receipt.
 pub use alloy::rpc::types::TransactionReceipt;
 pub use anvil::{Anvil, AnvilOptions, find_tool};
+pub use batch::{
+    Call3, CallResult, MULTICALL3_ADDRESS, aggregate3_calldata, decode_aggregate3_results,
+    install_multicall3,
+};
 pub use provider::{connect, connect_with_wallet, send_native};
 pub use revert::RevertKind;
 pub use rpc::{ChainClient, SendError};

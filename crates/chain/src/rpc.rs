@@ -1,15 +1,16 @@
 //! The chain reads and writes the settlement service needs beyond a token's own functions:
-//! code at an address, account nonces, gas and fee estimates, raw transaction broadcast, and
-//! receipts.
+//! code at an address, the block number, account nonces, gas and fee estimates, raw transaction
+//! broadcast, receipts, and where an EIP-3009 authorization was used.
 
 use alloy::network::TransactionBuilder as _;
 use alloy::primitives::{Address, B256, Bytes};
 use alloy::providers::{DynProvider, Provider};
-use alloy::rpc::types::{TransactionReceipt, TransactionRequest};
+use alloy::rpc::types::{Filter, TransactionReceipt, TransactionRequest};
+use alloy::sol_types::SolEvent as _;
 
 use crate::ChainError;
 use crate::revert::RevertKind;
-use crate::token::Token;
+use crate::token::{Eip3009Token, Token};
 
 /// Why a raw transaction was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,6 +55,11 @@ impl ChainClient {
     /// The chain id the node reports.
     pub async fn chain_id(&self) -> Result<u64, ChainError> {
         self.provider.get_chain_id().await.map_err(rpc_error)
+    }
+
+    /// The number of the latest block.
+    pub async fn block_number(&self) -> Result<u64, ChainError> {
+        self.provider.get_block_number().await.map_err(rpc_error)
     }
 
     /// The bytecode at `address` (empty for an externally owned account).
@@ -111,5 +117,31 @@ impl ChainClient {
     /// The receipt of `hash`, once mined.
     pub async fn receipt(&self, hash: B256) -> Result<Option<TransactionReceipt>, ChainError> {
         self.provider.get_transaction_receipt(hash).await.map_err(rpc_error)
+    }
+
+    /// The hash of the transaction that used `authorizer`'s EIP-3009 `nonce` on `token` (its
+    /// `AuthorizationUsed` log, searched from `from_block` to the latest block), or `None` when
+    /// no such log exists (also when `from_block` is past the latest block, which nodes refuse
+    /// to search). A canceled authorization has no such log.
+    pub async fn authorization_used_tx(
+        &self,
+        token: Address,
+        authorizer: Address,
+        nonce: B256,
+        from_block: u64,
+    ) -> Result<Option<B256>, ChainError> {
+        let latest = self.block_number().await?;
+        if from_block > latest {
+            return Ok(None);
+        }
+        let filter = Filter::new()
+            .address(token)
+            .event_signature(Eip3009Token::AuthorizationUsed::SIGNATURE_HASH)
+            .topic1(authorizer.into_word())
+            .topic2(nonce)
+            .from_block(from_block)
+            .to_block(latest);
+        let logs = self.provider.get_logs(&filter).await.map_err(rpc_error)?;
+        Ok(logs.iter().find_map(|log| log.transaction_hash))
     }
 }

@@ -78,12 +78,12 @@ pub struct Token {
     contract: Eip3009Token::Eip3009TokenInstance<DynProvider>,
 }
 
-fn hex_bytecode(text: &str) -> Result<Vec<u8>, ChainError> {
+pub(crate) fn hex_bytecode(text: &str) -> Result<Vec<u8>, ChainError> {
     alloy::primitives::hex::decode(text.trim())
         .map_err(|error| ChainError::Node(format!("committed bytecode is not hex: {error}")))
 }
 
-async fn deploy(provider: &DynProvider, code: Vec<u8>) -> Result<Address, ChainError> {
+pub(crate) async fn deploy(provider: &DynProvider, code: Vec<u8>) -> Result<Address, ChainError> {
     let request = TransactionRequest::default().with_deploy_code(code);
     let receipt = provider
         .send_transaction(request)
@@ -319,6 +319,35 @@ impl Token {
         value: U256,
     ) -> bool {
         self.transfer_log(receipt, from, to, value).is_some()
+    }
+
+    /// Whether `receipt` carries this token's `AuthorizationUsed(authorizer, nonce)` log: the
+    /// authorization was used in that transaction (in a batch, other calls may have failed).
+    pub fn receipt_has_authorization_used(
+        &self,
+        receipt: &TransactionReceipt,
+        authorizer: Address,
+        nonce: B256,
+    ) -> bool {
+        receipt.inner.logs().iter().any(|log| {
+            log.address() == self.address()
+                && Eip3009Token::AuthorizationUsed::decode_log_data(log.data())
+                    .is_ok_and(|event| event.authorizer == authorizer && event.nonce == nonce)
+        })
+    }
+
+    /// Every `Transfer(from, to, value)` log of any token in `receipt`: (token, from, to, value).
+    pub fn transfers_in(receipt: &TransactionReceipt) -> Vec<(Address, Address, Address, U256)> {
+        receipt
+            .inner
+            .logs()
+            .iter()
+            .filter_map(|log| {
+                Eip3009Token::Transfer::decode_log_data(log.data())
+                    .ok()
+                    .map(|event| (log.address(), event.from, event.to, event.value))
+            })
+            .collect()
     }
 
     /// The index in its block of this token's `Transfer(from, to, value)` log in `receipt` (a

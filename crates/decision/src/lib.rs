@@ -119,6 +119,40 @@ pub struct DecisionClaims {
     pub valid_before: u64,
     /// The authorization's nonce.
     pub nonce: B256,
+    /// For a net transfer only: what of which payments it carries. Absent in a payment's own
+    /// decision, so a decision of one kind is never accepted for the other.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covers: Option<Covers>,
+}
+
+/// The payments a net transfer covers, bound by a digest so a decision stays small whatever
+/// their number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Covers {
+    /// `payee` (their amounts) or `fee` (their fees).
+    pub kind: String,
+    /// How many payments.
+    pub count: u64,
+    /// Keccak-256 of the payment ids, sorted, as text, each followed by a newline.
+    pub payments: B256,
+}
+
+impl Covers {
+    /// What a net transfer of `kind` over `payment_ids` (in any order) covers.
+    pub fn of<S: AsRef<str>>(kind: &str, payment_ids: &[S]) -> Self {
+        let mut sorted: Vec<&str> = payment_ids.iter().map(AsRef::as_ref).collect();
+        sorted.sort_unstable();
+        let mut text = String::new();
+        for id in &sorted {
+            text.push_str(id);
+            text.push('\n');
+        }
+        Self {
+            kind: kind.to_owned(),
+            count: u64::try_from(sorted.len()).unwrap_or(u64::MAX),
+            payments: alloy_primitives::keccak256(text.as_bytes()),
+        }
+    }
 }
 
 impl DecisionClaims {
@@ -156,7 +190,15 @@ impl DecisionClaims {
             valid_after: u64::try_from(authorization.valid_after).unwrap_or(u64::MAX),
             valid_before: u64::try_from(authorization.valid_before).unwrap_or(u64::MAX),
             nonce: authorization.nonce,
+            covers: None,
         }
+    }
+
+    /// These claims bound to a net transfer covering `covers` (see [`Covers`]).
+    #[must_use]
+    pub fn covering(mut self, covers: Covers) -> Self {
+        self.covers = Some(covers);
+        self
     }
 
     /// The EIP-712 domain the claims bind.
@@ -684,5 +726,116 @@ mod tests {
         (0..hex.len() / 2)
             .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
             .collect()
+    }
+
+    /// Three payment ids as the policy service and the signer write them (hyphenated UUIDs).
+    const PAYMENTS: [&str; 3] = [
+        "0190a3c4-8f2b-7c3e-9d1e-5f6a7b8c9d01",
+        "0190a3c4-8f2b-7c3e-9d1e-5f6a7b8c9d02",
+        "0190a3c4-8f2b-7c3e-9d1e-5f6a7b8c9d03",
+    ];
+
+    #[test]
+    fn covers_depend_on_the_kind_and_the_set_not_the_order() {
+        let covers = Covers::of("payee", &PAYMENTS);
+        assert_eq!(covers.kind, "payee");
+        assert_eq!(covers.count, 3);
+        // The digest is Keccak-256 of the sorted ids, each followed by a newline.
+        let text = format!("{}\n{}\n{}\n", PAYMENTS[0], PAYMENTS[1], PAYMENTS[2]);
+        assert_eq!(covers.payments, alloy_primitives::keccak256(text.as_bytes()));
+
+        // Any order, owned or borrowed: the same covers.
+        let reversed: Vec<String> = PAYMENTS.iter().rev().map(|id| (*id).to_owned()).collect();
+        assert_eq!(Covers::of("payee", &reversed), covers);
+        let rotated = [PAYMENTS[1], PAYMENTS[2], PAYMENTS[0]];
+        assert_eq!(Covers::of("payee", &rotated), covers);
+
+        // Another kind over the same set.
+        let fees = Covers::of("fee", &PAYMENTS);
+        assert_ne!(fees, covers);
+        assert_eq!(fees.kind, "fee");
+        // Another set of the same size: the digest differs.
+        let other = Covers::of(
+            "payee",
+            &[PAYMENTS[0], PAYMENTS[1], "0190a3c4-8f2b-7c3e-9d1e-5f6a7b8c9d04"],
+        );
+        assert_ne!(other.payments, covers.payments);
+        assert_ne!(other, covers);
+        // One id more, or one fewer: the digest differs, not only the count.
+        let more = Covers::of(
+            "payee",
+            &[PAYMENTS[0], PAYMENTS[1], PAYMENTS[2], "0190a3c4-8f2b-7c3e-9d1e-5f6a7b8c9d04"],
+        );
+        assert_eq!(more.count, 4);
+        assert_ne!(more.payments, covers.payments);
+        let fewer = Covers::of("payee", &PAYMENTS[..2]);
+        assert_eq!(fewer.count, 2);
+        assert_ne!(fewer.payments, covers.payments);
+        // An id named twice is not the set once.
+        let twice = Covers::of("payee", &[PAYMENTS[0], PAYMENTS[1], PAYMENTS[2], PAYMENTS[2]]);
+        assert_ne!(twice.payments, covers.payments);
+        // The separator keeps ids apart: "ab","c" is not "a","bc".
+        assert_ne!(
+            Covers::of("payee", &["ab", "c"]).payments,
+            Covers::of("payee", &["a", "bc"]).payments
+        );
+        // No payments is a covers of its own (count 0), unlike any set.
+        let none: [&str; 0] = [];
+        assert_eq!(Covers::of("payee", &none).count, 0);
+        assert_ne!(Covers::of("payee", &none).payments, covers.payments);
+    }
+
+    #[test]
+    fn claims_with_covers_round_trip_and_are_bound_by_the_signature() {
+        let covers = Covers::of("fee", &PAYMENTS);
+        let issued = claims(NOW, 60).covering(covers.clone());
+        assert_eq!(issued.covers, Some(covers.clone()));
+        let token = key().sign(&issued).unwrap();
+        let verified = verifier().verify(&token, NOW).unwrap();
+        assert_eq!(verified, issued);
+        assert_eq!(verified.covers, Some(covers));
+
+        // On the wire: an object with the kind, the count and the digest.
+        let json = serde_json::to_value(&issued).unwrap();
+        assert_eq!(json["covers"]["kind"], "fee");
+        assert_eq!(json["covers"]["count"], 3);
+        assert!(json["covers"]["payments"].as_str().unwrap().starts_with("0x"));
+
+        // Covers changed in the payload (another set, or removed) break the signature.
+        let parts: Vec<&str> = token.split('.').collect();
+        let mut other_set = issued.clone();
+        other_set.covers = Some(Covers::of("fee", &PAYMENTS[..2]));
+        let mut without = issued;
+        without.covers = None;
+        for changed in [other_set, without] {
+            let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&changed).unwrap());
+            let tampered = format!("{}.{payload}.{}", parts[0], parts[2]);
+            assert_eq!(verifier().verify(&tampered, NOW), Err(DecisionError::BadSignature));
+        }
+    }
+
+    #[test]
+    fn claims_without_covers_have_no_covers_key_on_the_wire() {
+        let issued = claims(NOW, 60);
+        assert_eq!(issued.covers, None);
+        let json = serde_json::to_value(&issued).unwrap();
+        assert!(json.as_object().unwrap().get("covers").is_none(), "{json}");
+
+        // In the signed token's payload too: a payment's decision reads as it did before covers.
+        let token = key().sign(&issued).unwrap();
+        let payload = token.split('.').nth(1).unwrap();
+        let payload: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        let keys: Vec<&str> = payload.as_object().unwrap().keys().map(String::as_str).collect();
+        assert!(!keys.contains(&"covers"), "{keys:?}");
+        assert_eq!(keys.len(), 16, "the claims of a payment's decision: {keys:?}");
+        assert_eq!(verifier().verify(&token, NOW).unwrap().covers, None);
+
+        // A payload written without the field (a decision issued before it existed) reads as
+        // `None`; an explicit null too.
+        let mut old = serde_json::to_value(&issued).unwrap();
+        assert_eq!(serde_json::from_value::<DecisionClaims>(old.clone()).unwrap(), issued);
+        old["covers"] = serde_json::Value::Null;
+        assert_eq!(serde_json::from_value::<DecisionClaims>(old).unwrap().covers, None);
     }
 }

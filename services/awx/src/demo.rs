@@ -51,11 +51,19 @@ async fn report(Extension(paid): Extension<PaymentInfo>) -> Json<Value> {
     }))
 }
 
+/// How long the demo's authorizations are valid: net settlement starts once they expire.
+pub(crate) const DEMO_MAX_TIMEOUT_SECONDS: u64 = 60;
+
 fn paywall(settings: &DemoSettings, atomic: u128, what: &str) -> anyhow::Result<PaymentLayer> {
     let price =
         Price::atomic(atomic, settings.token, &settings.token_name, &settings.token_version);
     PaymentLayer::builder()
-        .offer(PaymentOffer::new(price, settings.pay_to).network(Network::evm(settings.chain_id)))
+        .offer(
+            PaymentOffer::new(price, settings.pay_to)
+                .network(Network::evm(settings.chain_id))
+                // Short-lived authorizations, so net settlement is seen within minutes.
+                .max_timeout_seconds(DEMO_MAX_TIMEOUT_SECONDS),
+        )
         .description(what)
         .mime_type("application/json")
         .facilitator(

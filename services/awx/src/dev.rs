@@ -154,6 +154,12 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     let token: Token = deploy_test_usdc(&provider, TOKEN_NAME, TOKEN_VERSION)
         .await
         .context("deploying the token")?;
+    // Multicall3's ABI at its canonical address, as on Base, Ethereum and Polygon: the batch
+    // settlement worker sends every net transfer of a run through it.
+    let batch_contract =
+        awx_chain::batch::install_multicall3(&provider).await.context("installing Multicall3")?;
+    // The platform's fees go to the deployer's address (the development platform operator).
+    let fee_address = deployer.address();
     let mut wallets = Vec::new();
     for key in anvil.dev_keys().iter().skip(1).take(usize::from(args.wallets)) {
         token.mint(key.address(), U256::from(funds.atomic())).await.context("funding a wallet")?;
@@ -222,10 +228,11 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
             receipt_wait_ms: 15_000,
             faucet: true,
             faucet_token: Some(token.address()),
+            confirmations: 0,
         }],
         allowed_contracts: std::collections::BTreeMap::from([(
             state.network.clone(),
-            vec![token.address()],
+            vec![token.address(), batch_contract],
         )]),
         signer_kek_hex: dev_kek(&state_dir)?,
         decision_key_hex: dev_decision_key(&state_dir)?,
@@ -233,6 +240,17 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
         allow_private_targets: true,
         policy_upstream_timeout_ms: 5_000,
         state_dir,
+        // Short settings, so net settlement is seen within a couple of minutes.
+        batch: awx_settlement_service::config::BatchSettings {
+            interval_seconds: 10,
+            threshold_usd: "1.00".into(),
+            max_delay_seconds: 30,
+            eligibility_margin_seconds: 2,
+            fee_address: Some(fee_address),
+            contract: batch_contract,
+            replace_after_seconds: 30,
+            ..awx_settlement_service::config::BatchSettings::default()
+        },
     })
     .await
     .context("starting the services")?;
@@ -254,6 +272,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
             token: token.address(),
             token_name: TOKEN_NAME.into(),
             token_version: TOKEN_VERSION.into(),
+            rpc_url: state.rpc_url.clone(),
         },
         &args.demo_addr,
         demo_stop.clone(),
@@ -291,7 +310,16 @@ fn print_summary(state: &DevChainState, state_file: &std::path::Path) -> anyhow:
         state.token.eip712_name,
         state.token.eip712_version
     )?;
-    writeln!(out, "  deployer  {} (owner and minter of the token)", state.deployer.address)?;
+    writeln!(
+        out,
+        "  deployer  {} (owner and minter of the token; receives the platform's fees)",
+        state.deployer.address
+    )?;
+    writeln!(
+        out,
+        "  batch     {} (Multicall3: net settlement batches)",
+        awx_chain::batch::MULTICALL3_ADDRESS
+    )?;
     for wallet in &state.wallets {
         writeln!(
             out,

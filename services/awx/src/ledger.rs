@@ -23,7 +23,12 @@ pub(crate) struct LedgerArgs {
 enum LedgerCommand {
     /// Recompute every balance from the entries and check the invariants; exit 1 on any
     /// violation.
-    Check,
+    Check {
+        /// Also compare, on this chain's node, what each confirmed net settlement batch moved
+        /// (its `Transfer` logs) with what the ledger recorded for it (repeat for more chains).
+        #[arg(long)]
+        rpc_url: Vec<String>,
+    },
     /// Measure operations per second against the database (see docs/benchmarks.md).
     Bench(crate::ledger_bench::BenchArgs),
 }
@@ -37,7 +42,7 @@ pub(crate) async fn run(args: LedgerArgs) -> anyhow::Result<()> {
     };
     let bench_connections = match &args.command {
         LedgerCommand::Bench(bench) => bench.workers.saturating_mul(2),
-        LedgerCommand::Check => 2,
+        LedgerCommand::Check { .. } => 2,
     };
     // The checker only reads; the benchmark may start from an empty database.
     let migrate = matches!(args.command, LedgerCommand::Bench(_));
@@ -50,9 +55,17 @@ pub(crate) async fn run(args: LedgerArgs) -> anyhow::Result<()> {
         awx_service_kit::db::connect(&settings).await.context("connecting to the database")?;
     match args.command {
         LedgerCommand::Bench(bench) => crate::ledger_bench::run(pool, bench).await,
-        LedgerCommand::Check => {
-            let violations =
+        LedgerCommand::Check { rpc_url } => {
+            let mut violations =
                 awx_ledger_service::check::check(&pool).await.context("checking the ledger")?;
+            for url in &rpc_url {
+                let client = awx_chain::ChainClient::connect(url)?;
+                violations.extend(
+                    crate::chain_check::check_batches(&pool, &client)
+                        .await
+                        .with_context(|| format!("checking the batches on {url}"))?,
+                );
+            }
             let mut out = std::io::stdout().lock();
             if violations.is_empty() {
                 writeln!(out, "ledger check: every invariant holds")?;

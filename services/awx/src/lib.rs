@@ -9,6 +9,7 @@
 
 mod admin;
 mod bench;
+pub mod chain_check;
 mod demo;
 mod dev;
 mod facilitator_bench;

@@ -53,6 +53,8 @@ pub struct PlatformArgs {
     pub policy_upstream_timeout_ms: u64,
     /// Holds the development admin key between runs.
     pub state_dir: PathBuf,
+    /// The batch settlement worker's settings.
+    pub batch: awx_settlement_service::config::BatchSettings,
 }
 
 /// The running services.
@@ -65,6 +67,8 @@ pub struct Platform {
     signer: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     signer_shutdown: Shutdown,
     settlement: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// The settlement service's facilitator (the batch worker and tests drive it in-process).
+    pub facilitator: std::sync::Arc<awx_settlement_service::Facilitator>,
     /// The relayer addresses (they need native currency for gas).
     pub relayers: Vec<awx_x402::Address>,
     /// The gateway's base URL.
@@ -204,11 +208,13 @@ pub async fn start(args: PlatformArgs) -> anyhow::Result<Platform> {
         bus: bus("settlement"),
         ops_addr: args.settlement_ops_addr.clone(),
         networks: args.networks.clone(),
+        batch: args.batch.clone(),
         ..awx_settlement_service::SettlementSettings::default()
     };
     let settlement = awx_settlement_service::SettlementService::build(settlement_settings)
         .await
         .context("starting the settlement service")?;
+    let facilitator = settlement.facilitator();
 
     let policy_settings = awx_policy_service::PolicySettings {
         database: database(&args.database_url),
@@ -256,6 +262,7 @@ pub async fn start(args: PlatformArgs) -> anyhow::Result<Platform> {
         signer,
         signer_shutdown,
         settlement,
+        facilitator,
         relayers,
         gateway_url,
         admin_key,

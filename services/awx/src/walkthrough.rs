@@ -25,6 +25,7 @@ pub(crate) struct DemoChain {
     pub(crate) token_name: String,
     /// Its EIP-712 version.
     pub(crate) token_version: String,
+    pub(crate) rpc_url: String,
 }
 
 /// What the demo set up.
@@ -48,6 +49,10 @@ pub(crate) struct Demo {
     pub(crate) agent_balance: String,
     /// Who the demo API pays.
     pub(crate) pay_to: Address,
+    /// The token the demo is paid in.
+    pub(crate) token: Address,
+    /// The development chain's RPC endpoint.
+    pub(crate) rpc_url: String,
 }
 
 async fn post(http: &reqwest::Client, url: &str, key: &str, body: &Value) -> anyhow::Result<Value> {
@@ -91,7 +96,7 @@ pub(crate) async fn set_up(
             facilitator_url: format!("{gateway}/api/v1/x402/facilitator"),
             provider_key: text(&provider, "/api_key")?,
             token: chain.token,
-            token_name: chain.token_name,
+            token_name: chain.token_name.clone(),
             token_version: chain.token_version,
             chain_id: chain.chain_id,
             pay_to,
@@ -128,7 +133,14 @@ pub(crate) async fn set_up(
         agent_address: text(&agent, "/address")?,
         agent_balance: text(&funded, "/balances/0/available")?,
         pay_to,
+        token: chain.token,
+        rpc_url: chain.rpc_url,
     })
+}
+
+/// An address as 40 lowercase hex digits, without `0x`.
+fn alloy_hex(address: Address) -> String {
+    address.to_string().trim_start_matches("0x").to_lowercase()
 }
 
 /// Prints the walkthrough.
@@ -187,6 +199,27 @@ pub(crate) fn print(demo: &Demo) -> anyhow::Result<()> {
     writeln!(
         out,
         "  curl -s -X POST $AWX/api/v1/x402/payments/$PENDING/approve -H \"X-API-Key: $ADMIN\" | jq"
+    )?;
+    writeln!(
+        out,
+        "  # 7. net settlement: about {} s after step 3 the authorization has expired, and within the next",
+        demo::DEMO_MAX_TIMEOUT_SECONDS
+    )?;
+    writeln!(
+        out,
+        "  #    minute the batch worker moves the payment on chain to the payee (state settled, its transaction)"
+    )?;
+    writeln!(
+        out,
+        "  curl -s $AWX/api/v1/x402/payments/$(echo $PAID | jq -r .ledger_id) -H \"X-API-Key: $KEY\" | jq .settlement"
+    )?;
+    writeln!(out, "  #    and the payee's balance on chain (atomic units; 10000 is $0.01):")?;
+    writeln!(
+        out,
+        "  curl -s {} -H 'Content-Type: application/json' -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"eth_call\",\"params\":[{{\"to\":\"{}\",\"data\":\"0x70a08231000000000000000000000000{}\"}},\"latest\"]}}' | jq -r .result | xargs printf '%d\\n'",
+        demo.rpc_url,
+        demo.token.to_checksum(None),
+        alloy_hex(demo.pay_to)
     )?;
     writeln!(out, "Press Ctrl-C to stop.")?;
     out.flush()?;

@@ -105,6 +105,7 @@ async fn two_settlement_replicas_never_share_a_relayer_nonce() {
         receipt_wait_ms: 10_000,
         faucet: false,
         faucet_token: None,
+        confirmations: 0,
     }];
     let replica = awx_settlement_service::SettlementService::build(settings).await.unwrap();
     let replica_facilitator = replica.facilitator();

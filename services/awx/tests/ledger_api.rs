@@ -57,6 +57,7 @@ async fn balances_statements_and_fee_tiers_through_the_gateway() {
         allow_private_targets: false,
         policy_upstream_timeout_ms: 5_000,
         state_dir: state_dir.clone(),
+        batch: Default::default(),
     })
     .await
     .unwrap();

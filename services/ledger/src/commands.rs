@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use awx_api::ledger::{Balances, Capture, Deposit, FeeTiers, Hold, PayoutSettled, Statement, Void};
+use awx_api::ledger::{
+    Balances, Capture, Deposit, FeeTiers, FeesCollected, Hold, PayoutSettled, Statement, Void,
+};
 use awx_bus::{Command, CommandHandler, CommandMeta, CommandServer, HandlerError};
 use sqlx::PgConnection;
 
@@ -48,6 +50,7 @@ handle!(Hold, |ledger, conn, command| ledger.hold(conn, &command));
 handle!(Capture, |ledger, conn, command| ledger.capture(conn, &command));
 handle!(Void, |ledger, conn, command| ledger.void(conn, &command, false));
 handle!(PayoutSettled, |ledger, conn, command| ledger.payout_settled(conn, &command));
+handle!(FeesCollected, |ledger, conn, command| ledger.fees_collected(conn, &command));
 handle!(Balances, |ledger, conn, query| ledger.balances(conn, &query));
 handle!(Statement, |ledger, conn, query| ledger.statement(conn, &query));
 handle!(FeeTiers, |ledger, conn, query| ledger.fee_tiers(conn, &query));
@@ -66,6 +69,7 @@ impl LedgerHandlers {
             .handle::<Capture, _>(self.clone())?
             .handle::<Void, _>(self.clone())?
             .handle::<PayoutSettled, _>(self.clone())?
+            .handle::<FeesCollected, _>(self.clone())?
             .handle::<Balances, _>(self.clone())?
             .handle::<Statement, _>(self.clone())?
             .handle::<FeeTiers, _>(self)

@@ -12,8 +12,9 @@
 
 use awx_api::ledger::{
     Asset, Balances, BalancesReply, Capture, CaptureReply, Deposit, DepositReply, DepositSource,
-    FeeTiers, FeeTiersReply, Hold, HoldReply, LineKind, PayoutReply, PayoutSettled, Statement,
-    StatementLine, StatementReply, TierView, Void, VoidReply, WalletBalance,
+    FeeTiers, FeeTiersReply, FeesCollected, FeesCollectedReply, Hold, HoldReply, LineKind,
+    PayoutReply, PayoutSettled, Statement, StatementLine, StatementReply, TierView, Void,
+    VoidReply, WalletBalance,
 };
 use awx_ledger_core::fees::{self, usd_volume};
 use awx_ledger_core::model::{self, Account, AccountKey, Constraint, Leg, Operation};
@@ -493,60 +494,116 @@ impl Ledger {
         conn: &mut PgConnection,
         command: &PayoutSettled,
     ) -> Result<PayoutReply, LedgerFailure> {
-        check_asset(&command.asset)?;
-        if command.amount.is_zero() {
-            return Err(LedgerFailure::Invalid("a payout moves a positive amount".into()));
+        let outflow = Outflow {
+            key: match &command.reference {
+                None => format!(
+                    "payout:{}:{}:{}",
+                    command.asset.network,
+                    command.tx_hash,
+                    command.payee.to_string().to_lowercase()
+                ),
+                Some(reference) => format!(
+                    "payout:{}:{}:{}:{reference}",
+                    command.asset.network,
+                    command.tx_hash,
+                    command.payee.to_string().to_lowercase()
+                ),
+            },
+            request_hash: store::request_hash(command),
+            asset: &command.asset,
+            from: payable_spec(&command.asset, command.payee),
+            amount: command.amount,
+            short: "the payout is more than is owed to the payee",
+            metadata: serde_json::json!({"op": "payout", "payee": command.payee, "tx_hash": command.tx_hash}),
+        };
+        self.outflow(conn, outflow, |ledger_id, remaining| PayoutReply {
+            ledger_id,
+            payable_remaining: remaining,
+        })
+        .await
+    }
+
+    /// Records the platform's fees moved on chain from an agent's wallet to the fee address:
+    /// `fee_collected` up, on-chain mirror down.
+    pub async fn fees_collected(
+        &self,
+        conn: &mut PgConnection,
+        command: &FeesCollected,
+    ) -> Result<FeesCollectedReply, LedgerFailure> {
+        let outflow = Outflow {
+            key: format!(
+                "fees:{}:{}:{}",
+                command.asset.network, command.tx_hash, command.reference
+            ),
+            request_hash: store::request_hash(command),
+            asset: &command.asset,
+            from: platform_spec(
+                Code::FeeCollected,
+                &command.asset,
+                "main".to_owned(),
+                Constraint::None,
+            ),
+            amount: command.amount,
+            short: "unreachable: fee_collected has no constraint",
+            metadata: serde_json::json!({"op": "fees_collected", "payer": command.payer, "tx_hash": command.tx_hash}),
+        };
+        self.outflow(conn, outflow, |ledger_id, _| FeesCollectedReply { ledger_id }).await
+    }
+
+    /// Posts money that left the wallets on chain: `outflow.from` debited, the on-chain mirror
+    /// credited, once per key; the answer is `reply(transfer, what from still holds)`, and a
+    /// replay answers what was stored.
+    async fn outflow<R: Serialize + serde::de::DeserializeOwned>(
+        &self,
+        conn: &mut PgConnection,
+        outflow: Outflow<'_>,
+        reply: impl FnOnce(LedgerId, Amount) -> R,
+    ) -> Result<R, LedgerFailure> {
+        let Outflow { key, request_hash, asset, from, amount, short, metadata } = outflow;
+        check_asset(asset)?;
+        if amount.is_zero() {
+            return Err(LedgerFailure::Invalid(
+                "an on-chain outflow moves a positive amount".into(),
+            ));
         }
-        let key = format!(
-            "payout:{}:{}:{}",
-            command.asset.network,
-            command.tx_hash,
-            command.payee.to_string().to_lowercase()
-        );
-        let hash = store::request_hash(command);
         store::lock_key(conn, &key).await?;
-        if let Some(reply) = store::replay(conn, &key, &hash).await? {
-            return Ok(reply);
+        if let Some(stored) = store::replay(conn, &key, &request_hash).await? {
+            return Ok(stored);
         }
-        let ids = store::ensure_accounts(
-            conn,
-            &[payable_spec(&command.asset, command.payee), mirror_spec(&command.asset)],
-        )
-        .await?;
-        let legs = [Leg { debit: key_of(ids[0]), credit: key_of(ids[1]), amount: command.amount }];
+        let ids = store::ensure_accounts(conn, &[from, mirror_spec(asset)]).await?;
+        let legs = [Leg { debit: key_of(ids[0]), credit: key_of(ids[1]), amount }];
         let mut accounts = store::lock_accounts(conn, &ids).await?;
         let entries =
             model::apply(&mut accounts, Operation::Post(&legs)).map_err(|error| match error {
-                model::LedgerError::InsufficientFunds { .. } => LedgerFailure::InsufficientFunds(
-                    "the payout is more than is owed to the payee".into(),
-                ),
+                model::LedgerError::InsufficientFunds { .. } => {
+                    LedgerFailure::InsufficientFunds(short.into())
+                }
                 other => LedgerFailure::from_model(other),
             })?;
         let ledger_id = LedgerId::new();
-        let reply =
-            PayoutReply { ledger_id, payable_remaining: available(accounts.get(&key_of(ids[0]))) };
+        let answer = reply(ledger_id, available(accounts.get(&key_of(ids[0]))));
         store::write_transfer(
             conn,
             TransferRecord {
                 id: ledger_id,
                 idempotency_key: &key,
-                request_hash: &hash,
+                request_hash: &request_hash,
                 kind: "post",
                 pending_id: None,
                 status: "posted",
                 timeout_at: None,
-                network: &command.asset.network,
-                token: &token_text(command.asset.token),
+                network: &asset.network,
+                token: &token_text(asset.token),
                 owner: None,
-                metadata: serde_json::json!({"op": "payout", "payee": command.payee, "tx_hash": command.tx_hash}),
-                result: json(&reply)?,
+                metadata,
+                result: json(&answer)?,
             },
             &legs,
             &entries,
             &accounts,
         )
         .await?;
-        Ok(reply)
+        Ok(answer)
     }
 
     /// A transfer between any accounts (see [`GenericTransfer`]).
@@ -827,4 +884,15 @@ macro_rules! committed {
         }
         .await
     };
+}
+
+/// Money leaving the wallets on chain (see [`Ledger::outflow`]).
+struct Outflow<'a> {
+    key: String,
+    request_hash: Vec<u8>,
+    asset: &'a Asset,
+    from: AccountSpec,
+    amount: Amount,
+    short: &'static str,
+    metadata: serde_json::Value,
 }

@@ -24,6 +24,8 @@ pub enum Code {
     Payable,
     /// Platform fee revenue (sharded).
     FeeRevenue,
+    /// Fees moved on chain to the platform's fee address.
+    FeeCollected,
     /// The asset held on chain for the wallets.
     OnchainMirror,
     /// Payouts in flight on chain.
@@ -39,6 +41,7 @@ impl Code {
             Self::Wallet => "wallet",
             Self::Payable => "payable",
             Self::FeeRevenue => "fee_revenue",
+            Self::FeeCollected => "fee_collected",
             Self::OnchainMirror => "onchain_mirror",
             Self::SettlementClearing => "settlement_clearing",
             Self::Test => "test",

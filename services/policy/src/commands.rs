@@ -9,14 +9,14 @@ use std::sync::Arc;
 
 use awx_api::policy::{
     AgentList, AgentView, CreateAgent, CreateSession, Decide, DeleteAgent, GetAgent, GetPayment,
-    GetSession, ListAgents, OwnPayment, OwnPaymentReply, Pay, PaymentView, RevokeSession,
-    SessionView, SetPolicy,
+    GetSession, ListAgents, NetDecide, NetDecision, OwnPayment, OwnPaymentReply, Pay, PaymentView,
+    RevokeSession, SessionView, SetPolicy,
 };
 use awx_bus::{CommandHandler, CommandMeta, CommandServer, HandlerError};
 use sqlx::PgConnection;
 
 use crate::engine::Engine;
-use crate::{agents, approvals, own, pay, sessions};
+use crate::{agents, approvals, net, own, pay, sessions};
 
 /// The handlers of the policy service's commands.
 #[derive(Debug, Clone)]
@@ -74,6 +74,7 @@ handler!(GetPayment, PaymentView, |engine, command| approvals::get(
 ));
 handler!(Decide, PaymentView, |engine, command| approvals::decide(engine, &command));
 handler!(OwnPayment, OwnPaymentReply, |engine, command| own::own_payment(engine, &command));
+handler!(NetDecide, NetDecision, |engine, command| net::net_decide(engine, &command));
 
 impl PolicyHandlers {
     /// Handlers over `engine`.
@@ -100,6 +101,7 @@ impl PolicyHandlers {
             .handle::<Pay, _>(self.clone())?
             .handle::<GetPayment, _>(self.clone())?
             .handle::<Decide, _>(self.clone())?
-            .handle::<OwnPayment, _>(self)
+            .handle::<OwnPayment, _>(self.clone())?
+            .handle::<NetDecide, _>(self)
     }
 }

@@ -8,6 +8,8 @@
 //! - [`approvals`]: approving or rejecting payments above the approval threshold.
 //! - [`own`]: the facilitator's answers for payments our agents made (verify without the chain,
 //!   settle by capture).
+//! - [`net`]: decisions for the batch settlement worker's net transfers (payments captured,
+//!   from one wallet, adding up exactly).
 //! - [`sweeper`]: releases stuck, expired and unapproved payments.
 //! - [`commands`]: the bus commands (family `policy`, types in `awx_api::policy`).
 //!
@@ -21,6 +23,7 @@ pub mod commands;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod net;
 pub mod own;
 pub mod pay;
 pub mod payments;

@@ -10,7 +10,7 @@
 
 use awx_api::ledger::Capture;
 use awx_api::policy::{Captured, OwnAction, OwnPayment, OwnPaymentReply};
-use awx_types::LedgerId;
+use awx_types::{Amount, LedgerId};
 use awx_x402::{ErrorReason, ExactEvmPayload, SettleFailure, SettleResponse, VerifyResponse};
 
 use crate::agents;
@@ -64,6 +64,7 @@ fn captured(payment: &Payment, captured_at_unix: i64) -> Result<Captured, Failur
             .ok_or_else(|| Failure::internal("a captured payment has no validBefore"))?,
         nonce: payment.nonce.ok_or_else(|| Failure::internal("a captured payment has no nonce"))?,
         captured_at_unix,
+        fee: payment.fee.unwrap_or(Amount::ZERO).to_string(),
     })
 }
 

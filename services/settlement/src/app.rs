@@ -62,6 +62,12 @@ impl SettlementService {
         let commands = shutdown.spawn(server.run(shutdown.token()));
         let interval = Duration::from_millis(self.facilitator.settings.resume_interval_ms);
         shutdown.spawn(crate::resumer::run(self.facilitator.clone(), interval, shutdown.token()));
+        if self.facilitator.settings.batch.enabled {
+            let worker = Arc::new(crate::batch::BatchWorker::new(self.facilitator.clone()));
+            shutdown.spawn(crate::batch::run(worker, shutdown.token()));
+        }
+        let relay = awx_bus::OutboxRelay::new(&self.facilitator.bus, self.facilitator.pool.clone());
+        shutdown.spawn(relay.run(shutdown.token()));
         let bus = self.facilitator.bus.clone();
         let checks = vec![
             ReadinessCheck::postgres(self.facilitator.pool.clone()),

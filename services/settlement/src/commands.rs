@@ -5,7 +5,10 @@
 
 use std::sync::Arc;
 
-use awx_api::facilitator::{Faucet, FaucetReply, Settle, Supported, Verify, codes};
+use awx_api::facilitator::{
+    Faucet, FaucetReply, ItemSettlement, ListSettlements, PaymentSettlement, Settle,
+    SettlementList, Supported, Verify, codes,
+};
 use awx_bus::{CommandHandler, CommandMeta, CommandServer, HandlerError};
 use sqlx::PgConnection;
 
@@ -83,6 +86,28 @@ impl CommandHandler<Faucet> for FacilitatorHandlers {
     }
 }
 
+impl CommandHandler<PaymentSettlement> for FacilitatorHandlers {
+    async fn handle(
+        &self,
+        _tx: &mut PgConnection,
+        query: PaymentSettlement,
+        _meta: CommandMeta,
+    ) -> Result<Option<ItemSettlement>, HandlerError> {
+        self.facilitator.payment_settlement(query.payment_id).await.map_err(handler_error)
+    }
+}
+
+impl CommandHandler<ListSettlements> for FacilitatorHandlers {
+    async fn handle(
+        &self,
+        _tx: &mut PgConnection,
+        query: ListSettlements,
+        _meta: CommandMeta,
+    ) -> Result<SettlementList, HandlerError> {
+        self.facilitator.list_settlements(&query).await.map_err(handler_error)
+    }
+}
+
 impl FacilitatorHandlers {
     /// Handlers over `facilitator`.
     pub fn new(facilitator: Arc<Facilitator>) -> Self {
@@ -100,6 +125,8 @@ impl FacilitatorHandlers {
             .handle::<Verify, _>(self.clone())?
             .handle::<Settle, _>(self.clone())?
             .handle::<Supported, _>(self.clone())?
-            .handle::<Faucet, _>(self)
+            .handle::<Faucet, _>(self.clone())?
+            .handle::<PaymentSettlement, _>(self.clone())?
+            .handle::<ListSettlements, _>(self)
     }
 }

@@ -27,43 +27,100 @@ pub struct NetworkSettings {
     /// The token the faucet mints (required when `faucet` is on).
     #[serde(default)]
     pub faucet_token: Option<awx_x402::Address>,
+    /// How many blocks must follow a batch transaction's block before the batch worker counts
+    /// it confirmed (0 on anvil; a few on Base, more on Ethereum and Polygon).
+    #[serde(default)]
+    pub confirmations: u64,
 }
 
 fn default_receipt_wait_ms() -> u64 {
     15_000
 }
 
-/// Net settlement of our own agents' payments: queued captures are grouped by (network, payer,
-/// payee); a group is settled when its total reaches `threshold_usd` or its oldest item has
-/// waited `max_delay_seconds`, checked every `interval_seconds`. (The batch worker is not built
-/// yet; the settle path already promises `settleBy` from these.)
+/// Net settlement of our own agents' payments (the batch worker, `crate::batch`): queued
+/// captures become eligible once their authorization has expired unused; eligible items are
+/// grouped by (network, token, payer, payee); every `interval_seconds` a group is settled when
+/// its total reaches `threshold_usd` or its oldest item has waited `max_delay_seconds`. Each
+/// group becomes one EIP-3009 transfer, and all transfers of a chain go out in one Multicall3
+/// `aggregate3` transaction.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BatchSettings {
+    /// Whether the worker runs in this replica.
+    pub enabled: bool,
     /// How often groups are checked.
     pub interval_seconds: u64,
     /// A group's total, in US dollars as a decimal string, at which it is settled at once.
     pub threshold_usd: String,
     /// The longest an item waits (after its authorization expires) before its group is settled.
     pub max_delay_seconds: u64,
+    /// How long after `validBefore` an authorization is read on chain (clock skew between us
+    /// and the chain's block times).
+    pub eligibility_margin_seconds: u64,
+    /// Where the platform's fees go on chain; `None` leaves them in the agents' wallets.
+    pub fee_address: Option<awx_x402::Address>,
+    /// The batch contract (Multicall3's ABI; deployed at this address on Base, Ethereum and
+    /// Polygon; `make run` places ours there on anvil).
+    pub contract: awx_x402::Address,
+    /// At most this many transfers in one batch transaction (bounds its gas: about 40,000 to
+    /// 60,000 gas each).
+    pub transfers_max: usize,
+    /// A batch transaction unmined this long is replaced with a higher fee on the same nonce.
+    pub replace_after_seconds: u64,
+    /// The replacement's fees are the old ones times this percentage (nodes want at least 110).
+    pub fee_bump_percent: u64,
+    /// A transfer that failed inside this many batches is flagged for an operator.
+    pub attempts_max: i32,
+    /// How long a net transfer's authorization stays valid (`validBefore = now + this`), so a
+    /// failed transfer can be retried as signed.
+    pub authorization_ttl_seconds: u64,
+    /// At most this many expired items are read on chain per pass.
+    pub items_per_pass_max: i64,
 }
 
 impl Default for BatchSettings {
     fn default() -> Self {
-        Self { interval_seconds: 300, threshold_usd: "10.00".into(), max_delay_seconds: 3_600 }
+        Self {
+            enabled: true,
+            interval_seconds: 300,
+            threshold_usd: "10.00".into(),
+            max_delay_seconds: 3_600,
+            eligibility_margin_seconds: 30,
+            fee_address: None,
+            contract: awx_chain::batch::MULTICALL3_ADDRESS,
+            transfers_max: 100,
+            replace_after_seconds: 120,
+            fee_bump_percent: 125,
+            attempts_max: 5,
+            authorization_ttl_seconds: 7 * 24 * 3_600,
+            items_per_pass_max: 20_000,
+        }
     }
 }
 
 impl BatchSettings {
+    /// The threshold in micro-dollars.
+    pub fn threshold_micros(&self) -> Result<awx_types::Amount, String> {
+        awx_types::Amount::from_decimal_str(&self.threshold_usd, 6)
+            .map_err(|error| format!("batch.threshold_usd {:?}: {error}", self.threshold_usd))
+    }
+
     fn validate(&self) -> Result<(), String> {
         if self.interval_seconds == 0 || self.max_delay_seconds == 0 {
             return Err("batch: interval_seconds and max_delay_seconds must be positive".into());
         }
         // Dollars to at most micro-dollars, exactly (no floats).
-        let threshold = awx_types::Amount::from_decimal_str(&self.threshold_usd, 6)
-            .map_err(|error| format!("batch.threshold_usd {:?}: {error}", self.threshold_usd))?;
-        if threshold.is_zero() {
+        if self.threshold_micros()?.is_zero() {
             return Err("batch.threshold_usd must be positive".into());
+        }
+        if self.transfers_max == 0 || self.transfers_max > 1_000 {
+            return Err("batch.transfers_max must be 1 to 1000".into());
+        }
+        if self.fee_bump_percent < 110 || self.attempts_max < 1 || self.items_per_pass_max < 1 {
+            return Err("batch: fee_bump_percent must be at least 110, attempts_max and items_per_pass_max positive".into());
+        }
+        if self.authorization_ttl_seconds < 60 || self.replace_after_seconds == 0 {
+            return Err("batch: authorization_ttl_seconds must be at least 60, replace_after_seconds positive".into());
         }
         Ok(())
     }
@@ -168,6 +225,7 @@ mod tests {
             receipt_wait_ms: 1_000,
             faucet,
             faucet_token,
+            confirmations: 0,
         }
     }
 

@@ -79,6 +79,8 @@ pub struct Chain {
     pub receipt_wait: Duration,
     /// The token the development faucet mints, when the faucet is on.
     pub faucet_token: Option<Address>,
+    /// Blocks after a batch transaction's block before it counts as confirmed.
+    pub confirmations: u64,
 }
 
 /// The facilitator: chains, relayers, storage.
@@ -170,6 +172,7 @@ impl Facilitator {
                     client,
                     receipt_wait: Duration::from_millis(network.receipt_wait_ms),
                     faucet_token: network.faucet_token.filter(|_| network.faucet),
+                    confirmations: network.confirmations,
                 },
             );
         }
@@ -179,6 +182,11 @@ impl Facilitator {
     /// The chain of a CAIP-2 network, if served.
     pub fn chain(&self, network: &str) -> Option<&Chain> {
         self.chains.get(network)
+    }
+
+    /// Every chain served.
+    pub fn chains(&self) -> impl Iterator<Item = &Chain> {
+        self.chains.values()
     }
 
     /// The chain with `chain_id`, if served.

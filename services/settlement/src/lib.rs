@@ -6,13 +6,19 @@
 //! - [`settle`]: settle on chain exactly once per (network, payer, nonce), with every step stored
 //!   before broadcast and relayer nonces allocated under a row lock.
 //! - [`faucet`]: the development faucet: a mint from a relayer, then a ledger deposit.
+//! - [`batch`], [`batch_send`]: the batch settlement worker: nets the queued captures into one
+//!   EIP-3009 transfer per (token, payer, payee) group and sends every transfer of a chain in one
+//!   Multicall3 `aggregate3` transaction, crash-safe and safe with several replicas.
 //! - [`resumer`]: re-broadcasts stored transactions and records late receipts and deposits.
+//! - [`views`]: a payment's settlement state and a provider's net settlements.
 //! - [`commands`]: the bus commands (family `settlement`, types in `awx_api::facilitator`).
 //!
 //! The service owns the `settlement` schema. Transactions are signed by the signer service
 //! (`awx_api::signer`); this service never holds a key.
 
 pub mod app;
+pub mod batch;
+pub mod batch_send;
 pub mod commands;
 pub mod config;
 pub mod facilitator;
@@ -20,6 +26,7 @@ pub mod faucet;
 pub mod own;
 pub mod resumer;
 pub mod settle;
+pub mod views;
 
 pub use app::SettlementService;
 pub use config::SettlementSettings;

@@ -107,11 +107,17 @@ impl Facilitator {
                     captured.amount
                 ))
             })?;
+        let fee = Amount::parse_atomic(&captured.fee).map_err(|error| {
+            FacilitatorError::Inconsistent(format!(
+                "the policy service reported a fee of {:?}: {error}",
+                captured.fee
+            ))
+        })?;
         let payment_id = captured.ledger_id.as_uuid();
         let inserted = sqlx::query(
             "INSERT INTO settlement.items
-               (payment_id, network, token, payer, payee, amount, valid_before, nonce, captured_at, provider)
-             VALUES ($1, $2, $3, $4, $5, $6::numeric, $7, $8, 'epoch'::timestamptz + $9 * interval '1 second', $10)
+               (payment_id, network, token, payer, payee, amount, valid_before, nonce, captured_at, provider, fee)
+             VALUES ($1, $2, $3, $4, $5, $6::numeric, $7, $8, 'epoch'::timestamptz + $9 * interval '1 second', $10, $11::numeric)
              ON CONFLICT DO NOTHING",
         )
         .bind(payment_id)
@@ -124,6 +130,7 @@ impl Facilitator {
         .bind(format!("{:#x}", captured.nonce))
         .bind(captured.captured_at_unix)
         .bind(provider.as_uuid())
+        .bind(fee.to_string())
         .execute(&self.pool)
         .await?;
         let row = sqlx::query(

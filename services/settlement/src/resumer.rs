@@ -2,7 +2,8 @@
 //! `signed` (a crash or a node hiccup between storing and broadcasting; a stuck nonce would block
 //! every later transaction of its relayer), and records receipts that arrive after a settle or a
 //! faucet mint stopped waiting (a settlement's outcome; a mint's ledger deposit). Several replicas
-//! may run it: re-sending a signed transaction is the same transaction, and recording an outcome
+//! may run it. Batch transactions are the batch worker's (`crate::batch`), which follows and
+//! replaces them itself. Several replicas may run it: re-sending a signed transaction is the same transaction, and recording an outcome
 //! (or a deposit, idempotent in the ledger by transaction and log index) is idempotent.
 
 use std::sync::Arc;
@@ -21,7 +22,8 @@ pub async fn resume_once(facilitator: &Facilitator) -> Result<usize, Facilitator
     let rows = sqlx::query(
         "SELECT t.id, t.chain_id, t.raw, t.hash, t.state, t.purpose, t.settlement_id, t.deposit, s.payload
          FROM settlement.chain_txs t LEFT JOIN settlement.settlements s ON s.id = t.settlement_id
-         WHERE t.state IN ('signed', 'broadcast') AND t.updated_at < now() - interval '1 second'
+         WHERE t.state IN ('signed', 'broadcast') AND t.purpose <> 'batch'
+           AND t.updated_at < now() - interval '1 second'
          ORDER BY t.updated_at LIMIT 100",
     )
     .fetch_all(&facilitator.pool)

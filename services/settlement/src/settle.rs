@@ -327,26 +327,16 @@ impl Facilitator {
             .send(&request, timeout)
             .await
             .map_err(|error| SignFailure::Error(FacilitatorError::Signer(error.to_string())))?;
-        let (purpose_name, settlement_id, deposit) = match purpose {
-            Purpose::Settlement(settlement_id) => ("settlement", Some(settlement_id), None),
-            Purpose::Faucet(deposit) => ("faucet", None, Some(deposit)),
+        let stored = StoredTx {
+            id,
+            chain_id,
+            relayer,
+            nonce,
+            gas_limit,
+            max_fee_per_gas,
+            max_priority_fee_per_gas,
         };
-        sqlx::query(
-            "INSERT INTO settlement.chain_txs (id, settlement_id, chain_id, relayer, nonce, raw, hash, state, purpose, deposit)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'signed', $8, $9)",
-        )
-        .bind(id)
-        .bind(settlement_id)
-        .bind(chain_id)
-        .bind(lower(relayer))
-        .bind(nonce)
-        .bind(signed.raw.to_vec())
-        .bind(format!("{:#x}", signed.hash))
-        .bind(purpose_name)
-        .bind(deposit)
-        .execute(&mut *tx)
-        .await
-        .map_err(database_error)?;
+        insert_chain_tx(tx, &stored, &signed, purpose).await.map_err(database_error)?;
         sqlx::query("UPDATE settlement.relayer_nonces SET next_nonce = $3 WHERE chain_id = $1 AND relayer = $2")
             .bind(chain_id)
             .bind(lower(relayer))
@@ -501,6 +491,62 @@ pub(crate) enum Purpose {
     Settlement(Uuid),
     /// A development faucet mint; the deposit to record in the ledger once it is mined.
     Faucet(serde_json::Value),
+    /// It carries this batch of net transfers.
+    Batch(Uuid),
+}
+
+/// How a relayer transaction was made (what a replacement needs to sign it again).
+#[derive(Debug, Clone)]
+pub(crate) struct StoredTx {
+    /// Its `settlement.chain_txs` id (the signing request's id).
+    pub(crate) id: Uuid,
+    /// The chain id.
+    pub(crate) chain_id: i64,
+    /// The relayer that sends it.
+    pub(crate) relayer: Address,
+    /// The relayer's nonce.
+    pub(crate) nonce: i64,
+    /// The gas limit.
+    pub(crate) gas_limit: u64,
+    /// The fee cap per gas (wei).
+    pub(crate) max_fee_per_gas: u128,
+    /// The priority fee per gas (wei).
+    pub(crate) max_priority_fee_per_gas: u128,
+}
+
+/// Inserts a signed relayer transaction into `settlement.chain_txs` as `signed`, in `tx`.
+pub(crate) async fn insert_chain_tx(
+    tx: &mut PgConnection,
+    stored: &StoredTx,
+    signed: &awx_api::signer::SignedTransaction,
+    purpose: Purpose,
+) -> Result<(), sqlx::Error> {
+    let (purpose_name, settlement_id, deposit, batch_id) = match purpose {
+        Purpose::Settlement(settlement_id) => ("settlement", Some(settlement_id), None, None),
+        Purpose::Faucet(deposit) => ("faucet", None, Some(deposit), None),
+        Purpose::Batch(batch_id) => ("batch", None, None, Some(batch_id)),
+    };
+    sqlx::query(
+        "INSERT INTO settlement.chain_txs (id, settlement_id, chain_id, relayer, nonce, raw, hash, state, purpose, deposit,
+                                           batch_id, gas_limit, max_fee_per_gas, max_priority_fee_per_gas)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'signed', $8, $9, $10, $11, $12::numeric, $13::numeric)",
+    )
+    .bind(stored.id)
+    .bind(settlement_id)
+    .bind(stored.chain_id)
+    .bind(lower(stored.relayer))
+    .bind(stored.nonce)
+    .bind(signed.raw.to_vec())
+    .bind(format!("{:#x}", signed.hash))
+    .bind(purpose_name)
+    .bind(deposit)
+    .bind(batch_id)
+    .bind(i64::try_from(stored.gas_limit).unwrap_or(i64::MAX))
+    .bind(stored.max_fee_per_gas.to_string())
+    .bind(stored.max_priority_fee_per_gas.to_string())
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 /// A relayer transaction to sign and store ([`Facilitator::sign_and_store`]).

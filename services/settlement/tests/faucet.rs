@@ -46,6 +46,7 @@ async fn the_faucet_mints_on_chain_and_the_ledger_records_each_deposit() {
                 receipt_wait_ms: 10_000,
                 faucet: false,
                 faucet_token: None,
+                confirmations: 0,
             });
         }),
         ..Options::default()

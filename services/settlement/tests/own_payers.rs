@@ -74,6 +74,7 @@ impl CommandHandler<OwnPayment> for FakePolicy {
                     valid_before_unix: i64::try_from(auth.valid_before).unwrap(),
                     nonce: auth.nonce,
                     captured_at_unix: self.captured_at_unix,
+                    fee: "0".into(),
                 }),
             },
         })

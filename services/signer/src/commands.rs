@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use awx_api::signer::{
-    AuthorizationSigned, CreateWallet, Relayers, RelayersReply, SignAuthorization, SignTransaction,
-    SignedTransaction, WalletReply,
+    AuthorizationSigned, CreateWallet, Relayers, RelayersReply, SignAuthorization, SignNetTransfer,
+    SignTransaction, SignedTransaction, WalletReply,
 };
 use awx_bus::{CommandHandler, CommandMeta, CommandServer, HandlerError};
 use sqlx::{PgConnection, PgPool};
@@ -75,6 +75,17 @@ impl CommandHandler<SignAuthorization> for SignerHandlers {
     }
 }
 
+impl CommandHandler<SignNetTransfer> for SignerHandlers {
+    async fn handle(
+        &self,
+        conn: &mut PgConnection,
+        command: SignNetTransfer,
+        _meta: CommandMeta,
+    ) -> Result<AuthorizationSigned, HandlerError> {
+        self.custody.sign_net_transfer(conn, &command).await.map_err(handler_error)
+    }
+}
+
 impl SignerHandlers {
     /// Handlers over `custody`.
     pub fn new(custody: Arc<Custody>) -> Self {
@@ -92,6 +103,7 @@ impl SignerHandlers {
             .handle::<SignTransaction, _>(self.clone())?
             .handle::<CreateWallet, _>(self.clone())?
             .handle::<SignAuthorization, _>(self.clone())?
+            .handle::<SignNetTransfer, _>(self.clone())?
             .handle::<Relayers, _>(self)
     }
 }

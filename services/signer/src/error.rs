@@ -55,6 +55,13 @@ pub enum SignFailure {
         /// The nonce.
         nonce: B256,
     },
+    /// A payment of a net transfer is already in another signed net transfer of its kind.
+    #[error("a payment of this net transfer is already part of another signed {0} transfer")]
+    PaymentAlreadyNetted(&'static str),
+    /// A payment of a net transfer is not an authorization this wallet signed on this chain and
+    /// token (or is named twice).
+    #[error("{0}")]
+    UnknownPayment(String),
     /// The backend failed (transient: retry).
     #[error("signer: {0}")]
     Signer(#[from] SignerError),
@@ -80,6 +87,8 @@ impl SignFailure {
             Self::UnknownWallet { .. } => Some(codes::UNKNOWN_WALLET),
             Self::PaymentAlreadySigned(_) => Some(codes::PAYMENT_ALREADY_SIGNED),
             Self::NonceAlreadySigned { .. } => Some(codes::NONCE_ALREADY_SIGNED),
+            Self::PaymentAlreadyNetted(_) => Some(codes::PAYMENT_ALREADY_NETTED),
+            Self::UnknownPayment(_) => Some(codes::UNKNOWN_PAYMENT),
             Self::Signer(_) | Self::Database(_) | Self::Internal(_) => None,
         }
     }

@@ -19,6 +19,10 @@
 //!   EdDSA JWT, `awx-decision`, verified with `decision_public_key_hex`) that binds exactly the
 //!   request's fields, each payment id and each wallet's nonce (per chain and token) at most
 //!   once (`signer.authorizations`), a repeated request answered with the stored signature.
+//! - [`net`]: net transfers of the batch settlement worker: one authorization from an agent's
+//!   wallet for the sum of captured payments, only against a decision that binds exactly those
+//!   payments, each payment in at most one signed net transfer per kind
+//!   (`signer.net_transfer_payments`).
 //! - [`commands`]: the rules as bus commands; [`app`]: building and running the service.
 //!
 //! The signer signs no authorization that a valid, unexpired decision does not bind exactly.
@@ -34,6 +38,7 @@ pub mod custody;
 pub mod error;
 pub mod kek;
 pub mod local;
+pub mod net;
 pub mod signer;
 pub mod wallets;
 

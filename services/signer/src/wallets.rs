@@ -102,7 +102,7 @@ pub fn first_mismatch(
 }
 
 /// Now, in Unix seconds, from the system clock (before 1970 reads as 0).
-fn now_unix() -> i64 {
+pub(crate) fn now_unix() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX))
@@ -140,7 +140,7 @@ impl Custody {
     }
 
     /// The wallet of `agent`, if it has one.
-    async fn wallet_of(
+    pub(crate) async fn wallet_of(
         &self,
         conn: &mut PgConnection,
         agent: awx_types::AgentId,
@@ -168,6 +168,9 @@ impl Custody {
             .map_err(|error| SignFailure::DecisionInvalid(error.to_string()))?;
         if let Some(field) = first_mismatch(request, &claims) {
             return Err(SignFailure::DecisionMismatch(field));
+        }
+        if claims.covers.is_some() {
+            return Err(SignFailure::DecisionMismatch("covers"));
         }
         let chain_id = match i64::try_from(request.chain_id) {
             Ok(chain_id) if chain_id > 0 => chain_id,
@@ -206,6 +209,8 @@ impl Custody {
         }
         let taken: Option<uuid::Uuid> = sqlx::query_scalar(
             "SELECT payment_id FROM signer.authorizations \
+             WHERE address = $1 AND chain_id = $2 AND token = $3 AND nonce = $4 \
+             UNION ALL SELECT transfer_id FROM signer.net_transfers \
              WHERE address = $1 AND chain_id = $2 AND token = $3 AND nonce = $4",
         )
         .bind(address_text(from))

@@ -175,6 +175,10 @@ fn sign_failures(address: Address) -> Vec<SignFailure> {
         SignFailure::UnknownWallet { agent: awx_types::AgentId::new(), address },
         SignFailure::PaymentAlreadySigned(awx_types::PaymentId::new()),
         SignFailure::NonceAlreadySigned { address, nonce: B256::repeat_byte(7) },
+        SignFailure::PaymentAlreadyNetted("payee"),
+        SignFailure::UnknownPayment(
+            "1 of the 2 payments are authorizations this wallet signed".into(),
+        ),
         SignFailure::Signer(SignerError::UnknownKey(address)),
         SignFailure::Database(sqlx::Error::PoolTimedOut),
         SignFailure::Internal("the backend signed for another address".into()),
@@ -194,9 +198,11 @@ fn sign_failures(address: Address) -> Vec<SignFailure> {
             SignFailure::UnknownWallet { .. } => 9,
             SignFailure::PaymentAlreadySigned(_) => 10,
             SignFailure::NonceAlreadySigned { .. } => 11,
+            SignFailure::PaymentAlreadyNetted(_) => 12,
+            SignFailure::UnknownPayment(_) => 13,
         })
         .collect();
-    assert_eq!(covered.len(), 12, "every SignFailure variant");
+    assert_eq!(covered.len(), 14, "every SignFailure variant");
     all
 }
 

@@ -59,6 +59,7 @@ impl World {
         let token =
             awx_chain::deploy_test_usdc(&deployer, TOKEN_NAME, TOKEN_VERSION).await.unwrap();
         let network = format!("eip155:{}", anvil.chain_id());
+        let batch_contract = awx_chain::batch::install_multicall3(&deployer).await.unwrap();
         let db = TestDb::new().await;
         let namespace = RedisNamespace::new();
         let state_dir =
@@ -85,14 +86,25 @@ impl World {
                 receipt_wait_ms: 10_000,
                 faucet: true,
                 faucet_token: Some(token.address()),
+                confirmations: 0,
             }],
-            allowed_contracts: BTreeMap::from([(network.clone(), vec![token.address()])]),
+            allowed_contracts: BTreeMap::from([(
+                network.clone(),
+                vec![token.address(), batch_contract],
+            )]),
             signer_kek_hex: kek_hex(),
             decision_key_hex: kek_hex(),
             default_chain: network.clone(),
             allow_private_targets: true,
             policy_upstream_timeout_ms: 5_000,
             state_dir: state_dir.clone(),
+            // The tests drive the batch worker themselves (`World::worker`).
+            batch: awx_settlement_service::config::BatchSettings {
+                enabled: false,
+                eligibility_margin_seconds: 0,
+                fee_address: Some(Address::repeat_byte(0xfe)),
+                ..Default::default()
+            },
         };
         adjust(&mut args);
         let platform = platform::start(args).await.unwrap();
@@ -348,6 +360,17 @@ impl World {
     /// A paid API built with our middleware (`GET /paid` at `atomic` units, `GET /free`), paid
     /// through the world's facilitator; returns its base URL.
     pub(crate) async fn paid_api(&self, pay_to: Address, atomic: u128) -> String {
+        self.paid_api_expiring(pay_to, atomic, awx_x402_axum::price::DEFAULT_MAX_TIMEOUT_SECONDS)
+            .await
+    }
+
+    /// [`World::paid_api`] whose authorizations are valid for `max_timeout_seconds`.
+    pub(crate) async fn paid_api_expiring(
+        &self,
+        pay_to: Address,
+        atomic: u128,
+        max_timeout_seconds: u64,
+    ) -> String {
         use awx_x402_axum::{FacilitatorConfig, PaymentInfo, PaymentLayer, PaymentOffer, Price};
         let paywall = PaymentLayer::builder()
             .offer(
@@ -355,7 +378,8 @@ impl World {
                     Price::atomic(atomic, self.token.address(), TOKEN_NAME, TOKEN_VERSION),
                     pay_to,
                 )
-                .network(awx_x402::Network::evm(self.anvil.chain_id())),
+                .network(awx_x402::Network::evm(self.anvil.chain_id()))
+                .max_timeout_seconds(max_timeout_seconds),
             )
             .facilitator(
                 FacilitatorConfig::new(format!("{}/api/v1/x402/facilitator", self.gateway_url))
@@ -373,6 +397,12 @@ impl World {
         let address = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
         format!("http://{address}")
+    }
+
+    /// A batch settlement worker over the world's settlement service.
+    pub(crate) fn worker(&self) -> awx_settlement_service::batch::BatchWorker {
+        let facilitator = self.platform.as_ref().unwrap().facilitator.clone();
+        awx_settlement_service::batch::BatchWorker::new(facilitator)
     }
 
     /// Runs the ledger checker; panics on any violation.

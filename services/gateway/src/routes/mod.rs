@@ -8,6 +8,7 @@ pub mod gate;
 pub mod keys;
 pub mod ledger;
 pub mod pay;
+pub mod settlements;
 
 use std::sync::Arc;
 
@@ -44,6 +45,7 @@ pub fn router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(pay::get_payment))
         .routes(routes!(pay::approve_payment))
         .routes(routes!(pay::reject_payment))
+        .routes(routes!(settlements::list_settlements))
 }
 
 /// The rate-limit action of a route: requests are limited per (key, action) and per action.
@@ -60,7 +62,9 @@ pub fn action(method: &Method, path: &str) -> &'static str {
         ("POST", "/api/v1/x402/facilitator/verify" | "/api/v1/x402/facilitator/settle") => {
             "facilitator.write"
         }
-        ("GET", "/api/v1/x402/facilitator/supported") => "facilitator.read",
+        ("GET", "/api/v1/x402/facilitator/supported" | "/api/v1/x402/settlements") => {
+            "facilitator.read"
+        }
         ("POST", "/api/v1/x402/check") => "x402.check",
         ("GET", "/api/v1/agents" | "/api/v1/agents/{agent_id}") => "agents.read",
         ("POST" | "PUT" | "DELETE", path) if path.starts_with("/api/v1/agents") => "agents.write",

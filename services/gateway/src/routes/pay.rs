@@ -75,6 +75,10 @@ pub struct PaymentResponse {
     pub error: Option<PaymentErrorView>,
     /// When it was created (Unix seconds).
     pub created_at: i64,
+    /// Its settlement on chain, once a provider settled it through our facilitator (shown by
+    /// `GET /x402/payments/{ledger_id}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settlement: Option<crate::routes::settlements::PaymentSettlementView>,
 }
 
 /// Why a payment failed.
@@ -107,6 +111,7 @@ impl PaymentResponse {
             valid_before: view.valid_before_unix,
             error: view.error.map(|e| PaymentErrorView { code: e.code, message: e.message }),
             created_at: view.created_at_unix,
+            settlement: None,
         }
     }
 }
@@ -429,7 +434,13 @@ pub async fn get_payment(
         &policy::GetPayment { owner: principal.account_id, ledger_id: ledger_id(&payment)? },
     )
     .await?;
-    Ok(axum::Json(PaymentResponse::new(view)))
+    let captured = matches!(view.state.as_str(), "captured" | "settled");
+    let payment_id = view.ledger_id;
+    let mut response = PaymentResponse::new(view);
+    if captured {
+        response.settlement = crate::routes::settlements::of_payment(&state, payment_id).await?;
+    }
+    Ok(axum::Json(response))
 }
 
 /// An admin's decision.

@@ -204,6 +204,7 @@ async fn payouts_draw_down_what_is_owed() {
         payee: payee(4),
         amount: usdc("0.30"),
         tx_hash: B256::repeat_byte(1),
+        reference: None,
     };
     let reply: Result<_, LedgerFailure> =
         awx_ledger_service::committed!(ledger, |conn| ledger.payout_settled(conn, &payout));

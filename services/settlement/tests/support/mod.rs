@@ -137,6 +137,7 @@ impl World {
                 receipt_wait_ms: 10_000,
                 faucet: true,
                 faucet_token: Some(token.address()),
+                confirmations: 0,
             }],
             // The tests drive the resumer themselves (`resume_once`).
             resume_interval_ms: 3_600_000,

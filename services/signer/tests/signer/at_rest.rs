@@ -153,7 +153,9 @@ async fn the_database_keeps_the_log_append_only_and_the_keys_forever() {
         // CASCADE: signer.authorizations refers to the log, so a plain TRUNCATE is refused
         // by the foreign key before the trigger is reached.
         "TRUNCATE signer.signing_log CASCADE",
-        "TRUNCATE signer.authorizations",
+        // CASCADE again: the net transfers' payments refer to the authorizations.
+        "TRUNCATE signer.authorizations CASCADE",
+        "TRUNCATE signer.net_transfers CASCADE",
         "TRUNCATE signer.agent_wallets",
         "DELETE FROM signer.keys",
         "UPDATE signer.keys SET purpose = 'agent'",

@@ -13,5 +13,6 @@ mod authorizations;
 mod bus_signing;
 mod concurrent_start;
 mod helpers;
+mod net_transfers;
 mod on_anvil;
 mod refusals;
