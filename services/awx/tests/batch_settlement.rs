@@ -512,3 +512,38 @@ async fn a_stuck_batch_is_replaced_with_a_higher_fee_and_confirmed_once() {
     world.assert_ledger_consistent().await;
     world.stop().await;
 }
+
+#[tokio::test]
+async fn a_batch_above_the_gas_cap_is_split_and_every_transfer_still_goes() {
+    // One transfer fits in 100,000 gas; two do not.
+    let world = World::start_with(|args| {
+        args.batch.threshold_usd = "0.01".into();
+        args.batch.gas_max_per_batch = 100_000;
+        args.batch.fee_address = None;
+    })
+    .await;
+    let key = world.new_key(&["agent"]).await;
+    let (agent, _) = funded_agent(&world, "1.00").await;
+    let payees: Vec<Address> = (0..3).map(|_| Address::random()).collect();
+    for payee in &payees {
+        let api = format!("{}/paid", world.paid_api_expiring(*payee, DIME, EXPIRY_SECONDS).await);
+        pay_and_serve(&world, &key, &agent, &api).await;
+    }
+    wait_for_expiry(&world).await;
+    let worker = world.worker();
+    settle_all(&world, &worker, 10).await;
+    for payee in &payees {
+        assert_eq!(world.balance(*payee).await, atomic(DIME));
+    }
+    assert_eq!(
+        world.count("SELECT count(*) FROM settlement.batches WHERE state = 'confirmed'").await,
+        3
+    );
+    let most: Option<i64> = sqlx::query_scalar("SELECT max(gas_used) FROM settlement.batches")
+        .fetch_one(&world.db.pool)
+        .await
+        .unwrap();
+    assert!(most.unwrap() <= 100_000, "{most:?}");
+    world.assert_ledger_consistent().await;
+    world.stop().await;
+}

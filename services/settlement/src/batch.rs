@@ -23,7 +23,8 @@
 //! 4. **Sign**: the policy service decides (`NetDecide`: captured, from this wallet, adding up
 //!    exactly), the signer signs against that decision (`SignNetTransfer`), the signature is
 //!    stored.
-//! 5. **Batch**: up to `transfers_max` signed transfers go out in one Multicall3 `aggregate3`
+//! 5. **Batch**: up to `transfers_max` signed transfers (fewer if the gas estimate is above
+//!    `gas_max_per_batch`) go out in one Multicall3 `aggregate3`
 //!    transaction with `allowFailure` on every call, stored before broadcast as every relayer
 //!    transaction is. A transfer that failed in a mined batch stays signed and goes in the next
 //!    batch as it is (its authorization is valid for `authorization_ttl_seconds`), or is flagged
@@ -47,7 +48,7 @@ use awx_api::signer::SignNetTransfer;
 use awx_bus::BusError;
 use awx_types::{Amount, LedgerId, PaymentId};
 use awx_x402::{Address, B256, Eip3009Authorization, U256};
-use sqlx::{Connection as _, PgConnection, Row as _};
+use sqlx::{AssertSqlSafe, Connection as _, PgConnection, Row as _};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -96,6 +97,14 @@ pub async fn fail_point(point: &str) {
 pub struct BatchWorker {
     pub(crate) facilitator: Arc<Facilitator>,
     decimals: Mutex<BTreeMap<(u64, Address), u8>>,
+}
+
+/// Which signed transfers to read.
+enum TransferFilter<'a> {
+    /// Those of a batch.
+    Batch(Uuid),
+    /// These.
+    Ids(&'a [Uuid]),
 }
 
 /// A signed net transfer, as a batch carries it.
@@ -568,26 +577,41 @@ impl BatchWorker {
         Ok(())
     }
 
-    /// Step 5: the signed transfers of the chain (up to `transfers_max`) go in a new batch.
+    /// Step 5: the signed transfers of the chain go in a new batch: at most `transfers_max`, and
+    /// halved until the batch's gas estimate is within `gas_max_per_batch` (the rest wait for
+    /// the next batch).
     async fn start_batch(
         &self,
         chain: &Chain,
         report: &mut PassReport,
     ) -> Result<(), FacilitatorError> {
         let settings = &self.facilitator.settings.batch;
-        let mut tx = self.facilitator.pool.begin().await?;
         let ids: Vec<Uuid> = sqlx::query_scalar(
             "SELECT id FROM settlement.net_transfers WHERE network = $1 AND state = 'signed'
-             ORDER BY id LIMIT $2 FOR UPDATE",
+             ORDER BY id LIMIT $2",
         )
         .bind(chain.network.to_string())
         .bind(i64::try_from(settings.transfers_max).unwrap_or(100))
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.facilitator.pool)
         .await?;
         if ids.is_empty() {
             return Ok(());
         }
         let batch_id = Uuid::now_v7();
+        let mut transfers = self.transfers(TransferFilter::Ids(&ids)).await?;
+        let relayer = self.facilitator.relayer_for(batch_id).await?;
+        while transfers.len() > 1 {
+            let input = crate::batch_send::batch_calldata(&transfers)?;
+            match chain.client.estimate_gas(relayer, settings.contract, input).await {
+                Ok(gas) if gas > settings.gas_max_per_batch => {
+                    transfers.truncate(transfers.len().div_ceil(2));
+                }
+                // Within the cap, or an estimate that fails: signing estimates again and says why.
+                _ => break,
+            }
+        }
+        let ids: Vec<Uuid> = transfers.iter().map(|transfer| transfer.id).collect();
+        let mut tx = self.facilitator.pool.begin().await?;
         sqlx::query(
             "INSERT INTO settlement.batches (id, network, chain_id, contract, state) VALUES ($1, $2, $3, $4, 'planned')",
         )
@@ -597,11 +621,13 @@ impl BatchWorker {
         .bind(lower(settings.contract))
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE settlement.net_transfers SET batch_id = $2, updated_at = now() WHERE id = ANY($1)")
-            .bind(&ids)
-            .bind(batch_id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE settlement.net_transfers SET batch_id = $2, updated_at = now() WHERE id = ANY($1) AND state = 'signed'",
+        )
+        .bind(&ids)
+        .bind(batch_id)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         report.batch = Some(batch_id);
         self.send_batch(chain, batch_id, report).await
@@ -612,13 +638,34 @@ impl BatchWorker {
         &self,
         batch_id: Uuid,
     ) -> Result<Vec<Transfer>, FacilitatorError> {
-        let rows = sqlx::query(
-            "SELECT id, kind, token, payer, payee, amount::text, nonce, valid_after, valid_before, signature
-             FROM settlement.net_transfers WHERE batch_id = $1 AND state = 'signed' ORDER BY id",
-        )
-        .bind(batch_id)
-        .fetch_all(&self.facilitator.pool)
-        .await?;
+        self.transfers(TransferFilter::Batch(batch_id)).await
+    }
+
+    /// Signed transfers, in call order (by id).
+    async fn transfers(
+        &self,
+        filter: TransferFilter<'_>,
+    ) -> Result<Vec<Transfer>, FacilitatorError> {
+        let columns = "SELECT id, kind, token, payer, payee, amount::text, nonce, valid_after, valid_before, signature
+                       FROM settlement.net_transfers";
+        let rows = match filter {
+            TransferFilter::Batch(batch_id) => {
+                sqlx::query(AssertSqlSafe(format!(
+                    "{columns} WHERE batch_id = $1 AND state = 'signed' ORDER BY id"
+                )))
+                .bind(batch_id)
+                .fetch_all(&self.facilitator.pool)
+                .await?
+            }
+            TransferFilter::Ids(ids) => {
+                sqlx::query(AssertSqlSafe(format!(
+                    "{columns} WHERE id = ANY($1) AND state = 'signed' ORDER BY id"
+                )))
+                .bind(ids)
+                .fetch_all(&self.facilitator.pool)
+                .await?
+            }
+        };
         rows.iter()
             .map(|row| {
                 let valid_after: i64 = row.get(7);

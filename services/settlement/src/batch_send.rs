@@ -29,7 +29,7 @@ fn chain_error(error: awx_chain::ChainError) -> FacilitatorError {
 }
 
 /// The calldata of a batch of transfers.
-fn batch_calldata(transfers: &[Transfer]) -> Result<Bytes, FacilitatorError> {
+pub(crate) fn batch_calldata(transfers: &[Transfer]) -> Result<Bytes, FacilitatorError> {
     let calls = transfers
         .iter()
         .map(|transfer| {

@@ -65,6 +65,8 @@ pub struct BatchSettings {
     /// At most this many transfers in one batch transaction (bounds its gas: about 40,000 to
     /// 60,000 gas each).
     pub transfers_max: usize,
+    /// A batch whose gas estimate is above this is halved (the rest go in the next batch).
+    pub gas_max_per_batch: u64,
     /// A batch transaction unmined this long is replaced with a higher fee on the same nonce.
     pub replace_after_seconds: u64,
     /// The replacement's fees are the old ones times this percentage (nodes want at least 110).
@@ -89,6 +91,7 @@ impl Default for BatchSettings {
             fee_address: None,
             contract: awx_chain::batch::MULTICALL3_ADDRESS,
             transfers_max: 100,
+            gas_max_per_batch: 15_000_000,
             replace_after_seconds: 120,
             fee_bump_percent: 125,
             attempts_max: 5,
@@ -112,6 +115,9 @@ impl BatchSettings {
         // Dollars to at most micro-dollars, exactly (no floats).
         if self.threshold_micros()?.is_zero() {
             return Err("batch.threshold_usd must be positive".into());
+        }
+        if self.gas_max_per_batch < 100_000 {
+            return Err("batch.gas_max_per_batch must be at least 100000".into());
         }
         if self.transfers_max == 0 || self.transfers_max > 1_000 {
             return Err("batch.transfers_max must be 1 to 1000".into());
