@@ -1,10 +1,12 @@
 //! Sees every stored transaction to its end, whatever it is for: re-broadcasts those still
 //! `signed` (a crash or a node hiccup between storing and broadcasting; a stuck nonce would block
 //! every later transaction of its relayer), and records receipts that arrive after a settle or a
-//! faucet mint stopped waiting (a settlement's outcome; a mint's ledger deposit). Several replicas
-//! may run it. Batch transactions are the batch worker's (`crate::batch`), which follows and
-//! replaces them itself. Several replicas may run it: re-sending a signed transaction is the same transaction, and recording an outcome
-//! (or a deposit, idempotent in the ledger by transaction and log index) is idempotent.
+//! faucet mint stopped waiting (a settlement's outcome; a mint's ledger deposit). A batch
+//! transaction is only re-broadcast here (so it never blocks its relayer between two passes of
+//! the batch worker); its receipt, and its replacement, are the worker's (`crate::batch`).
+//! Several replicas may run it: re-sending a signed transaction is the same transaction, and
+//! recording an outcome (or a deposit, idempotent in the ledger by transaction and log index) is
+//! idempotent.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +24,7 @@ pub async fn resume_once(facilitator: &Facilitator) -> Result<usize, Facilitator
     let rows = sqlx::query(
         "SELECT t.id, t.chain_id, t.raw, t.hash, t.state, t.purpose, t.settlement_id, t.deposit, s.payload
          FROM settlement.chain_txs t LEFT JOIN settlement.settlements s ON s.id = t.settlement_id
-         WHERE t.state IN ('signed', 'broadcast') AND t.purpose <> 'batch'
+         WHERE (t.state IN ('signed', 'broadcast') AND t.purpose <> 'batch' OR t.state = 'signed' AND t.purpose = 'batch')
            AND t.updated_at < now() - interval '1 second'
          ORDER BY t.updated_at LIMIT 100",
     )
@@ -43,6 +45,9 @@ pub async fn resume_once(facilitator: &Facilitator) -> Result<usize, Facilitator
         let Ok(hash) = hash.parse::<B256>() else { continue };
         if state == "signed" {
             facilitator.broadcast(chain, chain_tx_id, &raw).await;
+        }
+        if purpose == "batch" {
+            continue;
         }
         let receipt = match chain.client.receipt(hash).await {
             Ok(Some(receipt)) => receipt,
