@@ -28,6 +28,8 @@ ALTER TABLE settlement.items
 ALTER TABLE settlement.items DROP CONSTRAINT items_state_check;
 ALTER TABLE settlement.items ADD CONSTRAINT items_state_check
   CHECK (state IN ('queued', 'batched', 'settled', 'settled_externally'));
+-- An item paid on chain by someone else without ever being settled through us has no provider.
+ALTER TABLE settlement.items ALTER COLUMN provider DROP NOT NULL;
 CREATE INDEX items_expiring ON settlement.items (network, valid_before) WHERE state = 'queued';
 CREATE INDEX items_unrecorded ON settlement.items (network) WHERE state = 'settled_externally' AND NOT payout_recorded;
 

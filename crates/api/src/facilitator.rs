@@ -228,3 +228,59 @@ impl Command for ListSettlements {
     const NAME: &'static str = "settlement.list";
     type Reply = SettlementList;
 }
+
+/// Whether an EIP-3009 authorization was used on chain (`authorizationState`), and by which
+/// transaction (its `AuthorizationUsed` log). The policy service asks before it releases an
+/// expired authorization's funds: only a nonce the chain shows unused after `validBefore` may be
+/// released. A chain that cannot be read is the rejection `chain_unavailable`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizationState {
+    /// The CAIP-2 network.
+    pub network: String,
+    /// The token.
+    pub token: Address,
+    /// The authorizer (an agent's wallet).
+    pub payer: Address,
+    /// The nonce.
+    pub nonce: B256,
+}
+
+/// The answer to [`AuthorizationState`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizationStatus {
+    /// Whether the nonce is used (or canceled) on chain.
+    pub used: bool,
+    /// The transaction that used it, when its log was found.
+    pub tx_hash: Option<B256>,
+}
+
+impl Command for AuthorizationState {
+    const FAMILY: &'static str = FAMILY;
+    const NAME: &'static str = "settlement.authorization_state";
+    type Reply = AuthorizationStatus;
+}
+
+/// Records a payment of one of our agents that was paid on chain by someone else (its
+/// authorization submitted by another facilitator): its item is queued as `settled_externally`
+/// by `tx_hash`, so the ledger's payout is posted and the platform's fee is collected, and it is
+/// never netted. Idempotent by payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordExternal {
+    /// The capture.
+    pub captured: crate::policy::Captured,
+    /// The transaction that used the authorization.
+    pub tx_hash: B256,
+}
+
+/// The answer to [`RecordExternal`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExternalRecorded {
+    /// Whether the item was new.
+    pub inserted: bool,
+}
+
+impl Command for RecordExternal {
+    const FAMILY: &'static str = FAMILY;
+    const NAME: &'static str = "settlement.record_external";
+    type Reply = ExternalRecorded;
+}

@@ -239,6 +239,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
         default_chain: state.network.clone(),
         allow_private_targets: true,
         policy_upstream_timeout_ms: 5_000,
+        policy_expiry_grace_seconds: 60,
         state_dir,
         // Short settings, so net settlement is seen within a couple of minutes.
         batch: awx_settlement_service::config::BatchSettings {

@@ -51,6 +51,9 @@ pub struct PlatformArgs {
     pub allow_private_targets: bool,
     /// How long the policy service waits for the ledger and the signer.
     pub policy_upstream_timeout_ms: u64,
+    /// How long after an authorization's `validBefore` the policy service decides its fate (the
+    /// chain is asked whether it was used before anything is released).
+    pub policy_expiry_grace_seconds: u64,
     /// Holds the development admin key between runs.
     pub state_dir: PathBuf,
     /// The batch settlement worker's settings.
@@ -223,6 +226,7 @@ pub async fn start(args: PlatformArgs) -> anyhow::Result<Platform> {
         tokens: args.tokens.clone(),
         default_chain: args.default_chain.clone(),
         upstream_timeout_ms: args.policy_upstream_timeout_ms,
+        expiry_grace_seconds: args.policy_expiry_grace_seconds,
         ..awx_policy_service::PolicySettings::default()
     };
     let policy = awx_policy_service::PolicyService::build_with_key(policy_settings, decision_key)

@@ -537,24 +537,29 @@ async fn the_facilitator_answers_for_our_own_payers_without_the_chain() {
 
 #[tokio::test]
 async fn an_authorization_never_settled_expires_and_its_funds_come_back() {
-    let world = World::start().await;
+    let world = World::start_with(|args| args.policy_expiry_grace_seconds = 1).await;
     let key = world.new_key(&["agent"]).await;
     let (agent, _) = world.create_agent(json!({})).await;
     world.fund(&agent, "1.00").await;
-    let url = format!("{}/paid", world.paid_api(Address::random(), 100_000).await);
+    // Valid for 8 s (a facilitator wants at least 6 s left when it verifies).
+    let url = format!("{}/paid", world.paid_api_expiring(Address::random(), 100_000, 8).await);
     let session = session(&world, &key, &agent, "1.00").await;
     let (status, paid) = session_pay(&world, &key, &session, &url).await;
     assert_eq!(status, 200, "{paid}");
     assert_eq!(world.agent_balance(&agent).await, ("0.898".into(), "0.102".into()));
-    // The provider never settles. Move the payment's expiry into the past rather than waiting
-    // for validBefore; the sweeper (every 2 s) releases it.
+    // The provider never settles. Once validBefore (plus a second of grace) has passed, the
+    // sweeper (every 2 s) finds the nonce unused on chain and releases the payment.
     let id = awx_types::LedgerId::parse(paid["ledger_id"].as_str().unwrap()).unwrap().as_uuid();
+    // Moving the sweep earlier does not release it before validBefore: the chain's answer is
+    // not final yet.
     sqlx::query("UPDATE policy.payments SET deadline = now() - interval '1 second' WHERE id = $1")
         .bind(id)
         .execute(&world.db.pool)
         .await
         .unwrap();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
     let path = format!("/api/v1/x402/payments/{}", paid["ledger_id"].as_str().unwrap());
+    assert_eq!(get(&world, &key, &path).await["state"], "authorized");
     let mut view = Value::Null;
     for _ in 0..100 {
         view = get(&world, &key, &path).await;

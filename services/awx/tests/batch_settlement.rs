@@ -547,3 +547,74 @@ async fn a_batch_above_the_gas_cap_is_split_and_every_transfer_still_goes() {
     world.assert_ledger_consistent().await;
     world.stop().await;
 }
+
+#[tokio::test]
+async fn a_payment_settled_by_another_facilitator_stays_spent_and_the_ledger_matches_the_chain() {
+    // The fee ($0.002) reaches this threshold alone, so it is collected in the next pass.
+    let world = World::start_with(|args| {
+        args.batch.threshold_usd = "0.002".into();
+        args.policy_expiry_grace_seconds = 1;
+    })
+    .await;
+    let key = world.new_key(&["agent"]).await;
+    let (agent, wallet) = funded_agent(&world, "1.00").await;
+    let payee = Address::random();
+    let api = format!("{}/paid", world.paid_api_expiring(payee, DIME, EXPIRY_SECONDS).await);
+    let (status, session) = world
+        .call(
+            Method::POST,
+            "/api/v1/x402/sessions",
+            &key,
+            Some(&json!({"agent_id": agent, "budget_limit": "1.00", "ttl_seconds": 3600})),
+        )
+        .await;
+    assert_eq!(status, 201, "{session}");
+    let session = session["id"].as_str().unwrap().to_owned();
+    let (status, paid) = world
+        .call(
+            Method::POST,
+            &format!("/api/v1/x402/sessions/{session}/pay"),
+            &key,
+            Some(&json!({"target_url": api})),
+        )
+        .await;
+    assert_eq!(status, 200, "{paid}");
+    // The provider never settles through awx: another facilitator submits the authorization.
+    let payload: awx_x402::PaymentPayload =
+        awx_x402::header::decode(paid["payment_signature"].as_str().unwrap()).unwrap();
+    let ExactEvmPayload::Eip3009(eip3009) = ExactEvmPayload::from_json(&payload.payload).unwrap()
+    else {
+        panic!("not an EIP-3009 payload");
+    };
+    world.token.transfer_with_authorization(&eip3009).await.unwrap();
+
+    // After validBefore the sweeper asks the chain: used, so the payment is captured, not
+    // released, and the session keeps it spent.
+    let path = format!("/api/v1/x402/payments/{}", paid["ledger_id"].as_str().unwrap());
+    let mut view = serde_json::Value::Null;
+    for _ in 0..100 {
+        let (status, body) = world.call(Method::GET, &path, &key, None).await;
+        assert_eq!(status, 200, "{body}");
+        view = body;
+        if view["state"] != "authorized" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(view["state"], "captured", "{view}");
+    assert_eq!(view["settlement"]["state"], "settled_externally", "{view}");
+    let (_, session_view) =
+        world.call(Method::GET, &format!("/api/v1/x402/sessions/{session}"), &key, None).await;
+    assert_eq!(session_view["spent"], "0.10", "{session_view}");
+    assert_eq!(world.agent_balance(&agent).await, ("0.898".into(), "0.00".into()));
+
+    // The payout is posted and the fee collected: the ledger's wallet equals the chain's.
+    let worker = world.worker();
+    settle_all(&world, &worker, 10).await;
+    assert_eq!(world.balance(payee).await, atomic(DIME));
+    assert_eq!(world.balance(FEE_ADDRESS).await, atomic(DIME_FEE));
+    assert_eq!(world.balance(wallet).await, atomic(898_000));
+    assert_eq!(world.agent_balance(&agent).await, ("0.898".into(), "0.00".into()));
+    world.assert_ledger_consistent().await;
+    world.stop().await;
+}

@@ -56,6 +56,7 @@ async fn balances_statements_and_fee_tiers_through_the_gateway() {
         default_chain: "eip155:31337".into(),
         allow_private_targets: false,
         policy_upstream_timeout_ms: 5_000,
+        policy_expiry_grace_seconds: 60,
         state_dir: state_dir.clone(),
         batch: Default::default(),
     })

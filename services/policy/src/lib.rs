@@ -10,6 +10,8 @@
 //!   settle by capture).
 //! - [`net`]: decisions for the batch settlement worker's net transfers (payments captured,
 //!   from one wallet, adding up exactly).
+//! - [`expiry`]: an expired authorization is released only if the chain shows it unused; one
+//!   used elsewhere is captured.
 //! - [`sweeper`]: releases stuck, expired and unapproved payments.
 //! - [`commands`]: the bus commands (family `policy`, types in `awx_api::policy`).
 //!
@@ -23,6 +25,7 @@ pub mod commands;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod expiry;
 pub mod net;
 pub mod own;
 pub mod pay;

@@ -51,7 +51,7 @@ fn answer(
 }
 
 /// The capture facts of a captured payment.
-fn captured(payment: &Payment, captured_at_unix: i64) -> Result<Captured, Failure> {
+pub(crate) fn captured(payment: &Payment, captured_at_unix: i64) -> Result<Captured, Failure> {
     Ok(Captured {
         ledger_id: LedgerId::from_uuid(payment.id),
         network: payment.network.clone(),

@@ -4,8 +4,10 @@
 //!   is released and its reservation given back (`failed`, `authorization_timeout`);
 //! - a payment `pending_approval` past the approval window: `expired`;
 //! - an `authorized` payment never captured once its authorization's `validBefore` (plus a
-//!   grace) has passed: nothing can be paid with it any more, so its hold and its session dollars
-//!   are released (`expired`);
+//!   grace) has passed: if the chain shows its nonce unused, nothing can be paid with it any
+//!   more, so its hold and its session dollars are released (`expired`); if the chain shows it
+//!   used (a provider settled it through another facilitator), it is captured instead, and stays
+//!   spent (see [`crate::expiry`]); if the chain cannot be read, it waits;
 //! - a failed payment whose hold could not be released at the time: released now.
 //!
 //! Each row is handled under its lock with `SKIP LOCKED`, so several replicas sweep safely and a
@@ -18,9 +20,27 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::engine::Engine;
+use crate::engine::{Engine, now_unix};
 use crate::error::Failure;
+use crate::expiry::{self, Expiry};
 use crate::{pay, payments};
+
+/// The policy's grace after `validBefore`, in seconds.
+fn grace(engine: &Engine) -> i64 {
+    i64::try_from(engine.settings.expiry_grace_seconds).unwrap_or(i64::MAX)
+}
+
+/// Moves a payment's next sweep to `at_unix`.
+async fn postpone(conn: &mut sqlx::PgConnection, id: Uuid, at_unix: i64) -> Result<(), Failure> {
+    sqlx::query(
+        "UPDATE policy.payments SET deadline = to_timestamp($2), updated_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(at_unix)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
 
 /// One pass; returns how many payments it finished.
 pub async fn sweep_once(engine: &Engine) -> Result<usize, Failure> {
@@ -49,6 +69,33 @@ pub async fn sweep_once(engine: &Engine) -> Result<usize, Failure> {
             continue;
         }
         let Some(mut payment) = payments::load(&mut tx, id, false).await? else { continue };
+        if state == "authorized" {
+            // Released only when the chain says the authorization expired unused.
+            match expiry::check(engine, &payment).await {
+                Expiry::Unused => {}
+                Expiry::NotYet { valid_before } => {
+                    postpone(&mut tx, id, valid_before.saturating_add(grace(engine))).await?;
+                    tx.commit().await?;
+                    continue;
+                }
+                Expiry::Unknown(why) => {
+                    tracing::warn!(payment = %id, why, "cannot tell whether an expired authorization was used on chain; asking again later");
+                    postpone(&mut tx, id, now_unix().saturating_add(grace(engine))).await?;
+                    tx.commit().await?;
+                    continue;
+                }
+                Expiry::Used(tx_hash) => {
+                    if !expiry::capture_paid_elsewhere(engine, &mut tx, &mut payment, tx_hash)
+                        .await?
+                    {
+                        postpone(&mut tx, id, now_unix().saturating_add(3_600)).await?;
+                    }
+                    tx.commit().await?;
+                    done = done.saturating_add(1);
+                    continue;
+                }
+            }
+        }
         let (to, code, message) = match state.as_str() {
             "authorizing" => (
                 "failed",

@@ -6,8 +6,9 @@
 use std::sync::Arc;
 
 use awx_api::facilitator::{
-    Faucet, FaucetReply, ItemSettlement, ListSettlements, PaymentSettlement, Settle,
-    SettlementList, Supported, Verify, codes,
+    AuthorizationState, AuthorizationStatus, ExternalRecorded, Faucet, FaucetReply, ItemSettlement,
+    ListSettlements, PaymentSettlement, RecordExternal, Settle, SettlementList, Supported, Verify,
+    codes,
 };
 use awx_bus::{CommandHandler, CommandMeta, CommandServer, HandlerError};
 use sqlx::PgConnection;
@@ -108,6 +109,28 @@ impl CommandHandler<ListSettlements> for FacilitatorHandlers {
     }
 }
 
+impl CommandHandler<AuthorizationState> for FacilitatorHandlers {
+    async fn handle(
+        &self,
+        _tx: &mut PgConnection,
+        query: AuthorizationState,
+        _meta: CommandMeta,
+    ) -> Result<AuthorizationStatus, HandlerError> {
+        self.facilitator.authorization_state(&query).await.map_err(handler_error)
+    }
+}
+
+impl CommandHandler<RecordExternal> for FacilitatorHandlers {
+    async fn handle(
+        &self,
+        _tx: &mut PgConnection,
+        command: RecordExternal,
+        _meta: CommandMeta,
+    ) -> Result<ExternalRecorded, HandlerError> {
+        self.facilitator.record_external(&command).await.map_err(handler_error)
+    }
+}
+
 impl FacilitatorHandlers {
     /// Handlers over `facilitator`.
     pub fn new(facilitator: Arc<Facilitator>) -> Self {
@@ -127,6 +150,8 @@ impl FacilitatorHandlers {
             .handle::<Supported, _>(self.clone())?
             .handle::<Faucet, _>(self.clone())?
             .handle::<PaymentSettlement, _>(self.clone())?
-            .handle::<ListSettlements, _>(self)
+            .handle::<ListSettlements, _>(self.clone())?
+            .handle::<AuthorizationState, _>(self.clone())?
+            .handle::<RecordExternal, _>(self)
     }
 }

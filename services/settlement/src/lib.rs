@@ -10,6 +10,8 @@
 //!   EIP-3009 transfer per (token, payer, payee) group and sends every transfer of a chain in one
 //!   Multicall3 `aggregate3` transaction, crash-safe and safe with several replicas.
 //! - [`resumer`]: re-broadcasts stored transactions and records late receipts and deposits.
+//! - [`external`]: authorizations of our agents used on chain by someone else: read for the
+//!   policy service before it releases an expired one, and queued as settled externally.
 //! - [`views`]: a payment's settlement state and a provider's net settlements.
 //! - [`commands`]: the bus commands (family `settlement`, types in `awx_api::facilitator`).
 //!
@@ -21,6 +23,7 @@ pub mod batch;
 pub mod batch_send;
 pub mod commands;
 pub mod config;
+pub mod external;
 pub mod facilitator;
 pub mod faucet;
 pub mod own;

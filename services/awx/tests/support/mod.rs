@@ -97,6 +97,7 @@ impl World {
             default_chain: network.clone(),
             allow_private_targets: true,
             policy_upstream_timeout_ms: 5_000,
+            policy_expiry_grace_seconds: 60,
             state_dir: state_dir.clone(),
             // The tests drive the batch worker themselves (`World::worker`).
             batch: awx_settlement_service::config::BatchSettings {
