@@ -394,3 +394,25 @@ impl Command for FeeTiers {
     const NAME: &'static str = "ledger.fee_tiers";
     type Reply = FeeTiersReply;
 }
+
+/// The status of a hold: `pending`, `captured`, `voided` or `expired`; `None` when there is no
+/// such hold. A caller that lost the answer to a capture or a void asks this instead of
+/// assuming what happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldStatus {
+    /// The hold.
+    pub hold_id: LedgerId,
+}
+
+/// The answer to [`HoldStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldStatusReply {
+    /// The hold's status, if it exists.
+    pub status: Option<String>,
+}
+
+impl Command for HoldStatus {
+    const FAMILY: &'static str = FAMILY;
+    const NAME: &'static str = "ledger.hold_status";
+    type Reply = HoldStatusReply;
+}

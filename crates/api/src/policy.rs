@@ -519,3 +519,20 @@ impl Command for NetDecide {
     const NAME: &'static str = "policy.net_decide";
     type Reply = NetDecision;
 }
+
+/// A payment of one of our agents was captured for a provider (event `payment.captured`, from
+/// the policy service's outbox, written in the capture's transaction). The settlement service
+/// queues its item from it, so a capture never loses its settlement item, whatever happens to
+/// the settle call's reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentCaptured {
+    /// The provider that settled it (`None` when the capture was found after its settle's answer
+    /// was lost).
+    pub provider: Option<AccountId>,
+    /// The capture.
+    pub captured: Captured,
+}
+
+impl awx_bus::Event for PaymentCaptured {
+    const TOPIC: &'static str = "payment.captured";
+}

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use awx_api::ledger::{
-    Balances, Capture, Deposit, FeeTiers, FeesCollected, Hold, PayoutSettled, Statement, Void,
+    Balances, Capture, Deposit, FeeTiers, FeesCollected, Hold, HoldStatus, PayoutSettled,
+    Statement, Void,
 };
 use awx_bus::{Command, CommandHandler, CommandMeta, CommandServer, HandlerError};
 use sqlx::PgConnection;
@@ -54,6 +55,7 @@ handle!(FeesCollected, |ledger, conn, command| ledger.fees_collected(conn, &comm
 handle!(Balances, |ledger, conn, query| ledger.balances(conn, &query));
 handle!(Statement, |ledger, conn, query| ledger.statement(conn, &query));
 handle!(FeeTiers, |ledger, conn, query| ledger.fee_tiers(conn, &query));
+handle!(HoldStatus, |ledger, conn, query| ledger.hold_status(conn, &query));
 
 impl LedgerHandlers {
     /// Handlers over `ledger`.
@@ -70,6 +72,7 @@ impl LedgerHandlers {
             .handle::<Void, _>(self.clone())?
             .handle::<PayoutSettled, _>(self.clone())?
             .handle::<FeesCollected, _>(self.clone())?
+            .handle::<HoldStatus, _>(self.clone())?
             .handle::<Balances, _>(self.clone())?
             .handle::<Statement, _>(self.clone())?
             .handle::<FeeTiers, _>(self)

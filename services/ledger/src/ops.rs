@@ -12,9 +12,9 @@
 
 use awx_api::ledger::{
     Asset, Balances, BalancesReply, Capture, CaptureReply, Deposit, DepositReply, DepositSource,
-    FeeTiers, FeeTiersReply, FeesCollected, FeesCollectedReply, Hold, HoldReply, LineKind,
-    PayoutReply, PayoutSettled, Statement, StatementLine, StatementReply, TierView, Void,
-    VoidReply, WalletBalance,
+    FeeTiers, FeeTiersReply, FeesCollected, FeesCollectedReply, Hold, HoldReply, HoldStatus,
+    HoldStatusReply, LineKind, PayoutReply, PayoutSettled, Statement, StatementLine,
+    StatementReply, TierView, Void, VoidReply, WalletBalance,
 };
 use awx_ledger_core::fees::{self, usd_volume};
 use awx_ledger_core::model::{self, Account, AccountKey, Constraint, Leg, Operation};
@@ -486,6 +486,21 @@ impl Ledger {
             .execute(&mut *conn)
             .await?;
         Ok(reply)
+    }
+
+    /// The status of a hold (`None` when there is none).
+    pub async fn hold_status(
+        &self,
+        conn: &mut PgConnection,
+        query: &HoldStatus,
+    ) -> Result<HoldStatusReply, LedgerFailure> {
+        let status: Option<String> = sqlx::query_scalar(
+            "SELECT status FROM ledger.transfers WHERE id = $1 AND kind = 'hold'",
+        )
+        .bind(query.hold_id.as_uuid())
+        .fetch_optional(&mut *conn)
+        .await?;
+        Ok(HoldStatusReply { status })
     }
 
     /// Records a payout made on chain: payable down, on-chain mirror down.

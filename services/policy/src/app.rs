@@ -1,4 +1,4 @@
-//! Building and running the policy service: its command server, the sweeper, and the
+//! Building and running the policy service: its command server, the sweeper, the outbox relay, and the
 //! operations endpoints.
 
 use std::net::SocketAddr;
@@ -75,6 +75,8 @@ impl PolicyService {
         let commands = shutdown.spawn(server.run(shutdown.token()));
         let interval = Duration::from_millis(self.engine.settings.sweep_interval_ms);
         shutdown.spawn(crate::sweeper::run(self.engine.clone(), interval, shutdown.token()));
+        let relay = awx_bus::OutboxRelay::new(&self.engine.bus, self.engine.pool.clone());
+        shutdown.spawn(relay.run(shutdown.token()));
         let bus = self.engine.bus.clone();
         let checks = vec![
             ReadinessCheck::postgres(self.engine.pool.clone()),

@@ -8,9 +8,16 @@
 //! keep it as spent), and the settlement service records its item as settled externally by that
 //! transaction, so the ledger's payout is posted and the fee collected. A chain that cannot be
 //! read leaves the payment as it is, to be asked again.
+//!
+//! An unused one is released only after the ledger says its hold is not captured: a settle whose
+//! answer was lost (cancelled at the caller's deadline after the ledger committed the capture)
+//! leaves the payment `authorized` with its hold captured. Such a capture is recovered, not
+//! undone: the payment becomes `captured`, and its `payment.captured` event queues its item for
+//! net settlement.
 
 use awx_api::facilitator::{AuthorizationState, RecordExternal};
-use awx_api::ledger::Capture;
+use awx_api::ledger::{Capture, HoldStatus};
+use awx_api::policy::PaymentCaptured;
 use awx_types::LedgerId;
 use awx_x402::B256;
 use sqlx::PgConnection;
@@ -102,4 +109,43 @@ pub(crate) async fn capture_paid_elsewhere(
     })?;
     tracing::info!(payment = %payment.id, %tx_hash, "an authorization was paid on chain outside awx; captured, not released");
     Ok(true)
+}
+
+/// The ledger's status of `payment`'s hold (`None`: no hold); an error when it did not answer.
+pub(crate) async fn hold_status(
+    engine: &Engine,
+    payment: &Payment,
+) -> Result<Option<String>, String> {
+    let query = HoldStatus { hold_id: LedgerId::from_uuid(payment.id) };
+    engine
+        .bus
+        .send(&query, engine.upstream_timeout())
+        .await
+        .map(|reply| reply.status)
+        .map_err(|error| error.to_string())
+}
+
+/// Records a capture the ledger committed but whose answer the policy service never got, in
+/// `conn`'s transaction: the payment is `captured` (it stays spent), and the `payment.captured`
+/// event queues its item (its provider unknown).
+pub(crate) async fn recover_capture(
+    engine: &Engine,
+    conn: &mut PgConnection,
+    payment: &mut Payment,
+) -> Result<(), Failure> {
+    let at: i64 = sqlx::query_scalar(
+        "UPDATE policy.payments SET state = 'captured', captured_at = now(), updated_at = now()
+         WHERE id = $1 RETURNING extract(epoch FROM captured_at)::bigint",
+    )
+    .bind(payment.id)
+    .fetch_one(&mut *conn)
+    .await?;
+    payment.state = "captured".into();
+    let event = PaymentCaptured { provider: None, captured: captured(payment, at)? };
+    awx_bus::publish(conn, engine.bus.schema(), &event)
+        .await
+        .map_err(|error| Failure::internal(format!("writing the outbox: {error}")))?;
+    tracing::warn!(payment = %payment.id, "a capture whose answer was lost is recovered from the ledger");
+    metrics::counter!("policy_captures_recovered_total").increment(1);
+    Ok(())
 }

@@ -9,7 +9,7 @@
 //! used, as the chain would.
 
 use awx_api::ledger::Capture;
-use awx_api::policy::{Captured, OwnAction, OwnPayment, OwnPaymentReply};
+use awx_api::policy::{Captured, OwnAction, OwnPayment, OwnPaymentReply, PaymentCaptured};
 use awx_types::{Amount, LedgerId};
 use awx_x402::{ErrorReason, ExactEvmPayload, SettleFailure, SettleResponse, VerifyResponse};
 
@@ -224,9 +224,14 @@ pub(crate) async fn own_payment(
     .bind(command.provider.as_uuid())
     .fetch_one(&mut *tx)
     .await?;
-    tx.commit().await?;
     payment.state = "captured".into();
     let facts = captured(&payment, at)?;
+    // The settlement item follows from this event even if this answer is lost.
+    let event = PaymentCaptured { provider: Some(command.provider), captured: facts.clone() };
+    awx_bus::publish(&mut tx, engine.bus.schema(), &event)
+        .await
+        .map_err(|error| Failure::internal(format!("writing the outbox: {error}")))?;
+    tx.commit().await?;
     Ok(OwnPaymentReply::Settled {
         response: SettleResponse::settled("", payment.network.clone(), payer),
         captured: Some(facts),

@@ -72,7 +72,21 @@ pub async fn sweep_once(engine: &Engine) -> Result<usize, Failure> {
         if state == "authorized" {
             // Released only when the chain says the authorization expired unused.
             match expiry::check(engine, &payment).await {
-                Expiry::Unused => {}
+                Expiry::Unused => match expiry::hold_status(engine, &payment).await {
+                    Ok(Some(status)) if status == "captured" => {
+                        expiry::recover_capture(engine, &mut tx, &mut payment).await?;
+                        tx.commit().await?;
+                        done = done.saturating_add(1);
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(why) => {
+                        tracing::warn!(payment = %id, why, "the ledger did not say whether the hold was captured; asking again later");
+                        postpone(&mut tx, id, now_unix().saturating_add(grace(engine))).await?;
+                        tx.commit().await?;
+                        continue;
+                    }
+                },
                 Expiry::NotYet { valid_before } => {
                     postpone(&mut tx, id, valid_before.saturating_add(grace(engine))).await?;
                     tx.commit().await?;

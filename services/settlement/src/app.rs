@@ -68,6 +68,11 @@ impl SettlementService {
         }
         let relay = awx_bus::OutboxRelay::new(&self.facilitator.bus, self.facilitator.pool.clone());
         shutdown.spawn(relay.run(shutdown.token()));
+        // Captures queue their items from the policy service's outbox too.
+        let captured = awx_bus::EventConsumer::new(&self.facilitator.bus, self.inbox_pool.clone())
+            .on::<awx_api::policy::PaymentCaptured, _>(crate::own::CapturedHandler)
+            .context("registering the payment.captured consumer")?;
+        let events = shutdown.spawn(captured.run(shutdown.token()));
         let bus = self.facilitator.bus.clone();
         let checks = vec![
             ReadinessCheck::postgres(self.facilitator.pool.clone()),
@@ -82,6 +87,16 @@ impl SettlementService {
             tracing::warn!("settlement tasks outlived the shutdown grace");
         }
         self.facilitator.bus.close();
+        match events.await {
+            Ok(Err(error)) => {
+                tracing::warn!(error.message = %error, "the payment.captured consumer stopped with an error")
+            }
+            Ok(Ok(())) => {}
+            Err(error) if error.is_cancelled() => {}
+            Err(error) => {
+                tracing::warn!(error.message = %error, "the payment.captured consumer task failed")
+            }
+        }
         match commands.await {
             Ok(result) => result.context("serving facilitator commands"),
             Err(error) if error.is_cancelled() => Ok(()),

@@ -98,47 +98,14 @@ impl Facilitator {
         provider: AccountId,
         captured: &Captured,
     ) -> Result<i64, FacilitatorError> {
-        let amount = Amount::parse_atomic(&captured.amount)
-            .ok()
-            .filter(|amount| !amount.is_zero())
-            .ok_or_else(|| {
-                FacilitatorError::Inconsistent(format!(
-                    "the policy service reported a capture of {:?}, not a positive atomic amount",
-                    captured.amount
-                ))
-            })?;
-        let fee = Amount::parse_atomic(&captured.fee).map_err(|error| {
-            FacilitatorError::Inconsistent(format!(
-                "the policy service reported a fee of {:?}: {error}",
-                captured.fee
-            ))
-        })?;
-        let payment_id = captured.ledger_id.as_uuid();
-        let inserted = sqlx::query(
-            "INSERT INTO settlement.items
-               (payment_id, network, token, payer, payee, amount, valid_before, nonce, captured_at, provider, fee)
-             VALUES ($1, $2, $3, $4, $5, $6::numeric, $7, $8, 'epoch'::timestamptz + $9 * interval '1 second', $10, $11::numeric)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(payment_id)
-        .bind(&captured.network)
-        .bind(lower(captured.token))
-        .bind(lower(captured.payer))
-        .bind(lower(captured.payee))
-        .bind(amount.to_string())
-        .bind(captured.valid_before_unix)
-        .bind(format!("{:#x}", captured.nonce))
-        .bind(captured.captured_at_unix)
-        .bind(provider.as_uuid())
-        .bind(fee.to_string())
-        .execute(&self.pool)
-        .await?;
+        let mut conn = self.pool.acquire().await?;
+        insert_item(&mut conn, Some(provider), captured).await?;
         let row = sqlx::query(
             "SELECT valid_before, extract(epoch FROM captured_at)::bigint
              FROM settlement.items WHERE payment_id = $1",
         )
-        .bind(payment_id)
-        .fetch_optional(&self.pool)
+        .bind(captured.ledger_id.as_uuid())
+        .fetch_optional(&mut *conn)
         .await?;
         let Some(row) = row else {
             tracing::error!(payment = %captured.ledger_id, "another payment is queued for this authorization");
@@ -147,10 +114,6 @@ impl Facilitator {
                 captured.ledger_id, captured.nonce, captured.payer
             )));
         };
-        if inserted.rows_affected() > 0 {
-            metrics::counter!("settlement_items_queued_total", "network" => captured.network.clone())
-                .increment(1);
-        }
         let valid_before: i64 = row.get(0);
         let captured_at: i64 = row.get(1);
         Ok(settle_by_unix(
@@ -159,6 +122,76 @@ impl Facilitator {
             self.settings.batch.max_delay_seconds,
             self.settings.batch.interval_seconds,
         ))
+    }
+}
+
+/// Inserts the settlement item of a capture in `conn` unless the payment (or its authorization)
+/// is queued already; `true` when it was new. The settle path calls it for its answer, and the
+/// `payment.captured` event (from the policy service's outbox) calls it too, so a capture whose
+/// settle answer was lost is still queued.
+pub async fn insert_item(
+    conn: &mut sqlx::PgConnection,
+    provider: Option<AccountId>,
+    captured: &Captured,
+) -> Result<bool, FacilitatorError> {
+    let amount = Amount::parse_atomic(&captured.amount)
+        .ok()
+        .filter(|amount| !amount.is_zero())
+        .ok_or_else(|| {
+            FacilitatorError::Inconsistent(format!(
+                "the policy service reported a capture of {:?}, not a positive atomic amount",
+                captured.amount
+            ))
+        })?;
+    let fee = Amount::parse_atomic(&captured.fee).map_err(|error| {
+        FacilitatorError::Inconsistent(format!(
+            "the policy service reported a fee of {:?}: {error}",
+            captured.fee
+        ))
+    })?;
+    let inserted = sqlx::query(
+        "INSERT INTO settlement.items
+           (payment_id, network, token, payer, payee, amount, valid_before, nonce, captured_at, provider, fee)
+         VALUES ($1, $2, $3, $4, $5, $6::numeric, $7, $8, 'epoch'::timestamptz + $9 * interval '1 second', $10, $11::numeric)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(captured.ledger_id.as_uuid())
+    .bind(&captured.network)
+    .bind(lower(captured.token))
+    .bind(lower(captured.payer))
+    .bind(lower(captured.payee))
+    .bind(amount.to_string())
+    .bind(captured.valid_before_unix)
+    .bind(format!("{:#x}", captured.nonce))
+    .bind(captured.captured_at_unix)
+    .bind(provider.map(|provider| provider.as_uuid()))
+    .bind(fee.to_string())
+    .execute(&mut *conn)
+    .await?;
+    let new = inserted.rows_affected() > 0;
+    if new {
+        metrics::counter!("settlement_items_queued_total", "network" => captured.network.clone())
+            .increment(1);
+    }
+    Ok(new)
+}
+
+/// Queues the item of each `payment.captured` event, in the consumer's transaction (the inbox
+/// makes a redelivered event a no-op).
+#[derive(Debug, Clone, Copy)]
+pub struct CapturedHandler;
+
+impl awx_bus::EventHandler<awx_api::policy::PaymentCaptured> for CapturedHandler {
+    async fn handle(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        event: awx_api::policy::PaymentCaptured,
+        _meta: awx_bus::EventMeta,
+    ) -> Result<(), awx_bus::HandlerError> {
+        insert_item(tx, event.provider, &event.captured)
+            .await
+            .map(|_| ())
+            .map_err(awx_bus::HandlerError::transient)
     }
 }
 
