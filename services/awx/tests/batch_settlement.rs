@@ -591,7 +591,7 @@ async fn a_payment_settled_by_another_facilitator_stays_spent_and_the_ledger_mat
     // After validBefore the sweeper asks the chain: used, so the payment is captured, not
     // released, and the session keeps it spent.
     let path = format!("/api/v1/x402/payments/{}", paid["ledger_id"].as_str().unwrap());
-    let mut view = serde_json::Value::Null;
+    let mut view = Value::Null;
     for _ in 0..100 {
         let (status, body) = world.call(Method::GET, &path, &key, None).await;
         assert_eq!(status, 200, "{body}");
