@@ -8,6 +8,12 @@
 //!   `idempotency.lease_seconds`, so a crashed holder cannot block it for ever); the others wait up
 //!   to `idempotency.wait_ms` for its response, then get 409 `idempotency_key_in_progress`.
 //! - A 5xx answer is not stored (the record is removed), so the client can retry the same key.
+//! - A record belongs to the API key that made it: another key of the account using the same
+//!   Idempotency-Key is refused (422 `idempotency_key_reused`), so a replay never shows one key's
+//!   answer to another.
+//! - Secrets are never stored: a handler marks the fields of its answer that hold one
+//!   ([`SecretFields`], such as a new API key), and they are stored as `null`, so a replay shows
+//!   everything but the secret.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,9 +39,31 @@ const STORED_HEADERS: [&str; 2] = ["content-type", "location"];
 /// The largest response body stored.
 const RESPONSE_BYTES_MAX: usize = 1024 * 1024;
 
+/// A response extension naming the top-level JSON fields of the answer that hold a secret: the
+/// caller gets them once; the stored copy (and so every replay) has them as `null`.
+#[derive(Debug, Clone, Copy)]
+pub struct SecretFields(pub &'static [&'static str]);
+
+/// The stored copy of a response body: the secret fields set to `null`.
+fn without_secrets(body: &[u8], secrets: SecretFields) -> Vec<u8> {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(mut object)) => {
+            for field in secrets.0 {
+                if let Some(value) = object.get_mut(*field) {
+                    *value = serde_json::Value::Null;
+                }
+            }
+            serde_json::to_vec(&object).unwrap_or_default()
+        }
+        // Not an object: store nothing of it rather than a secret.
+        _ => Vec::new(),
+    }
+}
+
 #[derive(Debug, FromRow)]
 struct Record {
     request_hash: Vec<u8>,
+    api_key_id: Option<uuid::Uuid>,
     state: String,
     lease_expired: bool,
     expired: bool,
@@ -104,13 +132,14 @@ async fn run(
     let lease = format!("{} seconds", settings.lease_seconds);
     let retention = format!("{} hours", settings.retention_hours);
     let account = principal.account_id.as_uuid();
+    let api_key = principal.key_id.as_uuid();
     let started = Instant::now();
     let mut pause = Duration::from_millis(20);
     loop {
         let inserted = sqlx::query(
             "INSERT INTO gateway.idempotency_keys
-               (account_id, idempotency_key, request_hash, state, locked_until, expires_at)
-             VALUES ($1, $2, $3, 'in_progress', now() + $4::interval, now() + $5::interval)
+               (account_id, idempotency_key, request_hash, state, locked_until, expires_at, api_key_id)
+             VALUES ($1, $2, $3, 'in_progress', now() + $4::interval, now() + $5::interval, $6)
              ON CONFLICT (account_id, idempotency_key) DO NOTHING",
         )
         .bind(account)
@@ -118,6 +147,7 @@ async fn run(
         .bind(&request_hash)
         .bind(&lease)
         .bind(&retention)
+        .bind(api_key)
         .execute(&state.pool)
         .await
         .map_err(|error| ApiError::from(error).into_response())?;
@@ -125,7 +155,7 @@ async fn run(
             return execute(state, account, &key, parts, body, next).await;
         }
         let record: Option<Record> = sqlx::query_as(
-            "SELECT request_hash, state, locked_until < now() AS lease_expired, expires_at < now() AS expired,
+            "SELECT request_hash, api_key_id, state, locked_until < now() AS lease_expired, expires_at < now() AS expired,
                     response_status, response_headers, response_body
              FROM gateway.idempotency_keys WHERE account_id = $1 AND idempotency_key = $2",
         )
@@ -146,6 +176,13 @@ async fn run(
             .await
             .map_err(|error| ApiError::from(error).into_response())?;
             continue;
+        }
+        if record.api_key_id.is_some_and(|owner| owner != api_key) {
+            return Err(ApiError::new(
+                ErrorCode::IdempotencyKeyReused,
+                "this Idempotency-Key was used by another API key of the account",
+            )
+            .into_response());
         }
         if record.request_hash != request_hash {
             return Err(ApiError::new(
@@ -215,6 +252,10 @@ async fn execute(
             Some(((*name).to_owned(), serde_json::Value::String(value.to_owned())))
         })
         .collect();
+    let stored_body = match response_parts.extensions.get::<SecretFields>() {
+        Some(secrets) => without_secrets(&bytes, *secrets),
+        None => bytes.to_vec(),
+    };
     let stored = sqlx::query(
         "UPDATE gateway.idempotency_keys
          SET state = 'completed', response_status = $3, response_headers = $4, response_body = $5
@@ -224,7 +265,7 @@ async fn execute(
     .bind(key)
     .bind(i16::try_from(response_parts.status.as_u16()).unwrap_or(500))
     .bind(serde_json::Value::Object(headers))
-    .bind(bytes.as_ref())
+    .bind(stored_body)
     .execute(&state.pool)
     .await;
     if let Err(error) = stored {

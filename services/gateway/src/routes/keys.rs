@@ -19,6 +19,7 @@ use crate::auth::Principal;
 use crate::auth::key::Scope;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::extract::{ApiJson, ApiQuery};
+use crate::idempotency::SecretFields;
 use crate::state::AppState;
 use crate::store::{self, KeyRow};
 
@@ -91,16 +92,32 @@ pub struct CreatedKey {
     /// The key.
     #[serde(flatten)]
     pub key: KeyView,
-    /// The full API key to send in `X-API-Key`. Shown once: store it now.
+    /// The full API key to send in `X-API-Key`. Shown once: store it now. `null` in the replay
+    /// of an idempotent request (the secret is never stored; rotate the key if it was lost).
     #[schema(
         example = "awx_0190a3c48f2b7c3e9d1e5f6a7b8c9d0e_3q2-7wR9yXz0aBcDeFgHiJkLmNoPqRsTuVwXyZ01234"
     )]
-    pub api_key: String,
+    pub api_key: Option<String>,
+}
+
+/// What an answer with a new key's secret is made of: the secret is marked, so an idempotent
+/// replay never stores it.
+type CreatedAnswer = (StatusCode, axum::Extension<SecretFields>, axum::Json<CreatedKey>);
+
+fn created(issued: &IssuedKey) -> CreatedAnswer {
+    (
+        StatusCode::CREATED,
+        axum::Extension(SecretFields(&["api_key"])),
+        axum::Json(CreatedKey::from(issued)),
+    )
 }
 
 impl From<&IssuedKey> for CreatedKey {
     fn from(issued: &IssuedKey) -> Self {
-        Self { key: KeyView::from(&issued.row), api_key: issued.plaintext.expose().to_owned() }
+        Self {
+            key: KeyView::from(&issued.row),
+            api_key: Some(issued.plaintext.expose().to_owned()),
+        }
     }
 }
 
@@ -189,7 +206,7 @@ pub async fn create_key(
     State(state): State<Arc<AppState>>,
     principal: Principal,
     ApiJson(request): ApiJson<CreateKeyRequest>,
-) -> Result<(StatusCode, axum::Json<CreatedKey>), ApiError> {
+) -> Result<CreatedAnswer, ApiError> {
     principal.require(Scope::Admin)?;
     validate_name(&request.name)?;
     if request.scopes.is_empty() {
@@ -205,7 +222,7 @@ pub async fn create_key(
     )
     .await
     .map_err(account_error)?;
-    Ok((StatusCode::CREATED, axum::Json(CreatedKey::from(&issued))))
+    Ok(created(&issued))
 }
 
 /// Lists the account's keys, oldest first.
@@ -326,7 +343,7 @@ pub async fn rotate_key(
     principal: Principal,
     Path(id): Path<String>,
     body: axum::body::Bytes,
-) -> Result<(StatusCode, axum::Json<CreatedKey>), ApiError> {
+) -> Result<CreatedAnswer, ApiError> {
     principal.require(Scope::Admin)?;
     let request: RotateKeyRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RotateKeyRequest::default()
@@ -346,5 +363,5 @@ pub async fn rotate_key(
     )
     .await
     .map_err(account_error)?;
-    Ok((StatusCode::CREATED, axum::Json(CreatedKey::from(&issued))))
+    Ok(created(&issued))
 }

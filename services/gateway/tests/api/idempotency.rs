@@ -39,9 +39,23 @@ async fn the_same_key_and_body_execute_once_and_replay_the_answer() {
     let second = create(&app, &admin, "order-1", "k").await;
     assert_eq!(second.status(), 201);
     assert_eq!(second.headers()["idempotent-replayed"], "true");
-    let second_body: Value = second.json().await.unwrap();
+    let mut second_body: Value = second.json().await.unwrap();
+    // The same answer, except the new key's secret: it is never stored, so a replay cannot show it.
+    let secret = first_body["api_key"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("awx_"));
+    assert_eq!(second_body["api_key"], Value::Null);
+    second_body["api_key"] = first_body["api_key"].clone();
     assert_eq!(first_body, second_body);
     assert_eq!(key_count(&app).await, before + 1);
+    let stored: Vec<u8> = sqlx::query_scalar(
+        "SELECT response_body FROM gateway.idempotency_keys WHERE idempotency_key = 'order-1'",
+    )
+    .fetch_one(&app.state.pool)
+    .await
+    .unwrap();
+    let stored = String::from_utf8(stored).unwrap();
+    assert!(!stored.contains(&secret), "the secret is not stored: {stored}");
+    assert!(!stored.contains(secret.rsplit('_').next().unwrap()));
 
     // Without the header, each request executes.
     for _ in 0..2 {
@@ -155,4 +169,31 @@ async fn a_server_error_is_not_stored_so_a_retry_runs_again() {
     assert!(retry.headers().get("idempotent-replayed").is_none());
     assert_eq!(send().await.unwrap().headers()["idempotent-replayed"], "true");
     assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn another_key_of_the_account_never_gets_a_replay() {
+    let app = TestApp::spawn().await;
+    let (_, admin) = app.account("acme").await;
+    let first = create(&app, &admin, "order-9", "k").await;
+    assert_eq!(first.status(), 201);
+    // A second admin key of the same account.
+    let other = app
+        .client
+        .post(app.url("/api/v1/keys"))
+        .header("x-api-key", &admin)
+        .json(&json!({"name": "admin 2", "scopes": ["admin"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 201);
+    let other: Value = other.json().await.unwrap();
+    let other = other["api_key"].as_str().unwrap();
+    let before = key_count(&app).await;
+    let replay = create(&app, other, "order-9", "k").await;
+    assert!(replay.headers().get("idempotent-replayed").is_none());
+    let (status, code, body) = error_code(replay).await;
+    assert_eq!((status, code.as_str()), (422, "idempotency_key_reused"), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("another API key"), "{body}");
+    assert_eq!(key_count(&app).await, before, "nothing executed");
 }
