@@ -449,6 +449,10 @@ pub enum OwnPaymentReply {
         response: SettleResponse,
         /// The capture, for the settlement queue.
         captured: Option<Captured>,
+        /// The payment was captured by an earlier settle: this is its stored answer again (a
+        /// provider must not serve a second request with one payment).
+        #[serde(default)]
+        replay: bool,
     },
 }
 

@@ -14,7 +14,10 @@
 //!    status 400 or more is returned as it is and nothing is settled;
 //! 6. otherwise the answer is buffered and `POST /settle` is called once: success adds
 //!    `PAYMENT-RESPONSE` to the answer; failure replaces it with a 402 carrying the failed
-//!    `PAYMENT-RESPONSE` and body `{}`.
+//!    `PAYMENT-RESPONSE` and body `{}`. A success the facilitator marks as the replay of an
+//!    earlier settle of the same payment (`extensions.awx.replay`, as ours does) is a failure
+//!    too (`invalid_exact_evm_nonce_already_used`): one payment serves one request, however many
+//!    requests carry its signature at once.
 //!
 //! Every answer the middleware makes itself carries `Cache-Control: no-store`. The paid
 //! handler's answer is held in memory until settlement, so the payer is charged only for an
@@ -290,6 +293,20 @@ where
     };
 
     let settled = match shared.facilitator.settle(&payload, offer).await {
+        Ok(answer) if answer.success && is_replay(&answer) => {
+            // The payment paid for another request already (concurrent requests with one
+            // signature): this one is not served.
+            tracing::warn!(payer = ?answer.payer, "x402 payment already settled for another request");
+            return reject(Rejection::SettleFailed(Box::new(SettleResponse::failed(
+                SettleFailure {
+                    reason: ErrorReason::InvalidExactEvmNonceAlreadyUsed,
+                    message: "this payment was already settled for another request".into(),
+                    payer: answer.payer,
+                    transaction: answer.transaction,
+                    network: answer.network,
+                },
+            ))));
+        }
         Ok(answer) if answer.success => answer,
         Ok(answer) => {
             tracing::warn!(
@@ -325,6 +342,18 @@ where
             Ok(Response::from_parts(parts, Body::from(bytes)))
         }
     }
+}
+
+/// Whether a successful settle is the replay of an earlier one (`extensions.awx.replay`, as the
+/// awx facilitator marks every settle of a payment but the first).
+fn is_replay(answer: &SettleResponse) -> bool {
+    answer
+        .extensions
+        .as_ref()
+        .and_then(|extensions| extensions.get("awx"))
+        .and_then(|awx| awx.get("replay"))
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false)
 }
 
 /// The request's v2 payment: `None` without a `PAYMENT-SIGNATURE` header, an error message when

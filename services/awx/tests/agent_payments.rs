@@ -520,8 +520,11 @@ async fn the_facilitator_answers_for_our_own_payers_without_the_chain() {
     let settled = world.settle(&payload, &requirements).await;
     assert_eq!(settled["success"], true, "{settled}");
     assert_eq!(settled["transaction"], "");
-    let again = world.settle(&payload, &requirements).await;
-    assert_eq!(again, settled, "a repeated settle gets the same answer");
+    assert!(settled["extensions"]["awx"].get("replay").is_none(), "{settled}");
+    let mut again = world.settle(&payload, &requirements).await;
+    assert_eq!(again["extensions"]["awx"]["replay"], true, "{again}");
+    again["extensions"]["awx"].as_object_mut().unwrap().remove("replay");
+    assert_eq!(again, settled, "a repeated settle gets the same answer, marked as a replay");
     let used = world.verify(&payload, &requirements).await;
     assert_eq!(used["invalidReason"], "invalid_exact_evm_nonce_already_used");
     assert_eq!(world.count("SELECT count(*) FROM settlement.items").await, 1);
@@ -579,6 +582,39 @@ async fn an_authorization_never_settled_expires_and_its_funds_come_back() {
     // Its signature is worth nothing to the provider now.
     let (status, _, _) = retry(&world, &url, &paid).await;
     assert_eq!(status, 402);
+    world.assert_ledger_consistent().await;
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn one_payment_serves_one_request_however_many_carry_its_signature_at_once() {
+    let world = World::start().await;
+    let key = world.new_key(&["agent"]).await;
+    let (agent, _) = world.create_agent(json!({})).await;
+    world.fund(&agent, "1.00").await;
+    let base = world.paid_api(Address::random(), 100_000).await;
+    let (status, paid) = world
+        .call(
+            Method::POST,
+            "/api/v1/x402/pay",
+            &key,
+            Some(&json!({"agent_id": agent, "target_url": format!("{base}/slow")})),
+        )
+        .await;
+    assert_eq!(status, 200, "{paid}");
+    // Five requests with the one signature, all verified before the slow route answers.
+    let slow = format!("{base}/slow");
+    let requests = (0..5).map(|_| retry(&world, &slow, &paid));
+    let answers = futures::future::join_all(requests).await;
+    let served = answers.iter().filter(|(status, _, _)| *status == 200).count();
+    assert_eq!(served, 1, "{answers:?}");
+    for (status, settlement, _) in answers.iter().filter(|(status, _, _)| *status != 200) {
+        assert_eq!(*status, 402);
+        let settlement = settlement.as_ref().unwrap();
+        assert_eq!(settlement["success"], false);
+        assert_eq!(settlement["errorReason"], "invalid_exact_evm_nonce_already_used");
+    }
+    assert_eq!(world.agent_balance(&agent).await, ("0.898".into(), "0.00".into()));
     world.assert_ledger_consistent().await;
     world.stop().await;
 }

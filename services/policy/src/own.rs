@@ -36,6 +36,7 @@ fn answer(
         (OwnAction::Settle, Ok(())) => OwnPaymentReply::Settled {
             response: SettleResponse::settled("", payment.network.clone(), payer),
             captured: None,
+            replay: false,
         },
         (OwnAction::Settle, Err(response)) => OwnPaymentReply::Settled {
             response: SettleResponse::failed(SettleFailure {
@@ -46,6 +47,7 @@ fn answer(
                 network: payment.network.clone(),
             }),
             captured: None,
+            replay: false,
         },
     }
 }
@@ -160,6 +162,7 @@ pub(crate) async fn own_payment(
                     network: command.requirements.network.clone(),
                 }),
                 captured: None,
+                replay: false,
             },
         });
     };
@@ -178,6 +181,7 @@ pub(crate) async fn own_payment(
         return Ok(OwnPaymentReply::Settled {
             response: SettleResponse::settled("", payment.network.clone(), payer),
             captured: Some(facts),
+            replay: true,
         });
     }
     let verdict = check(command, &payment, &eip3009);
@@ -235,5 +239,6 @@ pub(crate) async fn own_payment(
     Ok(OwnPaymentReply::Settled {
         response: SettleResponse::settled("", payment.network.clone(), payer),
         captured: Some(facts),
+        replay: false,
     })
 }

@@ -77,6 +77,7 @@ impl Facilitator {
         provider: AccountId,
         mut response: SettleResponse,
         captured: Option<Captured>,
+        replay: bool,
     ) -> Result<SettleResponse, FacilitatorError> {
         let Some(captured) = captured else { return Ok(response) };
         let settle_by = self.queue_item(provider, &captured).await?;
@@ -88,7 +89,7 @@ impl Facilitator {
                 "settleBy": settle_by,
             }),
         );
-        Ok(response)
+        Ok(if replay { crate::settle::replayed(response) } else { response })
     }
 
     /// Inserts the settlement item of a capture if new; returns its `settleBy` (Unix seconds),

@@ -40,6 +40,20 @@ use crate::facilitator::{
 const RECEIPT_POLL_FIRST: Duration = Duration::from_millis(10);
 const RECEIPT_POLL_MAX: Duration = Duration::from_millis(200);
 
+/// Marks a successful answer as the replay of an earlier settle of the same authorization
+/// (`extensions.awx.replay = true`): exactly one settle of a payment answers success as new, so a
+/// provider's middleware serves one request per payment.
+pub(crate) fn replayed(mut response: SettleResponse) -> SettleResponse {
+    if response.success {
+        let extensions = response.extensions.get_or_insert_with(Default::default);
+        let awx = extensions.entry("awx").or_insert_with(|| serde_json::json!({}));
+        if let Some(awx) = awx.as_object_mut() {
+            awx.insert("replay".into(), serde_json::Value::Bool(true));
+        }
+    }
+    response
+}
+
 /// An address as stored: lowercase `0x` hex.
 pub(crate) fn lower(address: Address) -> String {
     address.to_string().to_lowercase()
@@ -115,8 +129,8 @@ impl Facilitator {
         let normalized = normalize(request)?;
         match self.own_payment(OwnAction::Settle, provider, &normalized).await? {
             OwnPaymentReply::NotOurs => {}
-            OwnPaymentReply::Settled { response, captured } => {
-                return self.deferred(provider, response, captured).await;
+            OwnPaymentReply::Settled { response, captured, replay } => {
+                return self.deferred(provider, response, captured, replay).await;
             }
             OwnPaymentReply::Verified { .. } => {
                 return Err(FacilitatorError::PolicyUnavailable(
@@ -160,11 +174,11 @@ impl Facilitator {
         match row.state.as_str() {
             "confirmed" => {
                 tx.commit().await?;
-                return Ok(SettleResponse::settled(
+                return Ok(replayed(SettleResponse::settled(
                     row.tx_hash.unwrap_or_default(),
                     network,
                     payer,
-                ));
+                )));
             }
             "failed" => {
                 tx.commit().await?;
@@ -186,7 +200,11 @@ impl Facilitator {
                     .as_deref()
                     .and_then(|hash| hash.parse::<B256>().ok())
                     .unwrap_or_default();
-                return self.follow(valid.chain, row.id, hash, &payload, &network).await;
+                // Another settle owns this transaction: its success is that settle's.
+                return self
+                    .follow(valid.chain, row.id, hash, &payload, &network)
+                    .await
+                    .map(replayed);
             }
             _ => {}
         }

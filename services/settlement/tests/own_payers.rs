@@ -76,6 +76,7 @@ impl CommandHandler<OwnPayment> for FakePolicy {
                     captured_at_unix: self.captured_at_unix,
                     fee: "0".into(),
                 }),
+                replay: false,
             },
         })
     }

@@ -358,8 +358,9 @@ impl World {
         )
     }
 
-    /// A paid API built with our middleware (`GET /paid` at `atomic` units, `GET /free`), paid
-    /// through the world's facilitator; returns its base URL.
+    /// A paid API built with our middleware (`GET /paid` at `atomic` units, the same taking
+    /// 300 ms at `GET /slow`, `GET /free`), paid through the world's facilitator; returns its
+    /// base URL.
     pub(crate) async fn paid_api(&self, pay_to: Address, atomic: u128) -> String {
         self.paid_api_expiring(pay_to, atomic, awx_x402_axum::price::DEFAULT_MAX_TIMEOUT_SECONDS)
             .await
@@ -391,8 +392,13 @@ impl World {
         async fn paid(axum::Extension(info): axum::Extension<PaymentInfo>) -> axum::Json<Value> {
             axum::Json(json!({"served_by": "awx-x402-axum", "payer": info.payer}))
         }
+        async fn slow(info: axum::Extension<PaymentInfo>) -> axum::Json<Value> {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            paid(info).await
+        }
         let app = axum::Router::new()
-            .route("/paid", axum::routing::get(paid).layer(paywall))
+            .route("/paid", axum::routing::get(paid).layer(paywall.clone()))
+            .route("/slow", axum::routing::get(slow).layer(paywall))
             .route("/free", axum::routing::get(|| async { "free" }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
