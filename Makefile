@@ -9,7 +9,7 @@ export CARGO_TERM_COLOR ?= never
 
 CARGO ?= cargo
 
-.PHONY: help setup run build test test-rust conformance lint fmt openapi contracts contracts-check vectors bench-gateway bench-ledger bench-facilitator bench-pay clean
+.PHONY: help setup run build test test-rust conformance lint fmt openapi contracts contracts-check vectors bench-gateway bench-ledger bench-facilitator bench-pay bench-settlement clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -61,6 +61,9 @@ bench-facilitator: ## Benchmark the facilitator (verify, settle) through a relea
 
 bench-pay: ## Benchmark /x402/pay and paid requests through a release `awx dev`, beside pgbench
 	scripts/bench-pay.sh
+
+bench-settlement: ## Benchmark net settlement: gas per payment three ways, the batch worker's items/s (release)
+	scripts/bench-settlement.sh
 
 clean: ## Remove build output
 	$(CARGO) clean

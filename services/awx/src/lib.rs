@@ -1,7 +1,8 @@
 //! The `awx` command line: `awx dev` brings up the local platform; `awx admin` creates accounts
 //! (`bootstrap` makes the first one and prints its admin key); `awx openapi` prints the API
-//! document; `awx ledger check` verifies the ledger's invariants; `awx ledger bench` and
-//! `awx facilitator bench` are the benchmarks of docs/benchmarks.md.
+//! document; `awx ledger check` verifies the ledger's invariants; `awx ledger bench`,
+//! `awx facilitator bench`, `awx payments bench` and `awx settlement bench` are the benchmarks of
+//! docs/benchmarks.md.
 //!
 //! For now `awx dev` starts the development chain (anvil on loopback), deploys our EIP-3009
 //! token, funds development wallets with it, prints what it started, writes the same facts to
@@ -17,6 +18,7 @@ mod ledger;
 mod ledger_bench;
 mod pay_bench;
 pub mod platform;
+mod settlement_bench;
 mod walkthrough;
 
 use clap::{Parser, Subcommand};
@@ -44,6 +46,21 @@ enum Command {
     Facilitator(FacilitatorArgs),
     /// Agent payments, measured against a running `awx dev` (see docs/benchmarks.md).
     Payments(PaymentsArgs),
+    /// Net settlement, measured on chains and a platform of its own (see docs/benchmarks.md).
+    Settlement(SettlementArgs),
+}
+
+/// Options of `awx settlement`.
+#[derive(Debug, clap::Args)]
+struct SettlementArgs {
+    #[command(subcommand)]
+    command: SettlementCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum SettlementCommand {
+    /// Gas per settled payment (per payment, batched, netted) and the batch worker's throughput.
+    Bench(settlement_bench::BenchArgs),
 }
 
 /// Options of `awx payments`.
@@ -84,6 +101,9 @@ impl Cli {
             }
             Command::Payments(PaymentsArgs { command: PaymentsCommand::Bench(args) }) => {
                 pay_bench::run(args).await
+            }
+            Command::Settlement(SettlementArgs { command: SettlementCommand::Bench(args) }) => {
+                settlement_bench::run(args).await
             }
             Command::Openapi => {
                 use std::io::Write as _;
