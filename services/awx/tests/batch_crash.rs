@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use alloy::primitives::U256;
 use awx_x402::{Address, B256};
-use reqwest::Method;
 use serde_json::{Value, json};
 use support::World;
 use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
@@ -260,42 +259,6 @@ impl SettlementProcess {
     }
 }
 
-/// Pays `url` as `agent` and retries it with the signature; the provider settles through us
-/// (captured, queued).
-async fn pay_and_serve(world: &World, key: &str, agent: &str, url: &str) {
-    let (status, paid) = world
-        .call(
-            Method::POST,
-            "/api/v1/x402/pay",
-            key,
-            Some(&json!({"agent_id": agent, "target_url": url})),
-        )
-        .await;
-    assert_eq!(status, 200, "{paid}");
-    assert_eq!(paid["status"], "completed", "{paid}");
-    let response = world
-        .http
-        .get(url)
-        .header(
-            paid["payment_header"].as_str().unwrap(),
-            paid["payment_signature"].as_str().unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
-}
-
-/// Waits until every queued authorization has expired (wall-clock time the worker checks).
-async fn wait_for_expiry(world: &World) {
-    let latest: Option<i64> = sqlx::query_scalar("SELECT max(valid_before) FROM settlement.items")
-        .fetch_one(&world.db.pool)
-        .await
-        .unwrap();
-    let wait = latest.unwrap_or(0).saturating_sub(i64::try_from(support::now()).unwrap());
-    tokio::time::sleep(Duration::from_secs(u64::try_from(wait.max(0)).unwrap() + 1)).await;
-}
-
 fn atomic(value: u128) -> U256 {
     U256::from(value)
 }
@@ -326,16 +289,16 @@ async fn pay(world: &World) -> Payments {
     let (p1, p2) = (Address::random(), Address::random());
     let api1 = format!("{}/paid", world.paid_api_expiring(p1, DIME, EXPIRY_SECONDS).await);
     let api2 = format!("{}/paid", world.paid_api_expiring(p2, DIME, EXPIRY_SECONDS).await);
-    pay_and_serve(world, &key, &first, &api1).await;
-    pay_and_serve(world, &key, &first, &api1).await;
-    pay_and_serve(world, &key, &first, &api2).await;
-    pay_and_serve(world, &key, &second, &api1).await;
-    pay_and_serve(world, &key, &second, &api2).await;
+    world.pay_and_serve(&key, &first, &api1).await;
+    world.pay_and_serve(&key, &first, &api1).await;
+    world.pay_and_serve(&key, &first, &api2).await;
+    world.pay_and_serve(&key, &second, &api1).await;
+    world.pay_and_serve(&key, &second, &api2).await;
     assert_eq!(
         world.count("SELECT count(*) FROM settlement.items WHERE state = 'queued'").await,
         ITEMS
     );
-    wait_for_expiry(world).await;
+    world.wait_for_expiry().await;
     Payments { first_wallet, second_wallet, p1, p2 }
 }
 

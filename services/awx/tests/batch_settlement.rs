@@ -29,33 +29,6 @@ const DIME_FEE: u128 = 2_000;
 /// Where the worlds of these tests send the platform's fees (see `support`).
 const FEE_ADDRESS: Address = Address::repeat_byte(0xfe);
 
-/// Pays `url` as `agent` and retries it with the signature; the provider settles through us
-/// (captured, queued). Returns the payment's ledger id.
-async fn pay_and_serve(world: &World, key: &str, agent: &str, url: &str) -> String {
-    let (status, paid) = world
-        .call(
-            Method::POST,
-            "/api/v1/x402/pay",
-            key,
-            Some(&json!({"agent_id": agent, "target_url": url})),
-        )
-        .await;
-    assert_eq!(status, 200, "{paid}");
-    assert_eq!(paid["status"], "completed", "{paid}");
-    let response = world
-        .http
-        .get(url)
-        .header(
-            paid["payment_header"].as_str().unwrap(),
-            paid["payment_signature"].as_str().unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
-    paid["ledger_id"].as_str().unwrap().to_owned()
-}
-
 async fn funded_agent(world: &World, amount: &str) -> (String, Address) {
     let (agent, wallet) = world.create_agent(json!({})).await;
     world.fund(&agent, amount).await;
@@ -93,16 +66,6 @@ async fn settle_all(world: &World, worker: &BatchWorker, passes: usize) -> PassR
     total
 }
 
-/// Waits until every queued authorization has expired.
-async fn wait_for_expiry(world: &World) {
-    let latest: Option<i64> = sqlx::query_scalar("SELECT max(valid_before) FROM settlement.items")
-        .fetch_one(&world.db.pool)
-        .await
-        .unwrap();
-    let wait = latest.unwrap_or(0).saturating_sub(i64::try_from(support::now()).unwrap());
-    tokio::time::sleep(Duration::from_secs(u64::try_from(wait.max(0)).unwrap() + 1)).await;
-}
-
 fn atomic(value: u128) -> U256 {
     U256::from(value)
 }
@@ -118,11 +81,11 @@ async fn netting_pays_each_group_once_and_the_fees_to_the_platform() {
     let api2 = format!("{}/paid", world.paid_api_expiring(p2, DIME, EXPIRY_SECONDS).await);
     let mut first_to_p1 = Vec::new();
     for _ in 0..3 {
-        first_to_p1.push(pay_and_serve(&world, &key, &first, &api1).await);
+        first_to_p1.push(world.pay_and_serve(&key, &first, &api1).await);
     }
     for _ in 0..2 {
-        pay_and_serve(&world, &key, &first, &api2).await;
-        pay_and_serve(&world, &key, &second, &api1).await;
+        world.pay_and_serve(&key, &first, &api2).await;
+        world.pay_and_serve(&key, &second, &api1).await;
     }
     assert_eq!(
         world.count("SELECT count(*) FROM settlement.items WHERE state = 'queued'").await,
@@ -139,7 +102,7 @@ async fn netting_pays_each_group_once_and_the_fees_to_the_platform() {
     );
     assert_eq!(world.balance(p1).await, U256::ZERO);
 
-    wait_for_expiry(&world).await;
+    world.wait_for_expiry().await;
     let total = settle_all(&world, &worker, 20).await;
     assert_eq!(total.eligible, 7, "{total:?}");
     // One transfer per (payer, payee): 3; one fee transfer per payer: 2.
@@ -271,10 +234,10 @@ async fn a_group_at_the_threshold_goes_at_once_and_one_below_it_waits_for_max_de
     let (full, small) = (Address::random(), Address::random());
     let full_api = format!("{}/paid", world.paid_api_expiring(full, DIME, EXPIRY_SECONDS).await);
     let small_api = format!("{}/paid", world.paid_api_expiring(small, DIME, EXPIRY_SECONDS).await);
-    pay_and_serve(&world, &key, &agent, &full_api).await;
-    pay_and_serve(&world, &key, &agent, &full_api).await;
-    pay_and_serve(&world, &key, &agent, &small_api).await;
-    wait_for_expiry(&world).await;
+    world.pay_and_serve(&key, &agent, &full_api).await;
+    world.pay_and_serve(&key, &agent, &full_api).await;
+    world.pay_and_serve(&key, &agent, &small_api).await;
+    world.wait_for_expiry().await;
 
     let worker = world.worker();
     let total = settle_all(&world, &worker, 3).await;
@@ -339,7 +302,7 @@ async fn an_authorization_the_provider_submitted_itself_is_seen_and_not_netted()
     world.token.transfer_with_authorization(&eip3009).await.unwrap();
     assert_eq!(world.balance(payee).await, atomic(DIME));
 
-    wait_for_expiry(&world).await;
+    world.wait_for_expiry().await;
     let worker = world.worker();
     let total = settle_all(&world, &worker, 10).await;
     assert_eq!(total.external, 1, "{total:?}");
@@ -397,11 +360,11 @@ async fn a_transfer_that_fails_inside_its_batch_goes_back_and_the_others_confirm
     let (drained, drained_wallet) = funded_agent(&world, "1.00").await;
     let payee = Address::random();
     let api = format!("{}/paid", world.paid_api_expiring(payee, DIME, EXPIRY_SECONDS).await);
-    pay_and_serve(&world, &key, &healthy, &api).await;
-    pay_and_serve(&world, &key, &drained, &api).await;
+    world.pay_and_serve(&key, &healthy, &api).await;
+    world.pay_and_serve(&key, &drained, &api).await;
     let taken = drain(&world, drained_wallet).await;
 
-    wait_for_expiry(&world).await;
+    world.wait_for_expiry().await;
     let worker = world.worker();
     let total = settle_all(&world, &worker, 3).await;
     assert!(total.failed >= 1, "{total:?}");
@@ -443,10 +406,10 @@ async fn two_workers_at_once_pay_every_item_exactly_once() {
     let payees: Vec<Address> = (0..3).map(|_| Address::random()).collect();
     for payee in &payees {
         let api = format!("{}/paid", world.paid_api_expiring(*payee, DIME, EXPIRY_SECONDS).await);
-        pay_and_serve(&world, &key, &agent, &api).await;
-        pay_and_serve(&world, &key, &agent, &api).await;
+        world.pay_and_serve(&key, &agent, &api).await;
+        world.pay_and_serve(&key, &agent, &api).await;
     }
-    wait_for_expiry(&world).await;
+    world.wait_for_expiry().await;
     let (one, two) = (world.worker(), world.worker());
     for _ in 0..10 {
         let (a, b) = tokio::join!(one.run_once(), two.run_once());
@@ -482,8 +445,8 @@ async fn a_stuck_batch_is_replaced_with_a_higher_fee_and_confirmed_once() {
     let (agent, _) = funded_agent(&world, "1.00").await;
     let payee = Address::random();
     let api = format!("{}/paid", world.paid_api_expiring(payee, DIME, EXPIRY_SECONDS).await);
-    pay_and_serve(&world, &key, &agent, &api).await;
-    wait_for_expiry(&world).await;
+    world.pay_and_serve(&key, &agent, &api).await;
+    world.wait_for_expiry().await;
 
     world.rpc("evm_setAutomine", json!([false])).await;
     let worker = world.worker();
@@ -527,9 +490,9 @@ async fn a_batch_above_the_gas_cap_is_split_and_every_transfer_still_goes() {
     let payees: Vec<Address> = (0..3).map(|_| Address::random()).collect();
     for payee in &payees {
         let api = format!("{}/paid", world.paid_api_expiring(*payee, DIME, EXPIRY_SECONDS).await);
-        pay_and_serve(&world, &key, &agent, &api).await;
+        world.pay_and_serve(&key, &agent, &api).await;
     }
-    wait_for_expiry(&world).await;
+    world.wait_for_expiry().await;
     let worker = world.worker();
     settle_all(&world, &worker, 10).await;
     for payee in &payees {

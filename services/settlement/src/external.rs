@@ -12,10 +12,9 @@
 use awx_api::facilitator::{
     AuthorizationState, AuthorizationStatus, ExternalRecorded, RecordExternal,
 };
-use awx_types::Amount;
 
 use crate::facilitator::{Facilitator, FacilitatorError};
-use crate::settle::lower;
+use crate::own::insert_item;
 
 impl Facilitator {
     /// Whether the authorization is used on chain, and by which transaction.
@@ -50,43 +49,12 @@ impl Facilitator {
         &self,
         command: &RecordExternal,
     ) -> Result<ExternalRecorded, FacilitatorError> {
-        let captured = &command.captured;
-        let parse = |text: &str, what: &str| {
-            Amount::parse_atomic(text).map_err(|error| {
-                FacilitatorError::InvalidRequest(format!("{what} {text:?}: {error}"))
-            })
-        };
-        let amount = parse(&captured.amount, "amount")?;
-        let fee = parse(&captured.fee, "fee")?;
-        if amount.is_zero() {
-            return Err(FacilitatorError::InvalidRequest(
-                "a payment moves a positive amount".into(),
-            ));
+        let mut conn = self.pool.acquire().await?;
+        let inserted =
+            insert_item(&mut conn, None, &command.captured, Some(command.tx_hash)).await?;
+        if inserted {
+            tracing::info!(payment = %command.captured.ledger_id, tx_hash = %command.tx_hash, "a payment was settled on chain outside awx");
         }
-        let inserted = sqlx::query(
-            "INSERT INTO settlement.items
-               (payment_id, network, token, payer, payee, amount, valid_before, nonce, captured_at, provider, fee,
-                state, settled_tx, settled_at)
-             VALUES ($1, $2, $3, $4, $5, $6::numeric, $7, $8, 'epoch'::timestamptz + $9 * interval '1 second', NULL,
-                     $10::numeric, 'settled_externally', $11, now())
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(captured.ledger_id.as_uuid())
-        .bind(&captured.network)
-        .bind(lower(captured.token))
-        .bind(lower(captured.payer))
-        .bind(lower(captured.payee))
-        .bind(amount.to_string())
-        .bind(captured.valid_before_unix)
-        .bind(format!("{:#x}", captured.nonce))
-        .bind(captured.captured_at_unix)
-        .bind(fee.to_string())
-        .bind(format!("{:#x}", command.tx_hash))
-        .execute(&self.pool)
-        .await?;
-        if inserted.rows_affected() > 0 {
-            tracing::info!(payment = %captured.ledger_id, tx_hash = %command.tx_hash, "a payment was settled on chain outside awx");
-        }
-        Ok(ExternalRecorded { inserted: inserted.rows_affected() > 0 })
+        Ok(ExternalRecorded { inserted })
     }
 }

@@ -100,7 +100,7 @@ impl Facilitator {
         captured: &Captured,
     ) -> Result<i64, FacilitatorError> {
         let mut conn = self.pool.acquire().await?;
-        insert_item(&mut conn, Some(provider), captured).await?;
+        insert_item(&mut conn, Some(provider), captured, None).await?;
         let row = sqlx::query(
             "SELECT valid_before, extract(epoch FROM captured_at)::bigint
              FROM settlement.items WHERE payment_id = $1",
@@ -129,11 +129,13 @@ impl Facilitator {
 /// Inserts the settlement item of a capture in `conn` unless the payment (or its authorization)
 /// is queued already; `true` when it was new. The settle path calls it for its answer, and the
 /// `payment.captured` event (from the policy service's outbox) calls it too, so a capture whose
-/// settle answer was lost is still queued.
+/// settle answer was lost is still queued. With `paid_by`, the item is `settled_externally` by
+/// that transaction (its authorization was submitted on chain by someone else).
 pub async fn insert_item(
     conn: &mut sqlx::PgConnection,
     provider: Option<AccountId>,
     captured: &Captured,
+    paid_by: Option<awx_x402::B256>,
 ) -> Result<bool, FacilitatorError> {
     let amount = Amount::parse_atomic(&captured.amount)
         .ok()
@@ -152,8 +154,11 @@ pub async fn insert_item(
     })?;
     let inserted = sqlx::query(
         "INSERT INTO settlement.items
-           (payment_id, network, token, payer, payee, amount, valid_before, nonce, captured_at, provider, fee)
-         VALUES ($1, $2, $3, $4, $5, $6::numeric, $7, $8, 'epoch'::timestamptz + $9 * interval '1 second', $10, $11::numeric)
+           (payment_id, network, token, payer, payee, amount, valid_before, nonce, captured_at, provider, fee,
+            state, settled_tx, settled_at)
+         VALUES ($1, $2, $3, $4, $5, $6::numeric, $7, $8, 'epoch'::timestamptz + $9 * interval '1 second', $10, $11::numeric,
+                 CASE WHEN $12::text IS NULL THEN 'queued' ELSE 'settled_externally' END, $12,
+                 CASE WHEN $12::text IS NULL THEN NULL ELSE now() END)
          ON CONFLICT DO NOTHING",
     )
     .bind(captured.ledger_id.as_uuid())
@@ -167,6 +172,7 @@ pub async fn insert_item(
     .bind(captured.captured_at_unix)
     .bind(provider.map(|provider| provider.as_uuid()))
     .bind(fee.to_string())
+    .bind(paid_by.map(|hash| format!("{hash:#x}")))
     .execute(&mut *conn)
     .await?;
     let new = inserted.rows_affected() > 0;
@@ -189,7 +195,7 @@ impl awx_bus::EventHandler<awx_api::policy::PaymentCaptured> for CapturedHandler
         event: awx_api::policy::PaymentCaptured,
         _meta: awx_bus::EventMeta,
     ) -> Result<(), awx_bus::HandlerError> {
-        insert_item(tx, event.provider, &event.captured)
+        insert_item(tx, event.provider, &event.captured, None)
             .await
             .map(|_| ())
             .map_err(awx_bus::HandlerError::transient)

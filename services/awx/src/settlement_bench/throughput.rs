@@ -266,7 +266,10 @@ impl Started {
 }
 
 /// Part 2; `reference` is the gas of one transaction per payment (part 1), per payment.
-pub(super) async fn throughput_part(args: &BenchArgs, reference: Option<u64>) -> anyhow::Result<()> {
+pub(super) async fn throughput_part(
+    args: &BenchArgs,
+    reference: Option<u64>,
+) -> anyhow::Result<()> {
     say(&format!(
         "\n== the batch worker: {} items from {} agents to {} payees, netted by the real worker",
         args.items, args.agents, args.payees

@@ -406,6 +406,46 @@ impl World {
         format!("http://{address}")
     }
 
+    /// Pays `url` as `agent` (with the agent key `key`) and retries it with the signature, so
+    /// the provider settles through us (captured, queued); returns the payment's ledger id.
+    pub(crate) async fn pay_and_serve(&self, key: &str, agent: &str, url: &str) -> String {
+        let (status, paid) = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/x402/pay",
+                key,
+                Some(&json!({"agent_id": agent, "target_url": url})),
+            )
+            .await;
+        assert_eq!(status, 200, "{paid}");
+        assert_eq!(paid["status"], "completed", "{paid}");
+        let response = self
+            .http
+            .get(url)
+            .header(
+                paid["payment_header"].as_str().unwrap(),
+                paid["payment_signature"].as_str().unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        paid["ledger_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits until every queued authorization has expired (the wall-clock time the batch worker
+    /// checks).
+    pub(crate) async fn wait_for_expiry(&self) {
+        let latest: Option<i64> =
+            sqlx::query_scalar("SELECT max(valid_before) FROM settlement.items")
+                .fetch_one(&self.db.pool)
+                .await
+                .unwrap();
+        let wait = latest.unwrap_or(0).saturating_sub(i64::try_from(now()).unwrap());
+        let wait = u64::try_from(wait.max(0)).unwrap().saturating_add(1);
+        tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+    }
+
     /// A batch settlement worker over the world's settlement service.
     pub(crate) fn worker(&self) -> awx_settlement_service::batch::BatchWorker {
         let facilitator = self.platform.as_ref().unwrap().facilitator.clone();
