@@ -53,80 +53,18 @@ pub async fn sweep_once(engine: &Engine) -> Result<usize, Failure> {
     .await?;
     let mut done = 0_usize;
     for (id, state) in due {
-        // The state changes first, under the row's lock, so a pay path finishing at the same
-        // moment finds the payment no longer `authorizing` and never shows its signature; the
-        // hold is released after the commit (and retried until it is).
-        let mut tx = engine.pool.begin().await?;
-        let locked: Option<Uuid> = sqlx::query_scalar(
-            "SELECT id FROM policy.payments WHERE id = $1 AND state = $2 AND deadline < now()
-             FOR UPDATE SKIP LOCKED",
-        )
-        .bind(id)
-        .bind(&state)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if locked.is_none() {
-            continue;
-        }
-        let Some(mut payment) = payments::load(&mut tx, id, false).await? else { continue };
-        if state == "authorized" {
-            // Released only when the chain says the authorization expired unused.
-            match expiry::check(engine, &payment).await {
-                Expiry::Unused => match expiry::hold_status(engine, &payment).await {
-                    Ok(Some(status)) if status == "captured" => {
-                        expiry::recover_capture(engine, &mut tx, &mut payment).await?;
-                        tx.commit().await?;
-                        done = done.saturating_add(1);
-                        continue;
-                    }
-                    Ok(_) => {}
-                    Err(why) => {
-                        tracing::warn!(payment = %id, why, "the ledger did not say whether the hold was captured; asking again later");
-                        postpone(&mut tx, id, now_unix().saturating_add(grace(engine))).await?;
-                        tx.commit().await?;
-                        continue;
-                    }
-                },
-                Expiry::NotYet { valid_before } => {
-                    postpone(&mut tx, id, valid_before.saturating_add(grace(engine))).await?;
-                    tx.commit().await?;
-                    continue;
-                }
-                Expiry::Unknown(why) => {
-                    tracing::warn!(payment = %id, why, "cannot tell whether an expired authorization was used on chain; asking again later");
-                    postpone(&mut tx, id, now_unix().saturating_add(grace(engine))).await?;
-                    tx.commit().await?;
-                    continue;
-                }
-                Expiry::Used(tx_hash) => {
-                    if !expiry::capture_paid_elsewhere(engine, &mut tx, &mut payment, tx_hash)
-                        .await?
-                    {
-                        postpone(&mut tx, id, now_unix().saturating_add(3_600)).await?;
-                    }
-                    tx.commit().await?;
-                    done = done.saturating_add(1);
-                    continue;
-                }
+        match sweep_one(engine, id, &state).await {
+            Ok(true) => done = done.saturating_add(1),
+            Ok(false) => {}
+            Err(error) => {
+                // One payment that cannot be swept must not stop the others (it comes back
+                // after a minute).
+                tracing::error!(payment = %id, error.message = %error, "sweeping a payment failed; retrying it later");
+                let _ =
+                    postpone(&mut *engine.pool.acquire().await?, id, now_unix().saturating_add(60))
+                        .await;
             }
         }
-        let (to, code, message) = match state.as_str() {
-            "authorizing" => (
-                "failed",
-                "authorization_timeout",
-                "the payment did not complete in time; nothing is reserved",
-            ),
-            "pending_approval" => ("expired", "approval_expired", "no admin decided in time"),
-            _ => (
-                "expired",
-                "authorization_expired",
-                "the authorization expired without being settled; its funds were released",
-            ),
-        };
-        let holds = state != "pending_approval";
-        payments::release(&mut tx, &mut payment, to, Some((code, message)), holds).await?;
-        tx.commit().await?;
-        done = done.saturating_add(1);
     }
     let to_void: Vec<Uuid> = sqlx::query_scalar(
         "SELECT id FROM policy.payments WHERE void_needed ORDER BY updated_at LIMIT 200",
@@ -143,6 +81,80 @@ pub async fn sweep_once(engine: &Engine) -> Result<usize, Failure> {
         }
     }
     Ok(done)
+}
+
+/// Sweeps one due payment; `true` when it was finished (released, captured or recovered).
+async fn sweep_one(engine: &Engine, id: Uuid, state: &str) -> Result<bool, Failure> {
+    // The state changes first, under the row's lock, so a pay path finishing at the same
+    // moment finds the payment no longer `authorizing` and never shows its signature; the
+    // hold is released after the commit (and retried until it is).
+    let mut tx = engine.pool.begin().await?;
+    let locked: Option<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM policy.payments WHERE id = $1 AND state = $2 AND deadline < now()
+         FOR UPDATE SKIP LOCKED",
+    )
+    .bind(id)
+    .bind(state)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if locked.is_none() {
+        return Ok(false);
+    }
+    let Some(mut payment) = payments::load(&mut tx, id, false).await? else { return Ok(false) };
+    if state == "authorized" {
+        // Released only when the chain says the authorization expired unused.
+        match expiry::check(engine, &payment).await {
+            Expiry::Unused => match expiry::hold_status(engine, &payment).await {
+                Ok(Some(status)) if status == "captured" => {
+                    expiry::recover_capture(engine, &mut tx, &mut payment).await?;
+                    tx.commit().await?;
+                    return Ok(true);
+                }
+                Ok(_) => {}
+                Err(why) => {
+                    tracing::warn!(payment = %id, why, "the ledger did not say whether the hold was captured; asking again later");
+                    postpone(&mut tx, id, now_unix().saturating_add(grace(engine))).await?;
+                    tx.commit().await?;
+                    return Ok(false);
+                }
+            },
+            Expiry::NotYet { valid_before } => {
+                postpone(&mut tx, id, valid_before.saturating_add(grace(engine))).await?;
+                tx.commit().await?;
+                return Ok(false);
+            }
+            Expiry::Unknown(why) => {
+                tracing::warn!(payment = %id, why, "cannot tell whether an expired authorization was used on chain; asking again later");
+                postpone(&mut tx, id, now_unix().saturating_add(grace(engine))).await?;
+                tx.commit().await?;
+                return Ok(false);
+            }
+            Expiry::Used(tx_hash) => {
+                if !expiry::capture_paid_elsewhere(engine, &mut tx, &mut payment, tx_hash).await? {
+                    postpone(&mut tx, id, now_unix().saturating_add(3_600)).await?;
+                }
+                tx.commit().await?;
+                return Ok(true);
+            }
+        }
+    }
+    let (to, code, message) = match state {
+        "authorizing" => (
+            "failed",
+            "authorization_timeout",
+            "the payment did not complete in time; nothing is reserved",
+        ),
+        "pending_approval" => ("expired", "approval_expired", "no admin decided in time"),
+        _ => (
+            "expired",
+            "authorization_expired",
+            "the authorization expired without being settled; its funds were released",
+        ),
+    };
+    let holds = state != "pending_approval";
+    payments::release(&mut tx, &mut payment, to, Some((code, message)), holds).await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// Sweeps every `interval` until cancelled.
