@@ -34,30 +34,6 @@ async fn bus(world: &World) -> awx_bus::Bus {
     awx_bus::Bus::connect(config).await.unwrap()
 }
 
-/// Pays `url` from a new $1.00 session of `agent`; returns the session and the payment.
-async fn session_pay(world: &World, key: &str, agent: &str, url: &str) -> (String, Value) {
-    let (status, session) = world
-        .call(
-            Method::POST,
-            "/api/v1/x402/sessions",
-            key,
-            Some(&json!({"agent_id": agent, "budget_limit": "1.00", "ttl_seconds": 3600})),
-        )
-        .await;
-    assert_eq!(status, 201, "{session}");
-    let session = session["id"].as_str().unwrap().to_owned();
-    let (status, paid) = world
-        .call(
-            Method::POST,
-            &format!("/api/v1/x402/sessions/{session}/pay"),
-            key,
-            Some(&json!({"target_url": url})),
-        )
-        .await;
-    assert_eq!(status, 200, "{paid}");
-    (session, paid)
-}
-
 fn payment_id(paid: &Value) -> LedgerId {
     LedgerId::parse(paid["ledger_id"].as_str().unwrap()).unwrap()
 }
@@ -77,7 +53,7 @@ async fn a_capture_whose_settle_answer_was_lost_still_queues_its_item() {
     let (agent, _) = world.create_agent(json!({})).await;
     world.fund(&agent, "1.00").await;
     let url = format!("{}/paid", world.paid_api(Address::random(), DIME).await);
-    let (_, paid) = session_pay(&world, &key, &agent, &url).await;
+    let (_, paid) = world.session_pay(&key, &agent, &url).await;
     let payload: awx_x402::PaymentPayload =
         awx_x402::header::decode(paid["payment_signature"].as_str().unwrap()).unwrap();
     let (_, account) = world.call(Method::GET, "/api/v1/account", &world.admin_key, None).await;
@@ -128,7 +104,7 @@ async fn a_capture_the_policy_service_never_heard_of_is_recovered_not_released()
     world.fund(&agent, "1.00").await;
     let payee = Address::random();
     let url = format!("{}/paid", world.paid_api_expiring(payee, DIME, 8).await);
-    let (session, paid) = session_pay(&world, &key, &agent, &url).await;
+    let (session, paid) = world.session_pay(&key, &agent, &url).await;
     let payment = payment_id(&paid);
 
     // The ledger commits the capture; the policy service's answer is lost with its deadline.

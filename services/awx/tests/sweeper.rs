@@ -17,29 +17,6 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use support::World;
 
-async fn session_pay(world: &World, key: &str, agent: &str, url: &str) -> (String, Value) {
-    let (status, session) = world
-        .call(
-            Method::POST,
-            "/api/v1/x402/sessions",
-            key,
-            Some(&json!({"agent_id": agent, "budget_limit": "1.00", "ttl_seconds": 3600})),
-        )
-        .await;
-    assert_eq!(status, 201, "{session}");
-    let session = session["id"].as_str().unwrap().to_owned();
-    let (status, paid) = world
-        .call(
-            Method::POST,
-            &format!("/api/v1/x402/sessions/{session}/pay"),
-            key,
-            Some(&json!({"target_url": url})),
-        )
-        .await;
-    assert_eq!(status, 200, "{paid}");
-    (session, paid)
-}
-
 #[tokio::test]
 async fn one_payment_that_cannot_be_swept_does_not_stop_the_others() {
     let world = World::start_with(|args| args.policy_expiry_grace_seconds = 1).await;
@@ -47,8 +24,8 @@ async fn one_payment_that_cannot_be_swept_does_not_stop_the_others() {
     let (agent, _) = world.create_agent(json!({})).await;
     world.fund(&agent, "1.00").await;
     let url = format!("{}/paid", world.paid_api_expiring(Address::random(), 100_000, 8).await);
-    let (broken_session, broken) = session_pay(&world, &key, &agent, &url).await;
-    let (_, healthy) = session_pay(&world, &key, &agent, &url).await;
+    let (broken_session, broken) = world.session_pay(&key, &agent, &url).await;
+    let (_, healthy) = world.session_pay(&key, &agent, &url).await;
     // The first payment's session counters no longer match it: releasing it fails.
     let session = awx_types::SessionId::parse(&broken_session).unwrap().as_uuid();
     sqlx::query("UPDATE policy.sessions SET spent = 0 WHERE id = $1")

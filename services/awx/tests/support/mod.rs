@@ -433,6 +433,31 @@ impl World {
         paid["ledger_id"].as_str().unwrap().to_owned()
     }
 
+    /// Pays `url` from a new $1.00 session of `agent` (agent key `key`), without retrying the
+    /// URL; returns the session id and the payment.
+    pub(crate) async fn session_pay(&self, key: &str, agent: &str, url: &str) -> (String, Value) {
+        let (status, session) = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/x402/sessions",
+                key,
+                Some(&json!({"agent_id": agent, "budget_limit": "1.00", "ttl_seconds": 3600})),
+            )
+            .await;
+        assert_eq!(status, 201, "{session}");
+        let session = session["id"].as_str().unwrap().to_owned();
+        let (status, paid) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/api/v1/x402/sessions/{session}/pay"),
+                key,
+                Some(&json!({"target_url": url})),
+            )
+            .await;
+        assert_eq!(status, 200, "{paid}");
+        (session, paid)
+    }
+
     /// Waits until every queued authorization has expired (the wall-clock time the batch worker
     /// checks).
     pub(crate) async fn wait_for_expiry(&self) {
