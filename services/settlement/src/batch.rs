@@ -41,8 +41,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use awx_api::facilitator::SettlementConfirmed;
-use awx_api::ledger::{Asset, FeesCollected, PayoutSettled};
+use awx_api::ledger::Asset;
 use awx_api::policy::{NetDecide, NetKind};
 use awx_api::signer::SignNetTransfer;
 use awx_bus::BusError;
@@ -53,7 +52,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::facilitator::{Chain, Facilitator, FacilitatorError, now_unix_seconds};
+use crate::facilitator::{Chain, Facilitator, FacilitatorError};
 use crate::settle::lower;
 
 /// What one pass did on one chain (for tests, logs and the benchmark).
@@ -117,24 +116,24 @@ pub(crate) struct Transfer {
     pub(crate) signature: Vec<u8>,
 }
 
-fn parse_address(text: &str) -> Result<Address, FacilitatorError> {
+pub(crate) fn parse_address(text: &str) -> Result<Address, FacilitatorError> {
     text.parse().map_err(|_| FacilitatorError::Inconsistent(format!("stored address {text:?}")))
 }
 
-fn parse_b256(text: &str) -> Result<B256, FacilitatorError> {
+pub(crate) fn parse_b256(text: &str) -> Result<B256, FacilitatorError> {
     text.parse().map_err(|_| FacilitatorError::Inconsistent(format!("stored hash {text:?}")))
 }
 
-fn parse_amount(text: &str) -> Result<Amount, FacilitatorError> {
+pub(crate) fn parse_amount(text: &str) -> Result<Amount, FacilitatorError> {
     Amount::parse_atomic(text)
         .map_err(|error| FacilitatorError::Inconsistent(format!("stored amount {text:?}: {error}")))
 }
 
-fn kind_of(text: &str) -> NetKind {
+pub(crate) fn kind_of(text: &str) -> NetKind {
     if text == "fee" { NetKind::Fee } else { NetKind::Payee }
 }
 
-fn bus_error(what: &str, error: BusError) -> FacilitatorError {
+pub(crate) fn bus_error(what: &str, error: BusError) -> FacilitatorError {
     match what {
         "ledger" => FacilitatorError::Ledger(error.to_string()),
         "signer" => FacilitatorError::Signer(error.to_string()),
@@ -238,254 +237,16 @@ impl BatchWorker {
         Ok(decimals)
     }
 
-    async fn asset(&self, chain: &Chain, token: Address) -> Result<Asset, FacilitatorError> {
+    pub(crate) async fn asset(
+        &self,
+        chain: &Chain,
+        token: Address,
+    ) -> Result<Asset, FacilitatorError> {
         Ok(Asset {
             network: chain.network.to_string(),
             token,
             decimals: self.decimals(chain, token).await?,
         })
-    }
-
-    /// Step 2: reads expired items' authorizations on chain.
-    async fn classify(
-        &self,
-        chain: &Chain,
-        report: &mut PassReport,
-    ) -> Result<(), FacilitatorError> {
-        let settings = &self.facilitator.settings.batch;
-        let now = i64::try_from(now_unix_seconds()).unwrap_or(i64::MAX);
-        let expired_before =
-            now.saturating_sub(i64::try_from(settings.eligibility_margin_seconds).unwrap_or(0));
-        let rows = sqlx::query(
-            "SELECT payment_id, token, payer, nonce FROM settlement.items
-             WHERE network = $1 AND state = 'queued' AND eligible_at IS NULL AND valid_before < $2
-             ORDER BY valid_before LIMIT $3",
-        )
-        .bind(chain.network.to_string())
-        .bind(expired_before)
-        .bind(settings.items_per_pass_max)
-        .fetch_all(&self.facilitator.pool)
-        .await?;
-        let mut unused = Vec::new();
-        for row in rows {
-            let payment_id: Uuid = row.get(0);
-            let token = parse_address(row.get(1))?;
-            let payer = parse_address(row.get(2))?;
-            let nonce = parse_b256(row.get(3))?;
-            let used = chain
-                .client
-                .token(token)
-                .authorization_state(payer, nonce)
-                .await
-                .map_err(|error| FacilitatorError::Chain(error.to_string()))?;
-            if !used {
-                unused.push(payment_id);
-                continue;
-            }
-            let found = chain
-                .client
-                .authorization_used_tx(token, payer, nonce, 0)
-                .await
-                .map_err(|error| FacilitatorError::Chain(error.to_string()))?;
-            let Some(hash) = found else {
-                tracing::error!(payment = %payment_id, "an authorization is used on chain but its AuthorizationUsed log was not found; retrying");
-                continue;
-            };
-            let changed = sqlx::query(
-                "UPDATE settlement.items SET state = 'settled_externally', settled_tx = $2, settled_at = now(), updated_at = now()
-                 WHERE payment_id = $1 AND state = 'queued'",
-            )
-            .bind(payment_id)
-            .bind(format!("{hash:#x}"))
-            .execute(&self.facilitator.pool)
-            .await?;
-            if changed.rows_affected() > 0 {
-                tracing::info!(payment = %payment_id, tx_hash = %hash, "the provider settled this payment's authorization elsewhere; it is not netted");
-                report.external = report.external.saturating_add(1);
-            }
-        }
-        if !unused.is_empty() {
-            sqlx::query("UPDATE settlement.items SET eligible_at = now(), updated_at = now() WHERE payment_id = ANY($1) AND state = 'queued'")
-                .bind(&unused)
-                .execute(&self.facilitator.pool)
-                .await?;
-            report.eligible = report.eligible.saturating_add(unused.len());
-        }
-        Ok(())
-    }
-
-    /// Step 3: groups eligible items and plans the transfers of the groups that are due.
-    async fn plan(&self, chain: &Chain, report: &mut PassReport) -> Result<(), FacilitatorError> {
-        let settings = &self.facilitator.settings.batch;
-        let threshold = settings.threshold_micros().map_err(FacilitatorError::Inconsistent)?;
-        let now = i64::try_from(now_unix_seconds()).unwrap_or(i64::MAX);
-        let network = chain.network.to_string();
-        let groups = sqlx::query(
-            "SELECT token, payer, payee, sum(amount)::text,
-                    min(greatest(extract(epoch FROM captured_at)::bigint, valid_before)),
-                    array_agg(payment_id ORDER BY payment_id)
-             FROM settlement.items
-             WHERE network = $1 AND state = 'queued' AND eligible_at IS NOT NULL
-             GROUP BY token, payer, payee",
-        )
-        .bind(&network)
-        .fetch_all(&self.facilitator.pool)
-        .await?;
-        let mut payers_out: Vec<(String, String)> = Vec::new();
-        for group in groups {
-            let token_text: String = group.get(0);
-            let token = parse_address(&token_text)?;
-            let total = parse_amount(group.get(3))?;
-            let oldest: i64 = group.get(4);
-            let decimals = self.decimals(chain, token).await?;
-            if !group_is_due(
-                total,
-                threshold_atomic(threshold, decimals),
-                oldest,
-                now,
-                settings.max_delay_seconds,
-            ) {
-                continue;
-            }
-            let payer: String = group.get(1);
-            let payee: String = group.get(2);
-            let ids: Vec<Uuid> = group.get(5);
-            let mut tx = self.facilitator.pool.begin().await?;
-            let id = self
-                .insert_transfer(
-                    &mut tx,
-                    chain,
-                    &token_text,
-                    NetKind::Payee,
-                    &payer,
-                    &payee,
-                    total,
-                    &ids,
-                )
-                .await?;
-            let moved = sqlx::query(
-                "UPDATE settlement.items SET state = 'batched', updated_at = now() WHERE payment_id = ANY($1) AND state = 'queued'",
-            )
-            .bind(&ids)
-            .execute(&mut *tx)
-            .await?;
-            if usize::try_from(moved.rows_affected()).ok() != Some(ids.len()) {
-                tx.rollback().await?;
-                continue;
-            }
-            tx.commit().await?;
-            tracing::info!(transfer = %id, %payer, %payee, amount = %total, items = ids.len(), "net transfer planned");
-            report.planned = report.planned.saturating_add(1);
-            payers_out.push((token_text, payer));
-        }
-        if let Some(fee_address) = settings.fee_address {
-            self.plan_fees(chain, fee_address, &payers_out, report).await?;
-        }
-        fail_point("after_plan").await;
-        Ok(())
-    }
-
-    /// The fees of items already paid (netted now or before, or settled externally) and not yet
-    /// collected: one transfer per (token, payer) when that payer has a transfer going out now,
-    /// or its fees reach the threshold, or its oldest uncollected fee has waited
-    /// `max_delay_seconds` since capture.
-    async fn plan_fees(
-        &self,
-        chain: &Chain,
-        fee_address: Address,
-        payers_out: &[(String, String)],
-        report: &mut PassReport,
-    ) -> Result<(), FacilitatorError> {
-        let settings = &self.facilitator.settings.batch;
-        let threshold = settings.threshold_micros().map_err(FacilitatorError::Inconsistent)?;
-        let now = i64::try_from(now_unix_seconds()).unwrap_or(i64::MAX);
-        let groups = sqlx::query(
-            "SELECT token, payer, sum(fee)::text, min(extract(epoch FROM captured_at)::bigint),
-                    array_agg(payment_id ORDER BY payment_id)
-             FROM settlement.items i
-             WHERE network = $1 AND fee > 0 AND state <> 'queued'
-               AND NOT EXISTS (SELECT 1 FROM settlement.net_transfer_items l WHERE l.payment_id = i.payment_id AND l.kind = 'fee')
-             GROUP BY token, payer",
-        )
-        .bind(chain.network.to_string())
-        .fetch_all(&self.facilitator.pool)
-        .await?;
-        for group in groups {
-            let token_text: String = group.get(0);
-            let payer: String = group.get(1);
-            let total = parse_amount(group.get(2))?;
-            let oldest: i64 = group.get(3);
-            let going = payers_out.iter().any(|(token, out)| *token == token_text && *out == payer);
-            let threshold = threshold_atomic(
-                threshold,
-                self.decimals(chain, parse_address(&token_text)?).await?,
-            );
-            if !going && !group_is_due(total, threshold, oldest, now, settings.max_delay_seconds) {
-                continue;
-            }
-            let ids: Vec<Uuid> = group.get(4);
-            let mut tx = self.facilitator.pool.begin().await?;
-            let id = self
-                .insert_transfer(
-                    &mut tx,
-                    chain,
-                    &token_text,
-                    NetKind::Fee,
-                    &payer,
-                    &lower(fee_address),
-                    total,
-                    &ids,
-                )
-                .await?;
-            tx.commit().await?;
-            tracing::info!(transfer = %id, %payer, amount = %total, items = ids.len(), "fee transfer planned");
-            report.planned = report.planned.saturating_add(1);
-        }
-        Ok(())
-    }
-
-    #[allow(clippy::too_many_arguments, reason = "the columns of one row")]
-    async fn insert_transfer(
-        &self,
-        tx: &mut PgConnection,
-        chain: &Chain,
-        token: &str,
-        kind: NetKind,
-        payer: &str,
-        payee: &str,
-        amount: Amount,
-        ids: &[Uuid],
-    ) -> Result<Uuid, FacilitatorError> {
-        let id = Uuid::now_v7();
-        let ttl = i64::try_from(self.facilitator.settings.batch.authorization_ttl_seconds)
-            .unwrap_or(i64::MAX);
-        let now = i64::try_from(now_unix_seconds()).unwrap_or(i64::MAX);
-        sqlx::query(
-            "INSERT INTO settlement.net_transfers
-               (id, network, chain_id, token, kind, payer, payee, amount, nonce, valid_after, valid_before, state)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8::numeric, $9, 0, $10, 'planned')",
-        )
-        .bind(id)
-        .bind(chain.network.to_string())
-        .bind(i64::try_from(chain.chain_id).unwrap_or(i64::MAX))
-        .bind(token)
-        .bind(kind.as_str())
-        .bind(payer)
-        .bind(payee)
-        .bind(amount.to_string())
-        .bind(format!("{:#x}", awx_x402::eip3009::random_nonce()))
-        .bind(now.saturating_add(ttl))
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO settlement.net_transfer_items (payment_id, kind, net_transfer_id) SELECT unnest($1::uuid[]), $2, $3",
-        )
-        .bind(ids)
-        .bind(kind.as_str())
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        Ok(id)
     }
 
     /// Step 4: a decision from the policy service, then the signer's signature, for each planned
@@ -686,156 +447,6 @@ impl BatchWorker {
                 })
             })
             .collect()
-    }
-
-    /// Step 6: the ledger postings of confirmed transfers and externally settled items, each
-    /// once (the ledger is idempotent by transaction and reference; the flag is set after).
-    async fn record(&self, chain: &Chain, report: &mut PassReport) -> Result<(), FacilitatorError> {
-        let timeout = Duration::from_millis(self.facilitator.settings.ledger_timeout_ms);
-        let transfers = sqlx::query(
-            "SELECT id, kind, token, payer, payee, amount::text, tx_hash FROM settlement.net_transfers
-             WHERE network = $1 AND state = 'confirmed' AND NOT recorded ORDER BY id",
-        )
-        .bind(chain.network.to_string())
-        .fetch_all(&self.facilitator.pool)
-        .await?;
-        for row in transfers {
-            let id: Uuid = row.get(0);
-            let asset = self.asset(chain, parse_address(row.get(2))?).await?;
-            let amount = parse_amount(row.get(5))?;
-            let tx_hash = parse_b256(row.get(6))?;
-            let posted = match kind_of(row.get(1)) {
-                NetKind::Payee => {
-                    let payout = PayoutSettled {
-                        asset,
-                        payee: parse_address(row.get(4))?,
-                        amount,
-                        tx_hash,
-                        reference: Some(id.to_string()),
-                    };
-                    self.facilitator.bus.send(&payout, timeout).await.map(|_| ())
-                }
-                NetKind::Fee => {
-                    let fees = FeesCollected {
-                        asset,
-                        payer: parse_address(row.get(3))?,
-                        amount,
-                        tx_hash,
-                        reference: id.to_string(),
-                    };
-                    self.facilitator.bus.send(&fees, timeout).await.map(|_| ())
-                }
-            };
-            match posted {
-                Ok(()) => {
-                    sqlx::query("UPDATE settlement.net_transfers SET recorded = true, updated_at = now() WHERE id = $1")
-                        .bind(id)
-                        .execute(&self.facilitator.pool)
-                        .await?;
-                    report.recorded = report.recorded.saturating_add(1);
-                }
-                Err(error) => {
-                    tracing::error!(transfer = %id, error.message = %error, "the ledger did not record a confirmed net transfer; retrying")
-                }
-            }
-        }
-        let items = sqlx::query(
-            "SELECT payment_id, token, payee, amount::text, settled_tx FROM settlement.items
-             WHERE network = $1 AND state = 'settled_externally' AND NOT payout_recorded ORDER BY payment_id",
-        )
-        .bind(chain.network.to_string())
-        .fetch_all(&self.facilitator.pool)
-        .await?;
-        for row in items {
-            let payment_id: Uuid = row.get(0);
-            let payout = PayoutSettled {
-                asset: self.asset(chain, parse_address(row.get(1))?).await?,
-                payee: parse_address(row.get(2))?,
-                amount: parse_amount(row.get(3))?,
-                tx_hash: parse_b256(
-                    row.get::<Option<String>, _>(4).as_deref().unwrap_or_default(),
-                )?,
-                reference: Some(payment_id.to_string()),
-            };
-            match self.facilitator.bus.send(&payout, timeout).await {
-                Ok(_) => {
-                    sqlx::query("UPDATE settlement.items SET payout_recorded = true, updated_at = now() WHERE payment_id = $1")
-                        .bind(payment_id)
-                        .execute(&self.facilitator.pool)
-                        .await?;
-                    report.recorded = report.recorded.saturating_add(1);
-                }
-                Err(error) => {
-                    tracing::error!(payment = %payment_id, error.message = %error, "the ledger did not record an external settlement; retrying")
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Metrics: items waiting, the oldest one's age, and items past their `settleBy`.
-    async fn observe(&self, chain: &Chain) -> Result<(), FacilitatorError> {
-        let settings = &self.facilitator.settings.batch;
-        let row = sqlx::query(
-            "SELECT count(*), coalesce(extract(epoch FROM now() - min(captured_at))::bigint, 0),
-                    count(*) FILTER (WHERE greatest(valid_before, extract(epoch FROM captured_at)::bigint) + $2 < extract(epoch FROM now())::bigint)
-             FROM settlement.items WHERE network = $1 AND state IN ('queued', 'batched')",
-        )
-        .bind(chain.network.to_string())
-        .bind(i64::try_from(settings.max_delay_seconds.saturating_add(settings.interval_seconds)).unwrap_or(i64::MAX))
-        .fetch_one(&self.facilitator.pool)
-        .await?;
-        let waiting: i64 = row.get(0);
-        let oldest: i64 = row.get(1);
-        let late: i64 = row.get(2);
-        let network = chain.network.to_string();
-        metrics::gauge!("settlement_items_waiting", "network" => network.clone())
-            .set(u32::try_from(waiting).unwrap_or(u32::MAX));
-        metrics::gauge!("settlement_items_oldest_age_seconds", "network" => network.clone())
-            .set(u32::try_from(oldest).unwrap_or(u32::MAX));
-        metrics::gauge!("settlement_items_late", "network" => network.clone())
-            .set(u32::try_from(late).unwrap_or(u32::MAX));
-        if late > 0 {
-            tracing::error!(
-                network,
-                late,
-                "items are past their settleBy and not settled on chain"
-            );
-        }
-        Ok(())
-    }
-
-    /// The event of a confirmed transfer, written in `tx` (the confirming transaction).
-    pub(crate) async fn publish_confirmed(
-        &self,
-        tx: &mut PgConnection,
-        chain: &Chain,
-        transfer: &Transfer,
-        tx_hash: B256,
-    ) -> Result<(), FacilitatorError> {
-        let payments: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT payment_id FROM settlement.net_transfer_items WHERE net_transfer_id = $1 ORDER BY payment_id",
-        )
-        .bind(transfer.id)
-        .fetch_all(&mut *tx)
-        .await?;
-        let event = SettlementConfirmed {
-            transfer_id: transfer.id,
-            kind: transfer.kind,
-            network: chain.network.to_string(),
-            token: transfer.token,
-            payer: transfer.authorization.from,
-            payee: transfer.authorization.to,
-            amount: Amount::from_atomic(
-                u128::try_from(transfer.authorization.value).unwrap_or(u128::MAX),
-            ),
-            tx_hash,
-            payment_ids: payments.into_iter().map(LedgerId::from_uuid).collect(),
-        };
-        awx_bus::publish(tx, self.facilitator.bus.schema(), &event).await.map_err(|error| {
-            FacilitatorError::Inconsistent(format!("writing the outbox: {error}"))
-        })?;
-        Ok(())
     }
 }
 

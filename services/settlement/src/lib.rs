@@ -6,7 +6,7 @@
 //! - [`settle`]: settle on chain exactly once per (network, payer, nonce), with every step stored
 //!   before broadcast and relayer nonces allocated under a row lock.
 //! - [`faucet`]: the development faucet: a mint from a relayer, then a ledger deposit.
-//! - [`batch`], [`batch_send`]: the batch settlement worker: nets the queued captures into one
+//! - [`batch`], [`batch_plan`], [`batch_send`], [`batch_record`]: the batch settlement worker: nets the queued captures into one
 //!   EIP-3009 transfer per (token, payer, payee) group and sends every transfer of a chain in one
 //!   Multicall3 `aggregate3` transaction, crash-safe and safe with several replicas.
 //! - [`resumer`]: re-broadcasts stored transactions and records late receipts and deposits.
@@ -20,6 +20,8 @@
 
 pub mod app;
 pub mod batch;
+pub mod batch_plan;
+pub mod batch_record;
 pub mod batch_send;
 pub mod commands;
 pub mod config;
