@@ -9,7 +9,7 @@ export CARGO_TERM_COLOR ?= never
 
 CARGO ?= cargo
 
-.PHONY: help setup run build test test-rust conformance lint fmt openapi contracts contracts-check vectors bench-gateway bench-ledger bench-facilitator bench-pay bench-settlement clean
+.PHONY: help setup run build test test-rust conformance lint fmt openapi contracts contracts-check vectors bench-gateway bench-ledger bench-facilitator bench-pay bench-settlement bench-watcher clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ bench-pay: ## Benchmark /x402/pay and paid requests through a release `awx dev`,
 
 bench-settlement: ## Benchmark net settlement: gas per payment three ways, the batch worker's items/s (release)
 	scripts/bench-settlement.sh
+
+bench-watcher: ## Benchmark the chain watcher: lag behind the head, deposit latency, 1,000 transfers a block (release)
+	scripts/bench-watcher.sh
 
 clean: ## Remove build output
 	$(CARGO) clean

@@ -28,6 +28,8 @@ pub mod codes {
     pub const INVALID_REQUEST: &str = "invalid_request";
     /// The faucet works on development chains only.
     pub const FAUCET_UNAVAILABLE: &str = "faucet_unavailable";
+    /// No deposit was recorded under that key (a reversal names one).
+    pub const DEPOSIT_NOT_FOUND: &str = "deposit_not_found";
 }
 
 /// A token on a chain.
@@ -69,6 +71,11 @@ pub struct Deposit {
     pub log_index: u64,
     /// Where the funds came from.
     pub source: DepositSource,
+    /// The block the transfer is in (chain deposits): part of the idempotency key, so a transfer
+    /// whose block was reorganised away ([`ReverseDeposit`]) is credited again when it reappears
+    /// in another block.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_hash: Option<B256>,
 }
 
 /// The answer to [`Deposit`].
@@ -84,6 +91,78 @@ impl Command for Deposit {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "ledger.deposit";
     type Reply = DepositReply;
+}
+
+/// Holds `amount` on an agent's wallet for a withdrawal to an outside address (no fee), until
+/// captured (`Capture`: the withdrawal is confirmed on chain; the wallet is debited and the
+/// on-chain mirror credited, and it counts in no fee volume), voided (`Void`), or
+/// `timeout_seconds` pass. Idempotent by the withdrawal id, which is also the hold's id.
+/// `insufficient_funds` when the available balance is short (nothing is held).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldWithdrawal {
+    /// The withdrawal (and the hold's id).
+    pub withdrawal_id: LedgerId,
+    /// The tenant.
+    pub owner: AccountId,
+    /// The agent.
+    pub agent: AgentId,
+    /// The asset.
+    pub asset: Asset,
+    /// The outside address.
+    pub to: Address,
+    /// The amount.
+    pub amount: Amount,
+    /// How long the hold lives unless captured or voided.
+    pub timeout_seconds: u32,
+}
+
+/// The answer to [`HoldWithdrawal`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WithdrawalHeld {
+    /// The hold.
+    pub ledger_id: LedgerId,
+    /// The wallet's available balance after it.
+    pub available: Amount,
+    /// When the hold expires (Unix seconds) unless captured.
+    pub expires_at_unix: i64,
+}
+
+impl Command for HoldWithdrawal {
+    const FAMILY: &'static str = FAMILY;
+    const NAME: &'static str = "ledger.hold_withdrawal";
+    type Reply = WithdrawalHeld;
+}
+
+/// Reverses a deposit whose block is no longer canonical (a reorganisation): the wallet gives
+/// back the deposited amount, as much as is available; what was already spent or held (the
+/// `shortfall`) is taken from the platform's `reorg_loss` account, so no wallet goes negative and
+/// the loss is visible. Idempotent by the deposit's key (network, tx hash, log index, block
+/// hash); the deposit must exist with exactly this amount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReverseDeposit {
+    /// The deposit as it was recorded (`source` and all).
+    pub deposit: Deposit,
+    /// Why (for the statement and the logs).
+    pub reason: String,
+}
+
+/// The answer to [`ReverseDeposit`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DepositReversed {
+    /// The reversal transfer.
+    pub ledger_id: LedgerId,
+    /// Taken back from the wallet's available balance.
+    pub from_wallet: Amount,
+    /// Taken from the platform's `reorg_loss` account (already spent by the agent).
+    pub shortfall: Amount,
+    /// The wallet's available balance after it.
+    pub available: Amount,
+}
+
+impl Command for ReverseDeposit {
+    const FAMILY: &'static str = FAMILY;
+    const NAME: &'static str = "ledger.reverse_deposit";
+    type Reply = DepositReversed;
 }
 
 /// Holds `amount` plus the fee on an agent's wallet for a payment to `payee`, until captured,
@@ -302,6 +381,12 @@ pub struct Statement {
 pub enum LineKind {
     /// Funds arrived.
     Deposit,
+    /// A deposit was taken back (its block was reorganised away).
+    DepositReversal,
+    /// Funds were held for a withdrawal.
+    WithdrawalHold,
+    /// A withdrawal left the wallet on chain.
+    Withdrawal,
     /// Funds were held for a payment.
     Hold,
     /// A hold was captured (paid), the rest released.

@@ -4,7 +4,9 @@
 //! Services never depend on each other; they share these types. A command's `FAMILY` is the
 //! request stream of the service that handles it.
 
+pub mod deposits;
 pub mod facilitator;
 pub mod ledger;
 pub mod policy;
 pub mod signer;
+pub mod withdrawals;

@@ -9,7 +9,8 @@
 use awx_bus::Command;
 use awx_types::{AccountId, AgentId, LedgerId, PaymentId, SessionId};
 use awx_x402::{
-    Address, PaymentPayload, PaymentRequired, PaymentRequirements, SettleResponse, VerifyResponse,
+    Address, B256, PaymentPayload, PaymentRequired, PaymentRequirements, SettleResponse,
+    VerifyResponse,
 };
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +43,8 @@ pub mod codes {
     pub const LEDGER_UNAVAILABLE: &str = "ledger_unavailable";
     /// The id was used before for something else.
     pub const CONFLICT: &str = "conflict";
+    /// The withdrawal's address is not on the account's withdrawal allow-list.
+    pub const WITHDRAWAL_ADDRESS_NOT_ALLOWED: &str = "withdrawal_address_not_allowed";
 
     /// Whether `code` names a policy or session rule (a denial), such as
     /// `policy.daily_limit` or `session.expired`.
@@ -415,7 +418,7 @@ pub struct Captured {
     /// The authorization's `validBefore` (Unix seconds).
     pub valid_before_unix: i64,
     /// The authorization's nonce.
-    pub nonce: awx_x402::B256,
+    pub nonce: B256,
     /// When it was captured (Unix seconds).
     pub captured_at_unix: i64,
     /// The platform's fee captured with it (atomic units), moved on chain to the platform's fee
@@ -471,6 +474,9 @@ pub enum NetKind {
     Payee,
     /// The payments' fees, to the platform.
     Fee,
+    /// A withdrawal from the agent's wallet to an outside address (`payment_ids` is the
+    /// withdrawal's own id, which is also the transfer id and its ledger hold's id).
+    Withdrawal,
 }
 
 impl NetKind {
@@ -479,6 +485,7 @@ impl NetKind {
         match self {
             Self::Payee => "payee",
             Self::Fee => "fee",
+            Self::Withdrawal => "withdrawal",
         }
     }
 }
@@ -522,6 +529,165 @@ impl Command for NetDecide {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "policy.net_decide";
     type Reply = NetDecision;
+}
+
+/// Asks the policy service to approve a withdrawal and bind it in a decision: the agent is the
+/// owner's and not deleted, `authorization.from` is its wallet, `authorization.to` is on the
+/// owner's withdrawal allow-list (when it has one), and the ledger holds `authorization.value`
+/// on the wallet (`HoldWithdrawal`, idempotent by the withdrawal id) for `hold_seconds`. Then it
+/// signs a decision (with `covers` = kind `withdrawal` over the withdrawal id) the signer accepts
+/// for exactly this transfer (`SignNetTransfer` of kind `Withdrawal`).
+///
+/// Rejections: `agent_not_found`, `withdrawal_address_not_allowed`, `insufficient_funds` (and
+/// nothing is held), `invalid_request`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WithdrawDecide {
+    /// The withdrawal (the decision's `jti`, the signer's transfer id, the ledger hold's id).
+    pub withdrawal_id: LedgerId,
+    /// The tenant.
+    pub owner: AccountId,
+    /// The agent.
+    pub agent: AgentId,
+    /// The CAIP-2 network.
+    pub network: String,
+    /// The token.
+    pub token: Address,
+    /// The token's decimals.
+    pub decimals: u8,
+    /// The authorization to bind: from the agent's wallet to the outside address.
+    pub authorization: awx_x402::Eip3009Authorization,
+    /// How long the ledger holds the amount unless the withdrawal is confirmed or released.
+    pub hold_seconds: u32,
+}
+
+impl Command for WithdrawDecide {
+    const FAMILY: &'static str = FAMILY;
+    const NAME: &'static str = "policy.withdraw_decide";
+    type Reply = NetDecision;
+}
+
+/// Replaces an account's withdrawal allow-list: withdrawals may go only to these addresses.
+/// An empty list allows any address. At most [`WITHDRAWAL_ADDRESSES_MAX`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetWithdrawalAddresses {
+    /// The tenant.
+    pub owner: AccountId,
+    /// The addresses.
+    pub addresses: Vec<Address>,
+}
+
+/// The most addresses on a withdrawal allow-list.
+pub const WITHDRAWAL_ADDRESSES_MAX: usize = 100;
+
+/// An account's withdrawal allow-list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WithdrawalAddresses {
+    /// The addresses (empty: any address).
+    pub addresses: Vec<Address>,
+}
+
+impl Command for SetWithdrawalAddresses {
+    const FAMILY: &'static str = FAMILY;
+    const NAME: &'static str = "policy.withdrawal_addresses.set";
+    type Reply = WithdrawalAddresses;
+}
+
+/// Reads an account's withdrawal allow-list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetWithdrawalAddresses {
+    /// The tenant.
+    pub owner: AccountId,
+}
+
+impl Command for GetWithdrawalAddresses {
+    const FAMILY: &'static str = FAMILY;
+    const NAME: &'static str = "policy.withdrawal_addresses.get";
+    type Reply = WithdrawalAddresses;
+}
+
+/// Which of `addresses` are agents' wallets, and whose (the chain watcher asks for the addresses
+/// a range of blocks touched). Deleted agents' wallets are included: money sent to them is still
+/// theirs. At most [`LOOKUP_WALLETS_MAX`] addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LookupWallets {
+    /// The addresses.
+    pub addresses: Vec<Address>,
+}
+
+/// The most addresses one [`LookupWallets`] names.
+pub const LOOKUP_WALLETS_MAX: usize = 10_000;
+
+/// An agent's wallet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalletOwner {
+    /// The wallet address.
+    pub address: Address,
+    /// The tenant.
+    pub owner: AccountId,
+    /// The agent.
+    pub agent: AgentId,
+}
+
+/// The answer to [`LookupWallets`]: the addresses that are wallets (others are left out).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalletOwners {
+    /// The wallets found.
+    pub wallets: Vec<WalletOwner>,
+}
+
+impl Command for LookupWallets {
+    const FAMILY: &'static str = FAMILY;
+    const NAME: &'static str = "policy.wallets.lookup";
+    type Reply = WalletOwners;
+}
+
+/// The chain watcher saw `AuthorizationUsed(payer, nonce)` of an agent's wallet in a transaction
+/// awx did not send: someone (a provider, another facilitator) submitted the authorization. The
+/// policy service marks the payment with that nonce paid by `tx_hash`: an `authorized` payment
+/// is captured, and the settlement service records its item as settled externally, so it is
+/// never netted. Idempotent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizationUsed {
+    /// The CAIP-2 network.
+    pub network: String,
+    /// The token.
+    pub token: Address,
+    /// The agent's wallet.
+    pub payer: Address,
+    /// The nonce.
+    pub nonce: B256,
+    /// The transaction that used it.
+    pub tx_hash: B256,
+}
+
+/// What [`AuthorizationUsed`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthorizationUse {
+    /// No payment of this wallet has that nonce: awx never issued it (a misused key).
+    Unknown,
+    /// The payment was authorized: it is now captured and recorded as paid by the transaction.
+    Captured,
+    /// The payment was already captured: it is recorded as paid by the transaction.
+    Recorded,
+    /// The payment is in a state where no authorization should be usable (not yet signed,
+    /// released, failed): an operator must look at it.
+    Unexpected,
+}
+
+/// The answer to [`AuthorizationUsed`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizationUsedReply {
+    /// The payment with that nonce, if any.
+    pub payment_id: Option<LedgerId>,
+    /// What was done.
+    pub outcome: AuthorizationUse,
+}
+
+impl Command for AuthorizationUsed {
+    const FAMILY: &'static str = FAMILY;
+    const NAME: &'static str = "policy.authorization_used";
+    type Reply = AuthorizationUsedReply;
 }
 
 /// A payment of one of our agents was captured for a provider (event `payment.captured`, from

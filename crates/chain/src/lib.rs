@@ -15,6 +15,7 @@
 
 pub mod anvil;
 pub mod batch;
+pub mod logs;
 pub mod provider;
 pub mod revert;
 pub mod rpc;
@@ -27,6 +28,7 @@ pub use batch::{
     Call3, CallResult, MULTICALL3_ADDRESS, aggregate3_calldata, decode_aggregate3_results,
     install_multicall3,
 };
+pub use logs::{TokenEvent, TokenLog};
 pub use provider::{connect, connect_with_wallet, send_native};
 pub use revert::RevertKind;
 pub use rpc::{ChainClient, SendError};

@@ -37,6 +37,7 @@ mod bindings {
         function version() external view returns (string);
         function decimals() external view returns (uint8);
         function balanceOf(address account) external view returns (uint256);
+        function transfer(address to, uint256 value) external returns (bool);
         function totalSupply() external view returns (uint256);
         function authorizationState(address authorizer, bytes32 nonce) external view returns (bool);
         function mint(address to, uint256 value) external;
@@ -171,6 +172,18 @@ impl Token {
             .call()
             .await
             .map_err(|e| ChainError::Rpc(e.to_string()))
+    }
+
+    /// A plain ERC-20 `transfer` of `value` to `to` from the provider's wallet; waits for the
+    /// receipt.
+    pub async fn transfer(
+        &self,
+        to: Address,
+        value: U256,
+    ) -> Result<TransactionReceipt, ChainError> {
+        let pending =
+            self.contract.transfer(to, value).send().await.map_err(classify_send_error)?;
+        confirm(pending.get_receipt().await)
     }
 
     /// Mints `value` to `to` (the provider's wallet must be a minter) and waits for the receipt.

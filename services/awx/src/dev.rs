@@ -229,6 +229,10 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
             faucet: true,
             faucet_token: Some(token.address()),
             confirmations: 0,
+            watch: awx_settlement_service::config::NetworkWatch {
+                from_block: Some(0),
+                ..Default::default()
+            },
         }],
         allowed_contracts: std::collections::BTreeMap::from([(
             state.network.clone(),
@@ -251,6 +255,10 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
             contract: batch_contract,
             replace_after_seconds: 30,
             ..awx_settlement_service::config::BatchSettings::default()
+        },
+        watch: awx_settlement_service::config::WatchSettings {
+            interval_ms: 1_000,
+            ..Default::default()
         },
     })
     .await

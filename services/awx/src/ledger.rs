@@ -1,4 +1,5 @@
-//! `awx ledger`: operator commands on the ledger.
+//! `awx ledger`: operator commands on the ledger: `check` (the invariants, and with
+//! `--rpc-url` the ledger against chains, see [`crate::chain_check`]) and `bench`.
 
 use std::io::Write as _;
 
@@ -21,13 +22,21 @@ pub(crate) struct LedgerArgs {
 
 #[derive(Debug, clap::Subcommand)]
 enum LedgerCommand {
-    /// Recompute every balance from the entries and check the invariants; exit 1 on any
-    /// violation.
+    /// Recompute every balance from the entries and check the invariants; with `--rpc-url`,
+    /// also check each confirmed net settlement batch against that chain, and with `--chain`,
+    /// every agent wallet's token balance on it; exit 1 on any violation.
     Check {
         /// Also compare, on this chain's node, what each confirmed net settlement batch moved
-        /// (its `Transfer` logs) with what the ledger recorded for it (repeat for more chains).
+        /// (its `Transfer` logs) with what the ledger recorded for it, and with `--chain` every
+        /// agent wallet's token balance with what the ledger holds for it (repeat for more
+        /// chains).
         #[arg(long)]
         rpc_url: Vec<String>,
+        /// Also compare every agent wallet's token balance on the chains of `--rpc-url` with
+        /// what the ledger holds for it: available + held + captured not yet paid on chain +
+        /// fees not yet collected (withdrawals are not counted yet).
+        #[arg(long, requires = "rpc_url")]
+        chain: bool,
     },
     /// Measure operations per second against the database (see docs/benchmarks.md).
     Bench(crate::ledger_bench::BenchArgs),
@@ -55,7 +64,7 @@ pub(crate) async fn run(args: LedgerArgs) -> anyhow::Result<()> {
         awx_service_kit::db::connect(&settings).await.context("connecting to the database")?;
     match args.command {
         LedgerCommand::Bench(bench) => crate::ledger_bench::run(pool, bench).await,
-        LedgerCommand::Check { rpc_url } => {
+        LedgerCommand::Check { rpc_url, chain } => {
             let mut violations =
                 awx_ledger_service::check::check(&pool).await.context("checking the ledger")?;
             for url in &rpc_url {
@@ -65,6 +74,13 @@ pub(crate) async fn run(args: LedgerArgs) -> anyhow::Result<()> {
                         .await
                         .with_context(|| format!("checking the batches on {url}"))?,
                 );
+                if chain {
+                    violations.extend(
+                        crate::chain_check::check_wallets(&pool, &client)
+                            .await
+                            .with_context(|| format!("checking the wallets on {url}"))?,
+                    );
+                }
             }
             let mut out = std::io::stdout().lock();
             if violations.is_empty() {

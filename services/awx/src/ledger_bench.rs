@@ -67,6 +67,7 @@ pub(crate) async fn run(pool: PgPool, args: BenchArgs) -> anyhow::Result<()> {
             tx_hash: awx_x402::B256::random(),
             log_index: 0,
             source: DepositSource::Faucet,
+            block_hash: None,
         };
         let funded: Result<_, LedgerFailure> =
             awx_ledger_service::committed!(ledger, |conn| ledger.deposit(conn, &deposit));

@@ -1,8 +1,8 @@
 //! The `awx` command line: `awx dev` brings up the local platform; `awx admin` creates accounts
 //! (`bootstrap` makes the first one and prints its admin key); `awx openapi` prints the API
 //! document; `awx ledger check` verifies the ledger's invariants; `awx ledger bench`,
-//! `awx facilitator bench`, `awx payments bench` and `awx settlement bench` are the benchmarks of
-//! docs/benchmarks.md.
+//! `awx facilitator bench`, `awx payments bench`, `awx settlement bench` and `awx watcher bench`
+//! are the benchmarks of docs/benchmarks.md.
 //!
 //! For now `awx dev` starts the development chain (anvil on loopback), deploys our EIP-3009
 //! token, funds development wallets with it, prints what it started, writes the same facts to
@@ -20,6 +20,7 @@ mod pay_bench;
 pub mod platform;
 mod settlement_bench;
 mod walkthrough;
+mod watch_bench;
 
 use clap::{Parser, Subcommand};
 
@@ -48,6 +49,22 @@ enum Command {
     Payments(PaymentsArgs),
     /// Net settlement, measured on chains and a platform of its own (see docs/benchmarks.md).
     Settlement(SettlementArgs),
+    /// The chain watcher, measured on a chain and a platform of its own (see
+    /// docs/benchmarks.md).
+    Watcher(WatcherArgs),
+}
+
+/// Options of `awx watcher`.
+#[derive(Debug, clap::Args)]
+struct WatcherArgs {
+    #[command(subcommand)]
+    command: WatcherCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum WatcherCommand {
+    /// Lag behind the head and deposit latency under a load of token transfers on anvil.
+    Bench(watch_bench::BenchArgs),
 }
 
 /// Options of `awx settlement`.
@@ -104,6 +121,9 @@ impl Cli {
             }
             Command::Settlement(SettlementArgs { command: SettlementCommand::Bench(args) }) => {
                 settlement_bench::run(args).await
+            }
+            Command::Watcher(WatcherArgs { command: WatcherCommand::Bench(args) }) => {
+                watch_bench::run(args).await
             }
             Command::Openapi => {
                 use std::io::Write as _;

@@ -58,6 +58,8 @@ pub struct PlatformArgs {
     pub state_dir: PathBuf,
     /// The batch settlement worker's settings.
     pub batch: awx_settlement_service::config::BatchSettings,
+    /// The chain watcher's settings.
+    pub watch: awx_settlement_service::config::WatchSettings,
 }
 
 /// The running services.
@@ -212,6 +214,7 @@ pub async fn start(args: PlatformArgs) -> anyhow::Result<Platform> {
         ops_addr: args.settlement_ops_addr.clone(),
         networks: args.networks.clone(),
         batch: args.batch.clone(),
+        watch: args.watch.clone(),
         ..awx_settlement_service::SettlementSettings::default()
     };
     let settlement = awx_settlement_service::SettlementService::build(settlement_settings)

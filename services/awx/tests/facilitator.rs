@@ -106,6 +106,7 @@ async fn two_settlement_replicas_never_share_a_relayer_nonce() {
         faucet: false,
         faucet_token: None,
         confirmations: 0,
+        watch: Default::default(),
     }];
     let replica = awx_settlement_service::SettlementService::build(settings).await.unwrap();
     let replica_facilitator = replica.facilitator();

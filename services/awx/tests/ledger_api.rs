@@ -59,6 +59,7 @@ async fn balances_statements_and_fee_tiers_through_the_gateway() {
         policy_expiry_grace_seconds: 60,
         state_dir: state_dir.clone(),
         batch: Default::default(),
+        watch: Default::default(),
     })
     .await
     .unwrap();
@@ -86,6 +87,7 @@ async fn balances_statements_and_fee_tiers_through_the_gateway() {
         tx_hash: B256::random(),
         log_index: 0,
         source: DepositSource::Faucet,
+        block_hash: None,
     };
     bus.send(&deposit, Duration::from_secs(10)).await.unwrap();
     let hold = Hold {

@@ -30,6 +30,7 @@ async fn the_checker_command_reports_violations_with_its_exit_code() {
         tx_hash: awx_x402::B256::random(),
         log_index: 0,
         source: DepositSource::Faucet,
+        block_hash: None,
     };
     let recorded: Result<_, awx_ledger_service::error::LedgerFailure> =
         awx_ledger_service::committed!(ledger, |conn| ledger.deposit(conn, &deposit));

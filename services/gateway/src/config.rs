@@ -202,6 +202,14 @@ impl Default for RateLimitSettings {
                         global: Rate { per_second: 200, burst: 400 },
                     },
                 ),
+                // Money leaving the platform: an admin's occasional action.
+                (
+                    "withdrawals.write".to_owned(),
+                    ActionLimits {
+                        per_key: Rate { per_second: 2, burst: 10 },
+                        global: Rate { per_second: 200, burst: 400 },
+                    },
+                ),
                 // An agent pays once per paid request it makes; bursts of parallel calls are
                 // normal for agents.
                 (

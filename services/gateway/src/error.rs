@@ -79,6 +79,12 @@ pub enum ErrorCode {
     PaymentState,
     /// A development-only feature (the faucet) is not available on this chain.
     FaucetUnavailable,
+    /// The chain is not served for this operation (withdrawals: no withdrawable token there).
+    NetworkNotSupported,
+    /// The withdrawal's destination is not on the account's withdrawal allow-list.
+    WithdrawalAddressNotAllowed,
+    /// The withdrawal id was already used for a different withdrawal.
+    WithdrawalConflict,
     /// A target URL (an x402 resource to check or pay) is not a valid absolute URL.
     InvalidTargetUrl,
     /// A target URL is not allowed: its scheme is not http or https, it carries credentials,
@@ -127,16 +133,18 @@ impl ErrorCode {
             | Self::InvalidIdempotencyKey
             | Self::InvalidTargetUrl
             | Self::TargetNotAllowed
-            | Self::FaucetUnavailable => StatusCode::BAD_REQUEST,
+            | Self::FaucetUnavailable
+            | Self::NetworkNotSupported => StatusCode::BAD_REQUEST,
             Self::PolicyDenied
             | Self::SessionBudgetExceeded
             | Self::SessionExpired
             | Self::SessionRevoked
-            | Self::SessionNotApplicable => StatusCode::FORBIDDEN,
+            | Self::SessionNotApplicable
+            | Self::WithdrawalAddressNotAllowed => StatusCode::FORBIDDEN,
             Self::NotX402 | Self::NoPayableOffer | Self::ChainNotOffered => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            Self::PaymentState => StatusCode::CONFLICT,
+            Self::PaymentState | Self::WithdrawalConflict => StatusCode::CONFLICT,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -181,12 +189,15 @@ impl ErrorCode {
             | Self::NoPayableOffer
             | Self::ChainNotOffered
             | Self::PaymentState
-            | Self::FaucetUnavailable => ErrorType::InvalidRequestError,
+            | Self::FaucetUnavailable
+            | Self::NetworkNotSupported
+            | Self::WithdrawalConflict => ErrorType::InvalidRequestError,
             Self::PolicyDenied
             | Self::SessionBudgetExceeded
             | Self::SessionExpired
             | Self::SessionRevoked
-            | Self::SessionNotApplicable => ErrorType::PermissionError,
+            | Self::SessionNotApplicable
+            | Self::WithdrawalAddressNotAllowed => ErrorType::PermissionError,
             Self::MissingApiKey | Self::InvalidApiKey | Self::ApiKeyRevoked => {
                 ErrorType::AuthenticationError
             }
@@ -345,6 +356,40 @@ mod tests {
         );
         assert_eq!(ErrorCode::IdempotencyKeyReused.status(), StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(ErrorCode::RateLimited.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+
+    #[test]
+    fn withdrawal_codes_have_their_statuses() {
+        for (code, name, status, error_type) in [
+            (
+                ErrorCode::NetworkNotSupported,
+                "network_not_supported",
+                StatusCode::BAD_REQUEST,
+                ErrorType::InvalidRequestError,
+            ),
+            (
+                ErrorCode::WithdrawalAddressNotAllowed,
+                "withdrawal_address_not_allowed",
+                StatusCode::FORBIDDEN,
+                ErrorType::PermissionError,
+            ),
+            (
+                ErrorCode::WithdrawalConflict,
+                "withdrawal_conflict",
+                StatusCode::CONFLICT,
+                ErrorType::InvalidRequestError,
+            ),
+            (
+                ErrorCode::InsufficientFunds,
+                "insufficient_funds",
+                StatusCode::PAYMENT_REQUIRED,
+                ErrorType::InvalidRequestError,
+            ),
+        ] {
+            assert_eq!(serde_json::to_value(code).unwrap(), name);
+            assert_eq!(code.status(), status, "{name}");
+            assert_eq!(code.error_type(), error_type, "{name}");
+        }
     }
 
     #[test]

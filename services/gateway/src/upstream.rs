@@ -42,6 +42,10 @@ fn rejection(code: &str, message: String) -> ApiError {
         "hold_not_found" => ErrorCode::NotFound,
         "hold_not_pending" | "idempotency_conflict" => ErrorCode::Conflict,
         "faucet_unavailable" => ErrorCode::FaucetUnavailable,
+        "network_not_supported" => ErrorCode::NetworkNotSupported,
+        "withdrawal_not_found" => ErrorCode::NotFound,
+        "withdrawal_conflict" => ErrorCode::WithdrawalConflict,
+        "withdrawal_address_not_allowed" => ErrorCode::WithdrawalAddressNotAllowed,
         "chain_unavailable" => {
             return ApiError::new(ErrorCode::ServiceUnavailable, message).with_retry_after(1);
         }
@@ -93,4 +97,28 @@ pub async fn call_with_timeout<C: Command>(
     timeout: Duration,
 ) -> Result<C::Reply, ApiError> {
     state.bus.send(command, timeout).await.map_err(|error| bus_error(service, error))
+}
+
+#[cfg(test)]
+mod tests {
+    use awx_api::{policy, withdrawals};
+
+    use super::*;
+
+    #[test]
+    fn withdrawal_rejections_keep_their_codes() {
+        for (code, expected) in [
+            (withdrawals::codes::NETWORK_NOT_SUPPORTED, ErrorCode::NetworkNotSupported),
+            (withdrawals::codes::WITHDRAWAL_NOT_FOUND, ErrorCode::NotFound),
+            (withdrawals::codes::WITHDRAWAL_CONFLICT, ErrorCode::WithdrawalConflict),
+            (policy::codes::WITHDRAWAL_ADDRESS_NOT_ALLOWED, ErrorCode::WithdrawalAddressNotAllowed),
+            (policy::codes::INSUFFICIENT_FUNDS, ErrorCode::InsufficientFunds),
+            (policy::codes::AGENT_NOT_FOUND, ErrorCode::NotFound),
+            (policy::codes::INVALID_REQUEST, ErrorCode::InvalidRequest),
+            (policy::codes::LEDGER_UNAVAILABLE, ErrorCode::ServiceUnavailable),
+            (policy::codes::SIGNER_UNAVAILABLE, ErrorCode::ServiceUnavailable),
+        ] {
+            assert_eq!(rejection(code, "why".into()).code(), expected, "{code}");
+        }
+    }
 }

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use awx_api::ledger::{
-    Balances, Capture, Deposit, FeeTiers, FeesCollected, Hold, HoldStatus, PayoutSettled,
-    Statement, Void,
+    Balances, Capture, Deposit, FeeTiers, FeesCollected, Hold, HoldStatus, HoldWithdrawal,
+    PayoutSettled, ReverseDeposit, Statement, Void,
 };
 use awx_bus::{Command, CommandHandler, CommandMeta, CommandServer, HandlerError};
 use sqlx::PgConnection;
@@ -47,7 +47,9 @@ macro_rules! handle {
 }
 
 handle!(Deposit, |ledger, conn, command| ledger.deposit(conn, &command));
+handle!(ReverseDeposit, |ledger, conn, command| ledger.reverse_deposit(conn, &command));
 handle!(Hold, |ledger, conn, command| ledger.hold(conn, &command));
+handle!(HoldWithdrawal, |ledger, conn, command| ledger.hold_withdrawal(conn, &command));
 handle!(Capture, |ledger, conn, command| ledger.capture(conn, &command));
 handle!(Void, |ledger, conn, command| ledger.void(conn, &command, false));
 handle!(PayoutSettled, |ledger, conn, command| ledger.payout_settled(conn, &command));
@@ -67,7 +69,9 @@ impl LedgerHandlers {
     pub fn server(self, bus: &awx_bus::Bus) -> Result<CommandServer, awx_bus::BusError> {
         CommandServer::new(bus, self.ledger.pool.clone(), awx_api::ledger::FAMILY)?
             .handle::<Deposit, _>(self.clone())?
+            .handle::<ReverseDeposit, _>(self.clone())?
             .handle::<Hold, _>(self.clone())?
+            .handle::<HoldWithdrawal, _>(self.clone())?
             .handle::<Capture, _>(self.clone())?
             .handle::<Void, _>(self.clone())?
             .handle::<PayoutSettled, _>(self.clone())?

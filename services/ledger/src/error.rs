@@ -26,6 +26,9 @@ pub enum LedgerFailure {
     /// The request is malformed or not allowed.
     #[error("{0}")]
     Invalid(String),
+    /// A reversal names a deposit that was never recorded.
+    #[error("no deposit recorded under {0}")]
+    DepositNotFound(String),
     /// The faucet on a non-development chain.
     #[error("the faucet works on development chains only, not {0}")]
     FaucetUnavailable(String),
@@ -47,6 +50,7 @@ impl LedgerFailure {
             Self::IdempotencyConflict(_) => Some(codes::IDEMPOTENCY_CONFLICT),
             Self::Invalid(_) => Some(codes::INVALID_REQUEST),
             Self::FaucetUnavailable(_) => Some(codes::FAUCET_UNAVAILABLE),
+            Self::DepositNotFound(_) => Some(codes::DEPOSIT_NOT_FOUND),
             Self::Database(_) | Self::Internal(_) => None,
         }
     }

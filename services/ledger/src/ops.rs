@@ -61,8 +61,19 @@ pub struct GenericReply {
     pub ledger_id: LedgerId,
 }
 
-fn token_text(token: Address) -> String {
+pub(crate) fn token_text(token: Address) -> String {
     token.to_string().to_lowercase()
+}
+
+/// The idempotency key of a deposit: (network, tx hash, log index), and the block hash when
+/// known, so a transfer reorganised into another block is a new deposit. Deposits without a block
+/// hash keep the original form, so rows written before block hashes still replay.
+pub fn deposit_key(deposit: &Deposit) -> String {
+    let Deposit { asset, tx_hash, log_index, block_hash, .. } = deposit;
+    match block_hash {
+        None => format!("deposit:{}:{tx_hash}:{log_index}", asset.network),
+        Some(block) => format!("deposit:{}:{tx_hash}:{log_index}:{block}", asset.network),
+    }
 }
 
 /// The wallet account of an agent.
@@ -78,7 +89,7 @@ pub fn wallet_spec(owner: AccountId, agent: AgentId, asset: &Asset) -> AccountSp
     }
 }
 
-fn platform_spec(
+pub(crate) fn platform_spec(
     code: Code,
     asset: &Asset,
     reference: String,
@@ -110,7 +121,7 @@ pub fn mirror_spec(asset: &Asset) -> AccountSpec {
     platform_spec(Code::OnchainMirror, asset, "main".to_owned(), Constraint::None)
 }
 
-fn check_asset(asset: &Asset) -> Result<(), LedgerFailure> {
+pub(crate) fn check_asset(asset: &Asset) -> Result<(), LedgerFailure> {
     let network = awx_x402::Network::parse_caip2(&asset.network)
         .map_err(|error| LedgerFailure::Invalid(error.to_string()))?;
     if network.evm_chain_id().is_none() {
@@ -122,15 +133,15 @@ fn check_asset(asset: &Asset) -> Result<(), LedgerFailure> {
     Ok(())
 }
 
-fn json<T: Serialize>(value: &T) -> Result<serde_json::Value, LedgerFailure> {
+pub(crate) fn json<T: Serialize>(value: &T) -> Result<serde_json::Value, LedgerFailure> {
     serde_json::to_value(value).map_err(|error| LedgerFailure::Internal(error.to_string()))
 }
 
-fn key_of(id: Uuid) -> AccountKey {
+pub(crate) fn key_of(id: Uuid) -> AccountKey {
     id.as_u128()
 }
 
-fn available(account: Option<&Account>) -> Amount {
+pub(crate) fn available(account: Option<&Account>) -> Amount {
     account.and_then(|account| account.balances.available_credit()).unwrap_or(Amount::ZERO)
 }
 
@@ -195,8 +206,7 @@ impl Ledger {
         if command.amount.is_zero() {
             return Err(LedgerFailure::Invalid("a deposit moves a positive amount".into()));
         }
-        let key =
-            format!("deposit:{}:{}:{}", command.asset.network, command.tx_hash, command.log_index);
+        let key = deposit_key(command);
         let hash = store::request_hash(command);
         store::lock_key(conn, &key).await?;
         if let Some(reply) = store::replay(conn, &key, &hash).await? {
@@ -213,6 +223,7 @@ impl Ledger {
         let metadata = serde_json::json!({
             "op": "deposit", "agent": command.agent, "source": command.source,
             "tx_hash": command.tx_hash, "log_index": command.log_index,
+            "block_hash": command.block_hash,
         });
         store::write_transfer(
             conn,
@@ -377,6 +388,13 @@ impl Ledger {
         let reply =
             CaptureReply { ledger_id, hold_id: command.hold_id, amount: captured, fee, released };
         let owner = hold.owner.map(AccountId::from_uuid);
+        // A withdrawal's capture is money leaving on chain, not a payment: the statement shows it
+        // as a withdrawal, and it counts in no fee volume.
+        let withdrawal = hold.metadata["op"] == crate::withdrawals::WITHDRAWAL_HOLD_OP;
+        let mut metadata = serde_json::json!({"op": "capture", "hold": command.hold_id, "amount": captured, "fee": fee});
+        if withdrawal {
+            metadata["withdrawal"] = serde_json::Value::Bool(true);
+        }
         store::write_transfer(
             conn,
             TransferRecord {
@@ -390,7 +408,7 @@ impl Ledger {
                 network: &hold.network,
                 token: &hold.token,
                 owner,
-                metadata: serde_json::json!({"op": "capture", "hold": command.hold_id, "amount": captured, "fee": fee}),
+                metadata,
                 result: json(&reply)?,
             },
             &hold.legs,
@@ -402,7 +420,7 @@ impl Ledger {
             .bind(command.hold_id.as_uuid())
             .execute(&mut *conn)
             .await?;
-        if let Some(owner) = owner {
+        if let Some(owner) = owner.filter(|_| !withdrawal) {
             let decimals =
                 hold.metadata["decimals"].as_u64().and_then(|d| u8::try_from(d).ok()).unwrap_or(6);
             let volume = usd_volume(captured, decimals)
@@ -742,7 +760,9 @@ impl Ledger {
     ) -> Result<StatementReply, LedgerFailure> {
         let limit = query.limit.clamp(1, 100);
         let rows = sqlx::query(
-            "SELECT e.id, e.transfer_id, t.metadata->>'op', a.network, a.token, a.decimals, e.side,
+            "SELECT e.id, e.transfer_id,
+                    CASE WHEN t.metadata @> '{\"withdrawal\": true}' THEN 'withdrawal' ELSE t.metadata->>'op' END,
+                    a.network, a.token, a.decimals, e.side,
                     e.pending_added::text, e.pending_removed::text, e.posted_added::text,
                     e.debits_pending_after::text, e.debits_posted_after::text, e.credits_posted_after::text,
                     (extract(epoch FROM e.created_at) * 1000)::int8
@@ -793,6 +813,9 @@ impl Ledger {
             };
             let kind = match row.get::<Option<&str>, _>(2) {
                 Some("deposit") => LineKind::Deposit,
+                Some("deposit_reversal") => LineKind::DepositReversal,
+                Some(crate::withdrawals::WITHDRAWAL_HOLD_OP) => LineKind::WithdrawalHold,
+                Some("withdrawal") => LineKind::Withdrawal,
                 Some("hold") => LineKind::Hold,
                 Some("capture") => LineKind::Capture,
                 Some("void") => LineKind::Release,

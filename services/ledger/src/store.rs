@@ -30,6 +30,8 @@ pub enum Code {
     OnchainMirror,
     /// Payouts in flight on chain.
     SettlementClearing,
+    /// What reorganisations took back that agents had already spent (a platform loss).
+    ReorgLoss,
     /// Accounts of tests and benchmarks.
     Test,
 }
@@ -44,6 +46,7 @@ impl Code {
             Self::FeeCollected => "fee_collected",
             Self::OnchainMirror => "onchain_mirror",
             Self::SettlementClearing => "settlement_clearing",
+            Self::ReorgLoss => "reorg_loss",
             Self::Test => "test",
         }
     }

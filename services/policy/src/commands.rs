@@ -8,15 +8,17 @@
 use std::sync::Arc;
 
 use awx_api::policy::{
-    AgentList, AgentView, CreateAgent, CreateSession, Decide, DeleteAgent, GetAgent, GetPayment,
-    GetSession, ListAgents, NetDecide, NetDecision, OwnPayment, OwnPaymentReply, Pay, PaymentView,
-    RevokeSession, SessionView, SetPolicy,
+    AgentList, AgentView, AuthorizationUsed, AuthorizationUsedReply, CreateAgent, CreateSession,
+    Decide, DeleteAgent, GetAgent, GetPayment, GetSession, GetWithdrawalAddresses, ListAgents,
+    LookupWallets, NetDecide, NetDecision, OwnPayment, OwnPaymentReply, Pay, PaymentView,
+    RevokeSession, SessionView, SetPolicy, SetWithdrawalAddresses, WalletOwners, WithdrawDecide,
+    WithdrawalAddresses,
 };
 use awx_bus::{CommandHandler, CommandMeta, CommandServer, HandlerError};
 use sqlx::PgConnection;
 
 use crate::engine::Engine;
-use crate::{agents, approvals, net, own, pay, sessions};
+use crate::{agents, approvals, net, own, pay, sessions, watch, withdrawals};
 
 /// The handlers of the policy service's commands.
 #[derive(Debug, Clone)]
@@ -75,6 +77,19 @@ handler!(GetPayment, PaymentView, |engine, command| approvals::get(
 handler!(Decide, PaymentView, |engine, command| approvals::decide(engine, &command));
 handler!(OwnPayment, OwnPaymentReply, |engine, command| own::own_payment(engine, &command));
 handler!(NetDecide, NetDecision, |engine, command| net::net_decide(engine, &command));
+handler!(WithdrawDecide, NetDecision, |engine, command| withdrawals::withdraw_decide(
+    engine, &command
+));
+handler!(SetWithdrawalAddresses, WithdrawalAddresses, |engine, command| {
+    withdrawals::set_addresses(engine, &command)
+});
+handler!(GetWithdrawalAddresses, WithdrawalAddresses, |engine, command| {
+    withdrawals::get_addresses(engine, &command)
+});
+handler!(LookupWallets, WalletOwners, |engine, command| watch::lookup_wallets(engine, &command));
+handler!(AuthorizationUsed, AuthorizationUsedReply, |engine, command| watch::authorization_used(
+    engine, &command
+));
 
 impl PolicyHandlers {
     /// Handlers over `engine`.
@@ -102,6 +117,11 @@ impl PolicyHandlers {
             .handle::<GetPayment, _>(self.clone())?
             .handle::<Decide, _>(self.clone())?
             .handle::<OwnPayment, _>(self.clone())?
-            .handle::<NetDecide, _>(self)
+            .handle::<NetDecide, _>(self.clone())?
+            .handle::<WithdrawDecide, _>(self.clone())?
+            .handle::<SetWithdrawalAddresses, _>(self.clone())?
+            .handle::<GetWithdrawalAddresses, _>(self.clone())?
+            .handle::<LookupWallets, _>(self.clone())?
+            .handle::<AuthorizationUsed, _>(self)
     }
 }

@@ -6,7 +6,8 @@
 //! this payee, and their amounts (or fees) add up to exactly this value". Only then does it sign
 //! a decision (`awx-decision`) whose `covers` binds the kind and the exact set of payments; the
 //! signer refuses anything else, and keeps each payment in at most one signed net transfer of
-//! each kind.
+//! each kind. A transfer of kind `withdrawal` is refused here: a withdrawal is approved only by
+//! `WithdrawDecide` ([`crate::withdrawals`]).
 
 use awx_api::policy::{NetDecide, NetDecision, NetKind, codes};
 use awx_decision::{Covers, DecisionClaims};
@@ -23,6 +24,11 @@ pub(crate) async fn net_decide(
     engine: &Engine,
     command: &NetDecide,
 ) -> Result<NetDecision, Failure> {
+    if command.kind == NetKind::Withdrawal {
+        return Err(Failure::invalid(
+            "a withdrawal is decided by WithdrawDecide only, not as a net transfer",
+        ));
+    }
     let ids: Vec<Uuid> = command.payment_ids.iter().map(|id| id.as_uuid()).collect();
     if ids.is_empty() {
         return Err(Failure::invalid("a net transfer covers at least one payment"));

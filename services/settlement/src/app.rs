@@ -66,6 +66,10 @@ impl SettlementService {
             let worker = Arc::new(crate::batch::BatchWorker::new(self.facilitator.clone()));
             shutdown.spawn(crate::batch::run(worker, shutdown.token()));
         }
+        if self.facilitator.settings.watch.enabled {
+            let watcher = Arc::new(crate::watcher::Watcher::new(self.facilitator.clone()));
+            shutdown.spawn(crate::watcher::run(watcher, shutdown.token()));
+        }
         let relay = awx_bus::OutboxRelay::new(&self.facilitator.bus, self.facilitator.pool.clone());
         shutdown.spawn(relay.run(shutdown.token()));
         // Captures queue their items from the policy service's outbox too.

@@ -130,7 +130,11 @@ pub(crate) fn parse_amount(text: &str) -> Result<Amount, FacilitatorError> {
 }
 
 pub(crate) fn kind_of(text: &str) -> NetKind {
-    if text == "fee" { NetKind::Fee } else { NetKind::Payee }
+    match text {
+        "fee" => NetKind::Fee,
+        "withdrawal" => NetKind::Withdrawal,
+        _ => NetKind::Payee,
+    }
 }
 
 pub(crate) fn bus_error(what: &str, error: BusError) -> FacilitatorError {
@@ -209,6 +213,8 @@ impl BatchWorker {
         self.classify(chain, &mut report).await?;
         self.plan(chain, &mut report).await?;
         self.sign_planned(chain, &mut report).await?;
+        // Withdrawals left pending by a crash between storing and signing.
+        self.facilitator.resume_withdrawals(chain, Duration::from_secs(30)).await?;
         if !in_flight {
             self.start_batch(chain, &mut report).await?;
         }

@@ -5,8 +5,10 @@
 use std::time::Duration;
 
 use awx_api::facilitator::SettlementConfirmed;
-use awx_api::ledger::{FeesCollected, PayoutSettled};
+use awx_api::ledger::{Capture, FeesCollected, HoldStatus, PayoutSettled};
 use awx_api::policy::NetKind;
+use awx_api::withdrawals::WithdrawalConfirmed;
+use awx_bus::BusError;
 use awx_types::{Amount, LedgerId};
 use awx_x402::B256;
 use sqlx::{PgConnection, Row as _};
@@ -47,7 +49,12 @@ impl BatchWorker {
                         tx_hash,
                         reference: Some(id.to_string()),
                     };
-                    self.facilitator.bus.send(&payout, timeout).await.map(|_| ())
+                    self.facilitator
+                        .bus
+                        .send(&payout, timeout)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
                 }
                 NetKind::Fee => {
                     let fees = FeesCollected {
@@ -57,7 +64,15 @@ impl BatchWorker {
                         tx_hash,
                         reference: id.to_string(),
                     };
-                    self.facilitator.bus.send(&fees, timeout).await.map(|_| ())
+                    self.facilitator
+                        .bus
+                        .send(&fees, timeout)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }
+                NetKind::Withdrawal => {
+                    self.record_withdrawal(id, tx_hash).await.map_err(|e| e.to_string())
                 }
             };
             match posted {
@@ -136,6 +151,64 @@ impl BatchWorker {
                 "items are past their settleBy and not settled on chain"
             );
         }
+        Ok(())
+    }
+
+    /// A confirmed withdrawal: the ledger captures its hold (the wallet debited, the on-chain
+    /// mirror credited); then the withdrawal is `confirmed` and `withdrawal.confirmed` is
+    /// written, in one transaction. A hold no longer pending that is not captured (released by
+    /// its timeout while the withdrawal went out) needs an operator: it stays unrecorded, with an
+    /// error each pass.
+    async fn record_withdrawal(&self, id: Uuid, tx_hash: B256) -> Result<(), FacilitatorError> {
+        let timeout = Duration::from_millis(self.facilitator.settings.ledger_timeout_ms);
+        let hold_id = LedgerId::from_uuid(id);
+        let ledger = |error: BusError| FacilitatorError::Ledger(error.to_string());
+        match self.facilitator.bus.send(&Capture { hold_id, amount: None }, timeout).await {
+            Ok(_) => {}
+            Err(BusError::Rejected { code, message })
+                if code == awx_api::ledger::codes::HOLD_NOT_PENDING =>
+            {
+                let status = self
+                    .facilitator
+                    .bus
+                    .send(&HoldStatus { hold_id }, timeout)
+                    .await
+                    .map_err(ledger)?;
+                if status.status.as_deref() != Some("captured") {
+                    metrics::counter!("settlement_withdrawals_unreconciled_total").increment(1);
+                    return Err(FacilitatorError::Inconsistent(format!(
+                        "withdrawal {id} went out on chain but its hold is {:?} ({code}: {message}); an operator must reconcile it",
+                        status.status
+                    )));
+                }
+            }
+            Err(error) => return Err(ledger(error)),
+        }
+        {
+            let mut tx = self.facilitator.pool.begin().await?;
+            let updated = sqlx::query(
+                "UPDATE settlement.withdrawals SET state = 'confirmed', tx_hash = $2, error = NULL, updated_at = now()
+                 WHERE id = $1 AND state <> 'confirmed'",
+            )
+            .bind(id)
+            .bind(format!("{tx_hash:#x}"))
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() > 0
+                && let Some((owner, withdrawal)) = self.facilitator.withdrawal_view(id).await?
+            {
+                let mut withdrawal = withdrawal;
+                withdrawal.state = "confirmed".into();
+                withdrawal.tx_hash = Some(tx_hash);
+                let event = WithdrawalConfirmed { owner, withdrawal };
+                awx_bus::publish(&mut tx, self.facilitator.bus.schema(), &event).await.map_err(
+                    |error| FacilitatorError::Inconsistent(format!("writing the outbox: {error}")),
+                )?;
+            }
+            tx.commit().await?;
+        }
+        tracing::info!(withdrawal = %id, %tx_hash, "withdrawal confirmed and recorded");
+        metrics::counter!("settlement_withdrawals_confirmed_total").increment(1);
         Ok(())
     }
 

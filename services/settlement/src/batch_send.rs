@@ -433,7 +433,10 @@ impl BatchWorker {
                     .bind(&hash_text)
                     .execute(&mut *tx)
                     .await?;
-                    self.publish_confirmed(&mut tx, chain, transfer, hash).await?;
+                    // A withdrawal's event follows the ledger's capture (`record`).
+                    if transfer.kind != awx_api::policy::NetKind::Withdrawal {
+                        self.publish_confirmed(&mut tx, chain, transfer, hash).await?;
+                    }
                     report.confirmed = report.confirmed.saturating_add(1);
                 }
                 Some(reason) => {

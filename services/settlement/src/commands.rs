@@ -5,10 +5,14 @@
 
 use std::sync::Arc;
 
+use awx_api::deposits::{DepositList, ListDeposits};
 use awx_api::facilitator::{
     AuthorizationState, AuthorizationStatus, ExternalRecorded, Faucet, FaucetReply, ItemSettlement,
     ListSettlements, PaymentSettlement, RecordExternal, Settle, SettlementList, Supported, Verify,
     codes,
+};
+use awx_api::withdrawals::{
+    GetWithdrawal, ListWithdrawals, RequestWithdrawal, WithdrawalList, WithdrawalView,
 };
 use awx_bus::{CommandHandler, CommandMeta, CommandServer, HandlerError};
 use sqlx::PgConnection;
@@ -33,6 +37,7 @@ fn handler_error(error: FacilitatorError) -> HandlerError {
         FacilitatorError::FaucetUnavailable(message) => {
             HandlerError::reject(codes::FAUCET_UNAVAILABLE, message)
         }
+        FacilitatorError::Rejected { code, message } => HandlerError::reject(&code, message),
         other @ (FacilitatorError::Signer(_)
         | FacilitatorError::Ledger(_)
         | FacilitatorError::Inconsistent(_)
@@ -131,6 +136,50 @@ impl CommandHandler<RecordExternal> for FacilitatorHandlers {
     }
 }
 
+impl CommandHandler<ListDeposits> for FacilitatorHandlers {
+    async fn handle(
+        &self,
+        _tx: &mut PgConnection,
+        query: ListDeposits,
+        _meta: CommandMeta,
+    ) -> Result<DepositList, HandlerError> {
+        self.facilitator.list_deposits(&query).await.map_err(handler_error)
+    }
+}
+
+impl CommandHandler<RequestWithdrawal> for FacilitatorHandlers {
+    async fn handle(
+        &self,
+        _tx: &mut PgConnection,
+        command: RequestWithdrawal,
+        _meta: CommandMeta,
+    ) -> Result<WithdrawalView, HandlerError> {
+        self.facilitator.request_withdrawal(&command).await.map_err(handler_error)
+    }
+}
+
+impl CommandHandler<GetWithdrawal> for FacilitatorHandlers {
+    async fn handle(
+        &self,
+        _tx: &mut PgConnection,
+        query: GetWithdrawal,
+        _meta: CommandMeta,
+    ) -> Result<Option<WithdrawalView>, HandlerError> {
+        self.facilitator.get_withdrawal(&query).await.map_err(handler_error)
+    }
+}
+
+impl CommandHandler<ListWithdrawals> for FacilitatorHandlers {
+    async fn handle(
+        &self,
+        _tx: &mut PgConnection,
+        query: ListWithdrawals,
+        _meta: CommandMeta,
+    ) -> Result<WithdrawalList, HandlerError> {
+        self.facilitator.list_withdrawals(&query).await.map_err(handler_error)
+    }
+}
+
 impl FacilitatorHandlers {
     /// Handlers over `facilitator`.
     pub fn new(facilitator: Arc<Facilitator>) -> Self {
@@ -152,6 +201,10 @@ impl FacilitatorHandlers {
             .handle::<PaymentSettlement, _>(self.clone())?
             .handle::<ListSettlements, _>(self.clone())?
             .handle::<AuthorizationState, _>(self.clone())?
-            .handle::<RecordExternal, _>(self)
+            .handle::<RecordExternal, _>(self.clone())?
+            .handle::<ListDeposits, _>(self.clone())?
+            .handle::<RequestWithdrawal, _>(self.clone())?
+            .handle::<GetWithdrawal, _>(self.clone())?
+            .handle::<ListWithdrawals, _>(self)
     }
 }

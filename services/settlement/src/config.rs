@@ -31,6 +31,21 @@ pub struct NetworkSettings {
     /// it confirmed (0 on anvil; a few on Base, more on Ethereum and Polygon).
     #[serde(default)]
     pub confirmations: u64,
+    /// What the chain watcher follows on this chain.
+    #[serde(default)]
+    pub watch: NetworkWatch,
+}
+
+/// What the chain watcher ([`crate::watcher`]) follows on one chain.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkWatch {
+    /// The tokens whose transfers into agents' wallets are deposits. Empty: the built-in USDC of
+    /// this chain (Base, Base Sepolia, Ethereum, Polygon) and the faucet token, if any.
+    pub tokens: Vec<awx_x402::Address>,
+    /// The first block to scan when the chain has no cursor yet. None: the chain's head at
+    /// the first start (earlier transfers are not credited).
+    pub from_block: Option<u64>,
 }
 
 fn default_receipt_wait_ms() -> u64 {
@@ -132,6 +147,58 @@ impl BatchSettings {
     }
 }
 
+/// The chain watcher ([`crate::watcher`]): one per chain, under a lock per chain (so several
+/// replicas are safe), following blocks `confirmations` behind the head.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WatchSettings {
+    /// Whether the watcher runs in this replica.
+    pub enabled: bool,
+    /// How often the chain's head is read.
+    pub interval_ms: u64,
+    /// At most this many blocks are scanned in one `eth_getLogs` (a node that refuses the range
+    /// gets half of it, down to one block).
+    pub blocks_per_pass_max: u64,
+    /// How many recent scanned block hashes are kept per chain (the deepest reorganisation
+    /// handled).
+    pub blocks_remembered: u64,
+    /// How long one RPC call may take before it counts as failed.
+    pub rpc_timeout_ms: u64,
+    /// The longest wait between retries of a failing chain (the wait doubles from
+    /// `interval_ms`).
+    pub backoff_max_ms: u64,
+}
+
+impl Default for WatchSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_ms: 2_000,
+            blocks_per_pass_max: 500,
+            blocks_remembered: 256,
+            rpc_timeout_ms: 10_000,
+            backoff_max_ms: 30_000,
+        }
+    }
+}
+
+impl WatchSettings {
+    fn validate(&self) -> Result<(), String> {
+        if self.interval_ms == 0 || self.rpc_timeout_ms == 0 || self.backoff_max_ms == 0 {
+            return Err(
+                "watch: interval_ms, rpc_timeout_ms and backoff_max_ms must be positive".into()
+            );
+        }
+        if self.blocks_per_pass_max == 0 || self.blocks_per_pass_max > 100_000 {
+            return Err("watch.blocks_per_pass_max must be 1 to 100000".into());
+        }
+        if self.blocks_remembered < 2 {
+            return Err("watch.blocks_remembered must be at least 2".into());
+        }
+        Ok(())
+    }
+}
+
 /// Everything the settlement service can be configured with.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -157,6 +224,8 @@ pub struct SettlementSettings {
     pub ledger_timeout_ms: u64,
     /// Net settlement of our own agents' payments.
     pub batch: BatchSettings,
+    /// The chain watcher (deposits, reorganisations, authorizations used elsewhere).
+    pub watch: WatchSettings,
     /// Logs and traces.
     pub telemetry: TelemetrySettings,
 }
@@ -174,6 +243,7 @@ impl Default for SettlementSettings {
             policy_timeout_ms: 5_000,
             ledger_timeout_ms: 5_000,
             batch: BatchSettings::default(),
+            watch: WatchSettings::default(),
             telemetry: TelemetrySettings::default(),
         }
     }
@@ -209,6 +279,7 @@ impl Validate for SettlementSettings {
             return Err("gas_limit_percent must be at least 100; resume_interval_ms, signer_timeout_ms, policy_timeout_ms and ledger_timeout_ms positive".into());
         }
         self.batch.validate()?;
+        self.watch.validate()?;
         let mut bus = self.bus.clone();
         bus.service = SERVICE.to_owned();
         bus.schema = SERVICE.to_owned();
@@ -232,6 +303,7 @@ mod tests {
             faucet,
             faucet_token,
             confirmations: 0,
+            watch: Default::default(),
         }
     }
 

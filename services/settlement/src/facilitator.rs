@@ -64,6 +64,14 @@ pub enum FacilitatorError {
     /// The database failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// Another service refused the request with this stable code (passed on as it is).
+    #[error("{code}: {message}")]
+    Rejected {
+        /// The code.
+        code: String,
+        /// Why.
+        message: String,
+    },
 }
 
 /// One chain the facilitator works on.
@@ -79,8 +87,13 @@ pub struct Chain {
     pub receipt_wait: Duration,
     /// The token the development faucet mints, when the faucet is on.
     pub faucet_token: Option<Address>,
-    /// Blocks after a batch transaction's block before it counts as confirmed.
+    /// Blocks after a batch transaction's block before it counts as confirmed, and behind the
+    /// head the chain watcher stays.
     pub confirmations: u64,
+    /// The tokens the chain watcher follows (deposits, authorizations used).
+    pub watch_tokens: Vec<Address>,
+    /// Where the chain watcher starts without a cursor.
+    pub watch_from_block: Option<u64>,
 }
 
 /// The facilitator: chains, relayers, storage.
@@ -164,6 +177,19 @@ impl Facilitator {
                 ))
             })?;
             let client = ChainClient::connect(&network.rpc_url).map_err(chain_error)?;
+            let faucet_token = network.faucet_token.filter(|_| network.faucet);
+            let mut watch_tokens = network.watch.tokens.clone();
+            if watch_tokens.is_empty() {
+                watch_tokens.extend(
+                    awx_x402::TokenRegistry::builtin()
+                        .iter()
+                        .filter(|token| token.chain_id() == Some(chain_id))
+                        .map(|token| token.address),
+                );
+                watch_tokens.extend(faucet_token);
+            }
+            watch_tokens.sort_unstable();
+            watch_tokens.dedup();
             chains.insert(
                 parsed.to_string(),
                 Chain {
@@ -171,8 +197,10 @@ impl Facilitator {
                     chain_id,
                     client,
                     receipt_wait: Duration::from_millis(network.receipt_wait_ms),
-                    faucet_token: network.faucet_token.filter(|_| network.faucet),
+                    faucet_token,
                     confirmations: network.confirmations,
+                    watch_tokens,
+                    watch_from_block: network.watch.from_block,
                 },
             );
         }

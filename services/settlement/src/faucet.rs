@@ -16,11 +16,8 @@
 //! `receipt_wait_ms`, the answer is `chain_unavailable` with the hash, and the resumer
 //! ([`crate::resumer`]) records the deposit when the mint is mined.
 
-use std::time::Duration;
-
 use awx_api::facilitator::{Faucet, FaucetReply};
-use awx_api::ledger::{Asset, Deposit, DepositSource};
-use awx_bus::BusError;
+use awx_api::ledger::{Asset, DepositSource};
 use awx_chain::{Token, TransactionReceipt};
 use awx_types::{AccountId, AgentId, Amount};
 use awx_x402::{Address, B256, U256};
@@ -28,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row as _;
 use uuid::Uuid;
 
+use crate::deposits::{Credit, SeenDeposit};
 use crate::facilitator::{Chain, Facilitator, FacilitatorError};
 use crate::settle::{Outgoing, Purpose, SignFailure};
 
@@ -262,32 +260,45 @@ impl Facilitator {
             self.end_mint(chain_tx_id, "failed", Some(&message)).await?;
             return Ok(MintOutcome::Failed(message));
         };
-        let command = Deposit {
-            owner: deposit.owner,
-            agent: deposit.agent,
-            asset: deposit.asset.clone(),
-            amount: deposit.amount,
+        let (Some(block_number), Some(block_hash)) = (receipt.block_number, receipt.block_hash)
+        else {
+            return Err(FacilitatorError::Chain(format!(
+                "the receipt of the mint {hash:#x} has no block"
+            )));
+        };
+        // The same path as a deposit the chain watcher sees (which then finds it recorded).
+        let seen = SeenDeposit {
+            network: deposit.asset.network.clone(),
+            token: deposit.asset.token,
+            decimals: deposit.asset.decimals,
             tx_hash: hash,
             log_index,
+            block_number,
+            block_hash,
+            from: Address::ZERO,
+            to: deposit.to,
+            owner: deposit.owner,
+            agent: deposit.agent,
+            amount: deposit.amount,
             source: DepositSource::Faucet,
         };
-        let timeout = Duration::from_millis(self.settings.ledger_timeout_ms);
-        match self.bus.send(&command, timeout).await {
-            Ok(_) => {
+        match self.record_deposit(&seen).await? {
+            Credit::Credited => {
                 self.end_mint(chain_tx_id, "confirmed", None).await?;
                 Ok(MintOutcome::Deposited)
             }
-            Err(BusError::Rejected { code, message }) => {
-                let message = format!(
-                    "the tokens are minted ({hash:#x}) but the ledger refused the deposit ({code}): {message}"
-                );
-                tracing::error!(chain_tx = %chain_tx_id, error.message = %message, "a faucet deposit was refused");
+            Credit::Refused(reason) => {
+                let message = format!("the tokens are minted ({hash:#x}) but {reason}");
                 self.end_mint(chain_tx_id, "confirmed", Some(&message)).await?;
                 Ok(MintOutcome::Refused(message))
             }
-            Err(error) => Err(FacilitatorError::Ledger(format!(
-                "the ledger did not record the deposit of the mint {hash:#x}: {error}"
-            ))),
+            Credit::Reversed => {
+                let message = format!(
+                    "the mint {hash:#x} was minted in a block that left the chain; its deposit was reversed"
+                );
+                self.end_mint(chain_tx_id, "confirmed", Some(&message)).await?;
+                Ok(MintOutcome::Refused(message))
+            }
         }
     }
 

@@ -5,13 +5,18 @@
 //!   settled ones are queued (`settlement.items`) for net settlement.
 //! - [`settle`]: settle on chain exactly once per (network, payer, nonce), with every step stored
 //!   before broadcast and relayer nonces allocated under a row lock.
-//! - [`faucet`]: the development faucet: a mint from a relayer, then a ledger deposit.
+//! - [`faucet`]: the development faucet: a mint from a relayer, then a deposit (the watcher's path).
 //! - [`batch`], [`batch_plan`], [`batch_send`], [`batch_record`]: the batch settlement worker: nets the queued captures into one
 //!   EIP-3009 transfer per (token, payer, payee) group and sends every transfer of a chain in one
 //!   Multicall3 `aggregate3` transaction, crash-safe and safe with several replicas.
 //! - [`resumer`]: re-broadcasts stored transactions and records late receipts and deposits.
 //! - [`external`]: authorizations of our agents used on chain by someone else: read for the
 //!   policy service before it releases an expired one, and queued as settled externally.
+//! - [`watcher`], [`deposits`]: the chain watcher: deposits into agents' wallets (credited once,
+//!   reversed after a reorganisation), authorizations of our wallets used by someone else, and
+//!   alerts for wallet use awx did not sign.
+//! - [`withdrawals`]: USDC moved from an agent's wallet to an outside address: approved and held
+//!   by the policy service and the ledger, signed once, sent by the batch worker.
 //! - [`views`]: a payment's settlement state and a provider's net settlements.
 //! - [`commands`]: the bus commands (family `settlement`, types in `awx_api::facilitator`).
 //!
@@ -25,6 +30,7 @@ pub mod batch_record;
 pub mod batch_send;
 pub mod commands;
 pub mod config;
+pub mod deposits;
 pub mod external;
 pub mod facilitator;
 pub mod faucet;
@@ -32,6 +38,8 @@ pub mod own;
 pub mod resumer;
 pub mod settle;
 pub mod views;
+pub mod watcher;
+pub mod withdrawals;
 
 pub use app::SettlementService;
 pub use config::SettlementSettings;

@@ -47,6 +47,7 @@ async fn the_faucet_mints_on_chain_and_the_ledger_records_each_deposit() {
                 faucet: false,
                 faucet_token: None,
                 confirmations: 0,
+                watch: Default::default(),
             });
         }),
         ..Options::default()

@@ -22,7 +22,8 @@
 //! - [`net`]: net transfers of the batch settlement worker: one authorization from an agent's
 //!   wallet for the sum of captured payments, only against a decision that binds exactly those
 //!   payments, each payment in at most one signed net transfer per kind
-//!   (`signer.net_transfer_payments`).
+//!   (`signer.net_transfer_payments`); and withdrawals, net transfers of kind `withdrawal` from
+//!   an agent's wallet to an outside address that cover only their own id.
 //! - [`commands`]: the rules as bus commands; [`app`]: building and running the service.
 //!
 //! The signer signs no authorization that a valid, unexpired decision does not bind exactly.

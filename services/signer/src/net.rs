@@ -1,6 +1,8 @@
 //! Net transfers: one EIP-3009 `TransferWithAuthorization` from an agent's wallet for the sum of
 //! captured payments (their amounts to their payee, or their fees to the platform), which the
-//! batch settlement worker submits on chain in place of the payments' own authorizations.
+//! batch settlement worker submits on chain in place of the payments' own authorizations; or, of
+//! kind `withdrawal`, for a withdrawal from the agent's wallet to an outside address, which covers
+//! no payment but itself (`payment_ids` is exactly `[transfer_id]`, the withdrawal's id).
 //!
 //! [`Custody::sign_net_transfer`] signs one in the command's transaction, only when:
 //!
@@ -8,20 +10,26 @@
 //!    own decision never signs a net transfer, and a net decision never signs a payment);
 //! 2. every field of the request equals the claims (`jti` is the transfer id, `sub` the agent),
 //!    and `covers` equals the digest of exactly the request's payment ids and kind;
-//! 3. `from` is the agent's wallet, and every payment is an authorization this wallet signed on
-//!    this chain and token (`unknown_payment`);
-//! 4. under an advisory lock on the transfer: the same request again answers the stored
+//! 3. `payment_ids` is not empty, and for a withdrawal is exactly the transfer id
+//!    (`invalid_request`);
+//! 4. `from` is the agent's wallet, and (for payee and fee transfers) every payment is an
+//!    authorization this wallet signed on this chain and token (`unknown_payment`);
+//! 5. under an advisory lock on the transfer: the same request again answers the stored
 //!    signature; the transfer id with other contents is refused (`request_conflict`); under a
 //!    lock on the nonce, a nonce the wallet signed before (for a payment or a net transfer, on
 //!    this chain and token) is refused (`nonce_already_signed`);
-//! 5. each payment joins `signer.net_transfer_payments`, whose primary key (payment, kind) makes
-//!    a payment part of at most one signed net transfer of each kind, ever
-//!    (`payment_already_netted`); the digest is signed and logged (kind `net_transfer`), and the
-//!    nonce recorded in `signer.net_transfers` (unique per wallet, chain and token).
+//! 6. for payee and fee transfers, each payment joins `signer.net_transfer_payments`, whose
+//!    primary key (payment, kind) makes a payment part of at most one signed net transfer of each
+//!    kind, ever (`payment_already_netted`); a withdrawal joins nothing there: the signing log's
+//!    primary key (the transfer id) already signs its id at most once. The digest is signed and
+//!    logged (kind `net_transfer`), and the nonce recorded in `signer.net_transfers` with the
+//!    transfer's kind (unique per wallet, chain and token).
 
-use alloy::primitives::{B256, Bytes, U256};
+use alloy::primitives::{Address, B256, Bytes, U256};
+use awx_api::policy::NetKind;
 use awx_api::signer::{AuthorizationSigned, SignNetTransfer};
 use awx_decision::{Covers, DecisionClaims};
+use awx_types::PaymentId;
 use awx_x402::{EcdsaSignature, TokenDomain};
 use sha2::{Digest as _, Sha256};
 use sqlx::PgConnection;
@@ -115,6 +123,17 @@ impl Custody {
         if request.payment_ids.is_empty() {
             return Err(SignFailure::Invalid("a net transfer covers at least one payment".into()));
         }
+        // Payee and fee transfers net payments this wallet signed; a withdrawal covers only itself.
+        let nets_payments = match request.kind {
+            NetKind::Payee | NetKind::Fee => true,
+            NetKind::Withdrawal => false,
+        };
+        if !nets_payments && request.payment_ids != [PaymentId::from_uuid(request.transfer_id)] {
+            return Err(SignFailure::Invalid(format!(
+                "a withdrawal covers exactly itself: payment_ids must be [{}]",
+                request.transfer_id
+            )));
+        }
         let from = request.authorization.from;
         if self.wallet_of(conn, request.agent_id).await? != Some(from) {
             return Err(SignFailure::UnknownWallet { agent: request.agent_id, address: from });
@@ -139,22 +158,8 @@ impl Custody {
 
         let ids: Vec<Uuid> = request.payment_ids.iter().map(|id| id.as_uuid()).collect();
         let token = address_text(request.token);
-        let known: i64 = sqlx::query_scalar(
-            "SELECT count(DISTINCT payment_id) FROM signer.authorizations
-             WHERE payment_id = ANY($1) AND address = $2 AND chain_id = $3 AND token = $4",
-        )
-        .bind(&ids)
-        .bind(address_text(from))
-        .bind(chain_id)
-        .bind(&token)
-        .fetch_one(&mut *conn)
-        .await?;
-        if usize::try_from(known).ok() != Some(ids.len()) {
-            return Err(SignFailure::UnknownPayment(format!(
-                "{} of the {} payments are authorizations {from} signed on chain {chain_id} in {token}, each named once",
-                known,
-                ids.len()
-            )));
+        if nets_payments {
+            self.check_payments_signed(conn, &ids, from, chain_id, &token).await?;
         }
 
         // A wallet signs a nonce once per chain and token, across payments and net transfers.
@@ -215,21 +220,8 @@ impl Custody {
         .bind(nonce.as_slice())
         .execute(&mut *conn)
         .await?;
-        let inserted = sqlx::query(
-            "INSERT INTO signer.net_transfer_payments (payment_id, kind, transfer_id)
-             SELECT unnest($1::uuid[]), $2, $3",
-        )
-        .bind(&ids)
-        .bind(request.kind.as_str())
-        .bind(request.transfer_id)
-        .execute(&mut *conn)
-        .await;
-        match inserted {
-            Ok(_) => {}
-            Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
-                return Err(SignFailure::PaymentAlreadyNetted(request.kind.as_str()));
-            }
-            Err(error) => return Err(error.into()),
+        if nets_payments {
+            self.net_payments(conn, request, &ids).await?;
         }
         tracing::info!(
             transfer_id = %request.transfer_id,
@@ -242,6 +234,61 @@ impl Custody {
             "net transfer signed"
         );
         Ok(reply)
+    }
+
+    /// Refuses `ids` unless each is an authorization `from` signed on `chain_id` in `token`,
+    /// each named once.
+    async fn check_payments_signed(
+        &self,
+        conn: &mut PgConnection,
+        ids: &[Uuid],
+        from: Address,
+        chain_id: i64,
+        token: &str,
+    ) -> Result<(), SignFailure> {
+        let known: i64 = sqlx::query_scalar(
+            "SELECT count(DISTINCT payment_id) FROM signer.authorizations
+             WHERE payment_id = ANY($1) AND address = $2 AND chain_id = $3 AND token = $4",
+        )
+        .bind(ids)
+        .bind(address_text(from))
+        .bind(chain_id)
+        .bind(token)
+        .fetch_one(&mut *conn)
+        .await?;
+        if usize::try_from(known).ok() != Some(ids.len()) {
+            return Err(SignFailure::UnknownPayment(format!(
+                "{} of the {} payments are authorizations {from} signed on chain {chain_id} in {token}, each named once",
+                known,
+                ids.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Records `ids` as netted by `request` (once per payment and kind, ever).
+    async fn net_payments(
+        &self,
+        conn: &mut PgConnection,
+        request: &SignNetTransfer,
+        ids: &[Uuid],
+    ) -> Result<(), SignFailure> {
+        let inserted = sqlx::query(
+            "INSERT INTO signer.net_transfer_payments (payment_id, kind, transfer_id)
+             SELECT unnest($1::uuid[]), $2, $3",
+        )
+        .bind(ids)
+        .bind(request.kind.as_str())
+        .bind(request.transfer_id)
+        .execute(&mut *conn)
+        .await;
+        match inserted {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
+                Err(SignFailure::PaymentAlreadyNetted(request.kind.as_str()))
+            }
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// The stored signature of a net transfer: `None` if never signed, a refusal if the id was

@@ -27,7 +27,7 @@ use alloy::primitives::U256;
 use alloy::providers::{DynProvider, Provider as _};
 use alloy::rpc::types::TransactionRequest;
 use alloy::signers::local::PrivateKeySigner;
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{Context as _, ensure};
 use awx_chain::{
     Anvil, AnvilOptions, Call3, MULTICALL3_ADDRESS, Token, aggregate3_calldata,
     connect_with_wallet, deploy_test_usdc, install_multicall3,
@@ -41,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bench::say;
 
 mod gas;
+pub(crate) mod setup;
 mod throughput;
 
 use gas::gas_part;
@@ -48,7 +49,7 @@ use throughput::throughput_part;
 
 const TOKEN_NAME: &str = "USD Coin";
 const TOKEN_VERSION: &str = "2";
-const DECIMALS: u8 = 6;
+pub(crate) const DECIMALS: u8 = 6;
 /// A payment: $0.10.
 const VALUE: u128 = 100_000;
 /// Its fee at 2 %.

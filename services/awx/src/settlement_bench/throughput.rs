@@ -1,54 +1,12 @@
 //! Part 2 of `awx settlement bench`: the batch worker's throughput on real captured payments
 //! (see the parent module).
 
+use super::setup::{BenchPlatform, Gateway, PlatformOptions};
 #[allow(clippy::wildcard_imports, reason = "the parent's constants, helpers and imports")]
 use super::*;
 
 // ---------------------------------------------------------------------------------------------
 // Part 2: the worker's throughput.
-
-/// An HTTP client over the platform's gateway.
-struct Gateway {
-    http: reqwest::Client,
-    url: String,
-}
-
-impl Gateway {
-    /// POSTs `body` with `key`; waits and asks again when rate limited (setup calls come in
-    /// bursts); any other failure is an error.
-    async fn post(&self, path: &str, key: &str, body: &Value) -> anyhow::Result<Value> {
-        for _ in 0..100 {
-            let response = self
-                .http
-                .post(format!("{}{path}", self.url))
-                .header("x-api-key", key)
-                .json(body)
-                .send()
-                .await?;
-            let status = response.status();
-            if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-                let wait = response
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|value| value.to_str().ok())
-                    .and_then(|value| value.parse::<u64>().ok())
-                    .map_or(Duration::from_millis(500), Duration::from_secs);
-                tokio::time::sleep(wait.min(Duration::from_secs(5))).await;
-                continue;
-            }
-            let answer: Value = response.json().await.unwrap_or(Value::Null);
-            ensure!(status.is_success(), "POST {path}: HTTP {status}: {answer}");
-            return Ok(answer);
-        }
-        bail!("POST {path}: still rate limited")
-    }
-
-    async fn new_key(&self, admin: &str, name: &str, scope: &str) -> anyhow::Result<String> {
-        let created =
-            self.post("/api/v1/keys", admin, &json!({"name": name, "scopes": [scope]})).await?;
-        created["api_key"].as_str().map(str::to_owned).context("no api_key in the answer")
-    }
-}
 
 /// One agent of the throughput part.
 struct Agent {
@@ -125,7 +83,7 @@ async fn paid_api(
     expiry_seconds: u64,
 ) -> anyhow::Result<String> {
     let (token, chain_id, stop) =
-        (started.token.address(), started.anvil.chain_id(), started.stop_apis.clone());
+        (started.bench.token.address(), started.bench.anvil.chain_id(), started.stop_apis.clone());
     use awx_x402_axum::{FacilitatorConfig, PaymentInfo, PaymentLayer, PaymentOffer, Price};
     let paywall = PaymentLayer::builder()
         .offer(
@@ -165,103 +123,38 @@ async fn seconds_since(pool: &sqlx::PgPool, sql: &'static str, since: f64) -> Op
 
 /// Everything the throughput part started, stopped in reverse order.
 struct Started {
-    anvil: Anvil,
-    deployer: DynProvider,
-    token: Token,
-    platform: crate::platform::Platform,
-    state_dir: std::path::PathBuf,
+    bench: BenchPlatform,
     stop_apis: CancellationToken,
 }
 
 async fn start_platform(args: &BenchArgs) -> anyhow::Result<(Started, Address)> {
-    let anvil = Anvil::spawn(AnvilOptions::default()).await.context("starting anvil")?;
-    let deployer = connect_with_wallet(anvil.endpoint(), anvil.dev_key(0)?)?;
-    let token = deploy_test_usdc(&deployer, TOKEN_NAME, TOKEN_VERSION)
-        .await
-        .context("deploying the token")?;
-    let batch_contract = install_multicall3(&deployer).await.context("installing Multicall3")?;
-    let network = format!("eip155:{}", anvil.chain_id());
-    crate::platform::reset_database(&args.database_url)
-        .await
-        .context("recreating the bench database")?;
-    let state_dir = std::env::temp_dir()
-        .join(format!("awx-bench-settlement-{}", uuid::Uuid::new_v4().simple()));
-    let random_hex = || alloy::primitives::hex::encode(awx_x402::B256::random());
     let fee_address = Address::random();
-    let platform = crate::platform::start(crate::platform::PlatformArgs {
+    let bench = BenchPlatform::start(PlatformOptions {
+        name: "settlement",
         database_url: args.database_url.clone(),
         redis_url: args.redis_url.clone(),
-        bus_prefix: format!("bench-settlement-{}", uuid::Uuid::new_v4().simple()),
-        gateway_addr: "127.0.0.1:0".into(),
-        ledger_ops_addr: "127.0.0.1:0".into(),
-        settlement_ops_addr: "127.0.0.1:0".into(),
-        policy_ops_addr: "127.0.0.1:0".into(),
-        tokens: vec![awx_x402::TokenInfo {
-            network: awx_x402::Network::evm(anvil.chain_id()),
-            address: token.address(),
-            symbol: "USDC".into(),
-            decimals: DECIMALS,
-            eip712_name: TOKEN_NAME.into(),
-            eip712_version: TOKEN_VERSION.into(),
-        }],
-        networks: vec![awx_settlement_service::config::NetworkSettings {
-            network: network.clone(),
-            rpc_url: anvil.endpoint().to_owned(),
-            receipt_wait_ms: 15_000,
-            faucet: true,
-            faucet_token: Some(token.address()),
-            confirmations: 0,
-        }],
-        allowed_contracts: BTreeMap::from([(
-            network.clone(),
-            vec![token.address(), batch_contract],
-        )]),
-        signer_kek_hex: random_hex(),
-        decision_key_hex: random_hex(),
-        default_chain: network,
-        allow_private_targets: true,
-        policy_upstream_timeout_ms: 5_000,
-        policy_expiry_grace_seconds: 60,
-        state_dir: state_dir.clone(),
         // The bench drives the worker itself.
         batch: awx_settlement_service::config::BatchSettings {
             enabled: false,
             threshold_usd: "0.01".into(),
             eligibility_margin_seconds: 0,
             fee_address: Some(fee_address),
-            contract: batch_contract,
             ..awx_settlement_service::config::BatchSettings::default()
         },
+        watch: awx_settlement_service::config::WatchSettings {
+            enabled: false,
+            ..Default::default()
+        },
+        network_watch: Default::default(),
     })
-    .await
-    .context("starting the platform")?;
-    for relayer in &platform.relayers {
-        awx_chain::send_native(&deployer, *relayer, U256::from(10u128.pow(19)))
-            .await
-            .context("funding a relayer")?;
-        token.configure_minter(*relayer, true).await.context("making a relayer a minter")?;
-    }
-    let started = Started {
-        anvil,
-        deployer,
-        token,
-        platform,
-        state_dir,
-        stop_apis: CancellationToken::new(),
-    };
-    Ok((started, fee_address))
+    .await?;
+    Ok((Started { bench, stop_apis: CancellationToken::new() }, fee_address))
 }
 
 impl Started {
     async fn stop(self) -> anyhow::Result<()> {
         self.stop_apis.cancel();
-        let stopped = self.platform.stop().await;
-        let _ = std::fs::remove_dir_all(&self.state_dir);
-        // The chain goes last.
-        drop(self.token);
-        drop(self.deployer);
-        drop(self.anvil);
-        stopped
+        self.bench.stop().await
     }
 }
 
@@ -291,14 +184,9 @@ async fn measure(
     fee_address: Address,
     reference: Option<u64>,
 ) -> anyhow::Result<()> {
-    let platform = &started.platform;
+    let platform = &started.bench.platform;
     let pool = platform.facilitator.pool.clone();
-    let gateway = Gateway {
-        http: reqwest::Client::builder()
-            .pool_max_idle_per_host(args.concurrency.saturating_mul(2))
-            .build()?,
-        url: platform.gateway_url.clone(),
-    };
+    let gateway = started.bench.gateway(args.concurrency.saturating_mul(2))?;
     let admin = platform.admin_key.clone();
 
     // Set-up: a provider key per paid API, an agent key per five agents (so no key reaches its
@@ -477,14 +365,14 @@ async fn measure(
         by_agent[agent] = by_agent[agent].saturating_add(VALUE.saturating_add(FEE));
     }
     for (payee, expected) in payees.iter().zip(&to_payee) {
-        let balance = started.token.balance_of(*payee).await?;
+        let balance = started.bench.token.balance_of(*payee).await?;
         ensure!(balance == U256::from(*expected), "a payee holds {balance}, expected {expected}");
     }
     let fees = u128::try_from(args.items)?.saturating_mul(FEE);
-    let balance = started.token.balance_of(fee_address).await?;
+    let balance = started.bench.token.balance_of(fee_address).await?;
     ensure!(balance == U256::from(fees), "the fee address holds {balance}, expected {fees}");
     for (agent, paid) in payments.agents.iter().zip(&by_agent) {
-        let balance = started.token.balance_of(agent.wallet).await?;
+        let balance = started.bench.token.balance_of(agent.wallet).await?;
         let expected = funding.saturating_sub(*paid);
         ensure!(
             balance == U256::from(expected),

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, reason = "each test binary uses part of the support module")]
 
+pub(crate) mod child;
+
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -87,6 +89,10 @@ impl World {
                 faucet: true,
                 faucet_token: Some(token.address()),
                 confirmations: 0,
+                watch: awx_settlement_service::config::NetworkWatch {
+                    from_block: Some(0),
+                    ..Default::default()
+                },
             }],
             allowed_contracts: BTreeMap::from([(
                 network.clone(),
@@ -104,6 +110,11 @@ impl World {
                 enabled: false,
                 eligibility_margin_seconds: 0,
                 fee_address: Some(Address::repeat_byte(0xfe)),
+                ..Default::default()
+            },
+            // The tests drive the chain watcher themselves (`World::watcher`).
+            watch: awx_settlement_service::config::WatchSettings {
+                enabled: false,
                 ..Default::default()
             },
         };
@@ -475,6 +486,28 @@ impl World {
     pub(crate) fn worker(&self) -> awx_settlement_service::batch::BatchWorker {
         let facilitator = self.platform.as_ref().unwrap().facilitator.clone();
         awx_settlement_service::batch::BatchWorker::new(facilitator)
+    }
+
+    /// A chain watcher over the world's settlement service.
+    pub(crate) fn watcher(&self) -> awx_settlement_service::watcher::Watcher {
+        let facilitator = self.platform.as_ref().unwrap().facilitator.clone();
+        awx_settlement_service::watcher::Watcher::new(facilitator)
+    }
+
+    /// Runs watcher passes until the watcher has scanned the chain's head; the reports.
+    pub(crate) async fn watch_to_head(&self) -> Vec<awx_settlement_service::watcher::WatchReport> {
+        let watcher = self.watcher();
+        let chain =
+            self.platform.as_ref().unwrap().facilitator.chain(&self.network).unwrap().clone();
+        let mut reports = Vec::new();
+        loop {
+            let report = watcher.pass_locked(&chain).await.unwrap();
+            let done = report.scanned.is_none_or(|(_, to)| to >= report.head);
+            reports.push(report);
+            if done {
+                return reports;
+            }
+        }
     }
 
     /// Runs the ledger checker; panics on any violation.

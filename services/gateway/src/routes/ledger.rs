@@ -1,6 +1,6 @@
-//! Money as the ledger sees it: fee tiers, agents' balances and statements. Thin: each handler
-//! validates, asks the ledger over the bus, and renders decimal strings with the token's
-//! decimals.
+//! Money as the ledger sees it: fee tiers, agents' balances and statements (an agent's deposits
+//! are in [`crate::routes::deposits`]). Thin: each handler validates, asks the ledger over the
+//! bus, and renders decimal strings with the token's decimals.
 
 #![allow(
     unused_qualifications,
@@ -219,6 +219,12 @@ pub struct StatementParams {
 pub enum LineType {
     /// Funds arrived.
     Deposit,
+    /// A deposit was taken back: its block left the canonical chain (a reorganisation).
+    DepositReversal,
+    /// Funds were held for a withdrawal.
+    WithdrawalHold,
+    /// A withdrawal left the wallet on chain (the hold was captured).
+    Withdrawal,
     /// Funds were held for a payment.
     Hold,
     /// A hold was captured; any rest released.
@@ -304,6 +310,9 @@ pub async fn statement(
                 ledger_id: LedgerId::to_string(&line.ledger_id),
                 line_type: match line.kind {
                     ledger::LineKind::Deposit => LineType::Deposit,
+                    ledger::LineKind::DepositReversal => LineType::DepositReversal,
+                    ledger::LineKind::WithdrawalHold => LineType::WithdrawalHold,
+                    ledger::LineKind::Withdrawal => LineType::Withdrawal,
                     ledger::LineKind::Hold => LineType::Hold,
                     ledger::LineKind::Capture => LineType::Capture,
                     ledger::LineKind::Release => LineType::Release,

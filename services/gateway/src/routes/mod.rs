@@ -3,12 +3,14 @@
 pub mod account;
 pub mod agents;
 pub mod check;
+pub mod deposits;
 pub mod facilitator;
 pub mod gate;
 pub mod keys;
 pub mod ledger;
 pub mod pay;
 pub mod settlements;
+pub mod withdrawals;
 
 use std::sync::Arc;
 
@@ -29,6 +31,7 @@ pub fn router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(ledger::fee_tiers))
         .routes(routes!(ledger::balances))
         .routes(routes!(ledger::statement))
+        .routes(routes!(deposits::list_deposits))
         .routes(routes!(facilitator::verify))
         .routes(routes!(facilitator::settle))
         .routes(routes!(facilitator::supported))
@@ -46,6 +49,12 @@ pub fn router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(pay::approve_payment))
         .routes(routes!(pay::reject_payment))
         .routes(routes!(settlements::list_settlements))
+        .routes(routes!(withdrawals::list_withdrawals, withdrawals::request_withdrawal))
+        .routes(routes!(withdrawals::get_withdrawal))
+        .routes(routes!(
+            withdrawals::get_withdrawal_addresses,
+            withdrawals::set_withdrawal_addresses
+        ))
 }
 
 /// The rate-limit action of a route: requests are limited per (key, action) and per action.
@@ -56,9 +65,12 @@ pub fn action(method: &Method, path: &str) -> &'static str {
         ("GET", "/api/v1/keys" | "/api/v1/keys/{key_id}") => "keys.read",
         ("POST" | "DELETE", path) if path.starts_with("/api/v1/keys") => "keys.write",
         ("GET", "/api/v1/x402/fees/tiers") => "fees.read",
-        ("GET", "/api/v1/agents/{agent_id}/balances" | "/api/v1/agents/{agent_id}/statement") => {
-            "ledger.read"
-        }
+        (
+            "GET",
+            "/api/v1/agents/{agent_id}/balances"
+            | "/api/v1/agents/{agent_id}/statement"
+            | "/api/v1/agents/{agent_id}/deposits",
+        ) => "ledger.read",
         ("POST", "/api/v1/x402/facilitator/verify" | "/api/v1/x402/facilitator/settle") => {
             "facilitator.write"
         }
@@ -66,6 +78,15 @@ pub fn action(method: &Method, path: &str) -> &'static str {
             "facilitator.read"
         }
         ("POST", "/api/v1/x402/check") => "x402.check",
+        (
+            "GET",
+            "/api/v1/agents/{agent_id}/withdrawals"
+            | "/api/v1/agents/{agent_id}/withdrawals/{withdrawal_id}",
+        ) => "withdrawals.read",
+        // Before `agents.write`: moving money out has its own, tighter limits.
+        ("POST", "/api/v1/agents/{agent_id}/withdrawals") => "withdrawals.write",
+        ("GET", "/api/v1/account/withdrawal_addresses") => "withdrawal_addresses.read",
+        ("PUT", "/api/v1/account/withdrawal_addresses") => "withdrawal_addresses.write",
         ("GET", "/api/v1/agents" | "/api/v1/agents/{agent_id}") => "agents.read",
         ("POST" | "PUT" | "DELETE", path) if path.starts_with("/api/v1/agents") => "agents.write",
         ("POST", "/api/v1/x402/pay" | "/api/v1/x402/sessions/{session_id}/pay") => "x402.pay",
@@ -102,5 +123,16 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn withdrawals_have_their_own_actions() {
+        let path = "/api/v1/agents/{agent_id}/withdrawals";
+        assert_eq!(action(&Method::POST, path), "withdrawals.write");
+        assert_eq!(action(&Method::GET, path), "withdrawals.read");
+        assert_eq!(action(&Method::GET, &format!("{path}/{{withdrawal_id}}")), "withdrawals.read");
+        let path = "/api/v1/account/withdrawal_addresses";
+        assert_eq!(action(&Method::GET, path), "withdrawal_addresses.read");
+        assert_eq!(action(&Method::PUT, path), "withdrawal_addresses.write");
     }
 }

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use awx_bus::{BusConfig, CommandServer};
 use awx_gateway::app::ExtraRoutes;
 use awx_gateway::auth::key::Scope;
 use awx_gateway::config::{ActionLimits, Rate};
@@ -169,4 +170,28 @@ pub(crate) async fn error_code(response: reqwest::Response) -> (u16, String, Val
     let status = response.status().as_u16();
     let body: Value = response.json().await.unwrap();
     (status, body["error"]["code"].as_str().unwrap_or("").to_owned(), body)
+}
+
+/// Serves one fake service's command family on the test's bus, until the returned handle is
+/// triggered (or dropped with the test's runtime).
+pub(crate) async fn serve(
+    backing: &Backing,
+    name: &str,
+    family: &str,
+    build: impl FnOnce(CommandServer) -> CommandServer,
+) -> Shutdown {
+    let schema = format!("fake_{name}");
+    sqlx::query("SELECT public.awx_bus_install($1)")
+        .bind(&schema)
+        .execute(&backing.db.pool)
+        .await
+        .unwrap();
+    let mut config = BusConfig::new(&schema, &schema);
+    config.redis_url = SecretString::from(backing.redis_url.clone());
+    config.prefix = backing.redis.prefix().to_owned();
+    let bus = awx_bus::Bus::connect(config).await.unwrap();
+    let server = build(CommandServer::new(&bus, backing.db.pool.clone(), family).unwrap());
+    let shutdown = Shutdown::new();
+    tokio::spawn(server.run(shutdown.token()));
+    shutdown
 }

@@ -9,6 +9,7 @@
 )]
 
 mod check;
+mod deposits;
 mod docs;
 mod errors;
 mod helpers;
@@ -18,3 +19,4 @@ mod keys;
 mod ops;
 mod ratelimit;
 mod revocation;
+mod withdrawals;

@@ -58,6 +58,7 @@ impl TestLedger {
             tx_hash: B256::random(),
             log_index: 0,
             source: DepositSource::Faucet,
+            block_hash: None,
         };
         self.run_deposit(&command).await
     }

@@ -10,7 +10,9 @@
 mod bus_commands;
 mod checker;
 mod concurrency;
+mod deposit_reversal;
 mod helpers;
 mod immutability;
 mod operations;
 mod sweeper;
+mod withdrawals;

@@ -97,6 +97,7 @@ async fn replays_return_the_original_result_and_conflicts_are_refused() {
         tx_hash: B256::repeat_byte(7),
         log_index: 3,
         source: DepositSource::Chain,
+        block_hash: None,
     };
     let first = t.run_deposit(&deposit).await.unwrap();
     let again = t.run_deposit(&deposit).await.unwrap();
@@ -174,6 +175,7 @@ async fn the_faucet_is_for_development_chains_only() {
         tx_hash: B256::random(),
         log_index: 0,
         source: DepositSource::Faucet,
+        block_hash: None,
     };
     deposit.asset.network = "eip155:8453".into();
     let error = t.run_deposit(&deposit).await.unwrap_err();

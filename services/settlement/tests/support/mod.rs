@@ -138,6 +138,7 @@ impl World {
                 faucet: true,
                 faucet_token: Some(token.address()),
                 confirmations: 0,
+                watch: Default::default(),
             }],
             // The tests drive the resumer themselves (`resume_once`).
             resume_interval_ms: 3_600_000,

@@ -16,3 +16,4 @@ mod helpers;
 mod net_transfers;
 mod on_anvil;
 mod refusals;
+mod withdrawals;

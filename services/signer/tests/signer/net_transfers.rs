@@ -18,7 +18,7 @@ use crate::helpers::{
     authorization_request, decision_key, now_unix,
 };
 
-async fn send_net(
+pub(crate) async fn send_net(
     t: &TestSigner,
     request: &SignNetTransfer,
 ) -> Result<AuthorizationSigned, BusError> {
@@ -26,7 +26,7 @@ async fn send_net(
 }
 
 /// The code and message of a net transfer's refusal.
-async fn refused(t: &TestSigner, request: &SignNetTransfer) -> (String, String) {
+pub(crate) async fn refused(t: &TestSigner, request: &SignNetTransfer) -> (String, String) {
     match send_net(t, request).await {
         Err(BusError::Rejected { code, message }) => (code, message),
         other => panic!("expected a rejection, got {other:?}"),
@@ -41,7 +41,7 @@ async fn refused_authorization(t: &TestSigner, request: &SignAuthorization) -> (
     }
 }
 
-fn domain_of(request: &SignNetTransfer) -> TokenDomain {
+pub(crate) fn domain_of(request: &SignNetTransfer) -> TokenDomain {
     TokenDomain {
         name: request.token_name.clone(),
         version: request.token_version.clone(),
@@ -51,13 +51,13 @@ fn domain_of(request: &SignNetTransfer) -> TokenDomain {
 }
 
 /// What a net transfer of `kind` over `payments` covers, as the policy service digests it.
-fn covers_of(kind: NetKind, payments: &[PaymentId]) -> Covers {
+pub(crate) fn covers_of(kind: NetKind, payments: &[PaymentId]) -> Covers {
     let texts: Vec<String> = payments.iter().map(|id| id.as_uuid().to_string()).collect();
     Covers::of(kind.as_str(), &texts)
 }
 
 /// The claims binding every field of `request` but `covers` (none), issued now.
-fn claims_of(request: &SignNetTransfer) -> DecisionClaims {
+pub(crate) fn claims_of(request: &SignNetTransfer) -> DecisionClaims {
     DecisionClaims::new(
         &request.transfer_id.to_string(),
         &request.agent_id.to_string(),
@@ -70,14 +70,14 @@ fn claims_of(request: &SignNetTransfer) -> DecisionClaims {
 }
 
 /// `request` with a fresh decision of the test key binding it exactly, covers included.
-fn decided(mut request: SignNetTransfer) -> SignNetTransfer {
+pub(crate) fn decided(mut request: SignNetTransfer) -> SignNetTransfer {
     let claims = claims_of(&request).covering(covers_of(request.kind, &request.payment_ids));
     request.decision = decision_key().sign(&claims).unwrap();
     request
 }
 
 /// `request` under a decision of the test key with `claims` (valid, but maybe not binding it).
-fn with_claims(request: &SignNetTransfer, claims: &DecisionClaims) -> SignNetTransfer {
+pub(crate) fn with_claims(request: &SignNetTransfer, claims: &DecisionClaims) -> SignNetTransfer {
     SignNetTransfer { decision: decision_key().sign(claims).unwrap(), ..request.clone() }
 }
 
@@ -128,7 +128,7 @@ async fn signed_payments(
 }
 
 /// Every row of `signer.net_transfer_payments`: (payment, kind, transfer).
-async fn netted(t: &TestSigner) -> Vec<(Uuid, String, Uuid)> {
+pub(crate) async fn netted(t: &TestSigner) -> Vec<(Uuid, String, Uuid)> {
     sqlx::query("SELECT payment_id, kind, transfer_id FROM signer.net_transfer_payments")
         .fetch_all(&t.db.pool)
         .await
@@ -151,7 +151,7 @@ async fn netted_by(t: &TestSigner, transfer_id: Uuid) -> Vec<(Uuid, String)> {
 }
 
 /// Signing log rows of `request_id`.
-async fn logged(t: &TestSigner, request_id: Uuid) -> i64 {
+pub(crate) async fn logged(t: &TestSigner, request_id: Uuid) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM signer.signing_log WHERE request_id = $1")
         .bind(request_id)
         .fetch_one(&t.db.pool)
