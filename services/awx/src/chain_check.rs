@@ -12,7 +12,12 @@
 //!            + Σ amount of its items queued or batched (captured, not yet paid to the payee on chain)
 //!            + Σ fee of its items (any state) not in a confirmed fee net transfer
 //!                                                      (owed to the platform, not yet collected)
+//!            − Σ its withdrawals confirmed on chain whose hold the ledger has not captured yet
 //!   ```
+//!
+//!   A withdrawal is held in the wallet account (`held`) until the ledger captures it, which
+//!   the batch worker does right after the withdrawal's transfer is confirmed; between the two the
+//!   tokens are gone but still held, hence the last term.
 //!
 //!   A capture moves amount and fee out of the wallet account at once, while the tokens stay in
 //!   the wallet until a net transfer moves them; an item becomes `settled` in the transaction
@@ -22,7 +27,7 @@
 //!   equation holds at every stable point. The database is read in one snapshot; a batch mined
 //!   but not yet confirmed by the worker, an authorization paid on chain by someone else but
 //!   not yet marked `settled_externally`, or a deposit not yet credited shows as a difference
-//!   until the worker or the watcher catches up. Withdrawals are not counted yet.
+//!   until the worker or the watcher catches up.
 
 use std::collections::BTreeMap;
 
@@ -127,16 +132,6 @@ pub async fn check_wallets(pool: &PgPool, client: &ChainClient) -> anyhow::Resul
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
         .await?;
-    let withdrawals: bool =
-        sqlx::query_scalar("SELECT to_regclass('settlement.withdrawals') IS NOT NULL")
-            .fetch_one(&mut *tx)
-            .await?;
-    if withdrawals {
-        tracing::warn!(
-            network,
-            "withdrawals are not counted by the wallet check yet: a wallet with a withdrawal in flight shows a difference"
-        );
-    }
     let rows = sqlx::query(
         "SELECT ref, token, credits_posted::text, debits_posted::text, debits_pending::text
          FROM ledger.accounts WHERE code = 'wallet' AND network = $1 ORDER BY ref, token",
@@ -196,6 +191,16 @@ pub async fn check_wallets(pool: &PgPool, client: &ChainClient) -> anyhow::Resul
         &network,
     )
     .await?;
+    // Withdrawals confirmed on chain whose hold the ledger has not captured yet: gone from the
+    // wallet, still held in the ledger.
+    let withdrawn = sums_by_payer(
+        &mut tx,
+        "SELECT payer, token, sum(amount)::text FROM settlement.net_transfers
+         WHERE network = $1 AND kind = 'withdrawal' AND state = 'confirmed' AND NOT recorded
+         GROUP BY payer, token",
+        &network,
+    )
+    .await?;
     tx.commit().await?;
     for account in accounts {
         let WalletAccount { reference, token, available, held } = account;
@@ -211,10 +216,12 @@ pub async fn check_wallets(pool: &PgPool, client: &ChainClient) -> anyhow::Resul
         let key = (address.clone(), token.clone());
         let captured = captured.get(&key).copied().unwrap_or_default();
         let fees = fees.get(&key).copied().unwrap_or_default();
+        let withdrawn = withdrawn.get(&key).copied().unwrap_or_default();
         let expected = [held, captured, fees]
             .into_iter()
             .try_fold(available, |sum, part| sum.checked_add(part))
-            .context("the ledger's amounts overflow 256 bits")?;
+            .and_then(|sum| sum.checked_sub(withdrawn))
+            .context("the ledger's amounts overflow 256 bits, or a withdrawal exceeds its hold")?;
         let on_chain = client
             .token(token.parse()?)
             .balance_of(address.parse()?)
@@ -225,7 +232,8 @@ pub async fn check_wallets(pool: &PgPool, client: &ChainClient) -> anyhow::Resul
                 check: WALLET_CHECK,
                 detail: format!(
                     "{network} {token} agent {reference} wallet {address}: chain {on_chain}, ledger {expected} \
-                     (available {available}, held {held}, captured not settled {captured}, fees not collected {fees})"
+                     (available {available}, held {held}, captured not settled {captured}, fees not collected {fees}, \
+                     withdrawn not yet recorded {withdrawn})"
                 ),
             });
         }

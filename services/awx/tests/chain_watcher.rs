@@ -108,7 +108,7 @@ async fn a_plain_transfer_is_credited_once_and_the_agent_can_pay_with_it() {
     let api = format!("{}/paid", world.paid_api(payee, DIME).await);
     world.pay_and_serve(&key, &agent, &api).await;
     assert_eq!(world.agent_balance(&agent).await, ("2.148".into(), "0.00".into()));
-    world.assert_ledger_consistent().await;
+    world.assert_ledger_matches_chain().await;
     world.stop().await;
 }
 
@@ -139,7 +139,7 @@ async fn a_reorganised_deposit_is_reversed_and_credited_again_when_it_reappears(
         listed[0]["reversal_reason"].as_str().unwrap().contains("reorganisation"),
         "{listed:?}"
     );
-    world.assert_ledger_consistent().await;
+    world.assert_ledger_matches_chain().await;
 
     // The same transaction mined again in another block is a new deposit.
     world.rpc("eth_sendRawTransaction", json!([raw])).await;
@@ -159,7 +159,7 @@ async fn a_reorganised_deposit_is_reversed_and_credited_again_when_it_reappears(
             .await,
         1
     );
-    world.assert_ledger_consistent().await;
+    world.assert_ledger_matches_chain().await;
     world.stop().await;
 }
 
@@ -215,7 +215,7 @@ async fn an_authorization_submitted_by_the_provider_is_marked_paid_and_never_net
     let reports = world.watch_to_head().await;
     assert_eq!(reports.iter().map(|report| report.alerts).sum::<usize>(), 0);
     assert_eq!(world.count("SELECT count(*) FROM settlement.chain_alerts").await, 0);
-    world.assert_ledger_consistent().await;
+    world.assert_ledger_matches_chain().await;
     world.stop().await;
 }
 
@@ -257,6 +257,13 @@ async fn tokens_leaving_a_wallet_behind_awx_s_back_raise_an_alert() {
         .unwrap();
     world.watch_to_head().await;
     assert_eq!(world.count("SELECT count(*) FROM settlement.chain_alerts").await, 1);
+    // The ledger check against the chain names the wallet and what is missing.
+    let violations = world.wallet_violations().await;
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert!(
+        violations[0].detail.contains(&format!("wallet {wallet:#x}: chain 750000, ledger 1000000")),
+        "{violations:?}"
+    );
     world.stop().await;
 }
 

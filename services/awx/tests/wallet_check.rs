@@ -202,7 +202,7 @@ async fn tokens_moved_out_behind_awx_s_back_are_reported_for_that_wallet() {
     assert_eq!(violations[0].check, WALLET_CHECK);
     let available = 5_000_000 - DIME - DIME_FEE;
     let detail = format!(
-        "{} {:#x} agent {payer} wallet {wallet:#x}: chain {}, ledger 5000000 (available {available}, held 0, captured not settled {DIME}, fees not collected {DIME_FEE})",
+        "{} {:#x} agent {payer} wallet {wallet:#x}: chain {}, ledger 5000000 (available {available}, held 0, captured not settled {DIME}, fees not collected {DIME_FEE}, withdrawn not yet recorded 0)",
         world.network,
         world.token.address(),
         5_000_000 - taken,

@@ -105,7 +105,7 @@ async fn a_withdrawal_moves_exactly_the_amount_once_from_a_wallet_without_gas() 
     );
     let reports = world.watch_to_head().await;
     assert_eq!(reports.iter().map(|report| report.alerts).sum::<usize>(), 0);
-    world.assert_ledger_consistent().await;
+    world.assert_ledger_matches_chain().await;
     world.stop().await;
 }
 
@@ -133,7 +133,7 @@ async fn a_withdrawal_beyond_the_balance_is_refused_and_nothing_is_held() {
         withdraw(&world, &agent, &json!({"to": Address::random(), "amount": "1.00"}), "all").await;
     assert!(status == 201 || status == 202, "{status} {ok}");
     assert_eq!(world.agent_balance(&agent).await, ("0.00".into(), "1.00".into()));
-    world.assert_ledger_consistent().await;
+    world.assert_ledger_matches_chain().await;
     world.stop().await;
 }
 

@@ -510,6 +510,19 @@ impl World {
         }
     }
 
+    /// `awx ledger check --chain`'s wallet check against the world's chain: the violations.
+    pub(crate) async fn wallet_violations(&self) -> Vec<awx_ledger_service::check::Violation> {
+        let client = awx_chain::ChainClient::connect(self.anvil.endpoint()).unwrap();
+        awx_cli::chain_check::check_wallets(&self.db.pool, &client).await.unwrap()
+    }
+
+    /// Runs the ledger checker, and the wallet check against the chain; panics on any violation.
+    pub(crate) async fn assert_ledger_matches_chain(&self) {
+        self.assert_ledger_consistent().await;
+        let violations = self.wallet_violations().await;
+        assert!(violations.is_empty(), "wallet check: {violations:?}");
+    }
+
     /// Runs the ledger checker; panics on any violation.
     pub(crate) async fn assert_ledger_consistent(&self) {
         let violations = awx_ledger_service::check::check(&self.db.pool).await.unwrap();
