@@ -37,6 +37,9 @@ pub mod codes {
     pub const INSUFFICIENT_FUNDS: &str = "insufficient_funds";
     /// The payment is not in a state that allows this (approving a completed payment, say).
     pub const PAYMENT_STATE: &str = "payment_state";
+    /// The signer refused what the policy service decided (a fault on the platform's side, such
+    /// as keys out of step); nothing stays reserved.
+    pub const SIGNER_REFUSED: &str = "signer_refused";
     /// The signer did not answer in time; nothing stays reserved.
     pub const SIGNER_UNAVAILABLE: &str = "signer_unavailable";
     /// The ledger did not answer in time; nothing stays reserved.

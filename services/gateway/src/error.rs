@@ -99,6 +99,9 @@ pub enum ErrorCode {
     TargetResponseTooLarge,
     /// The target redirected more often than the gateway follows.
     TargetTooManyRedirects,
+    /// The signer refused to sign what the policy service decided: a fault on the platform's
+    /// side (keys out of step between services); nothing stays reserved or held.
+    SignerRefused,
     /// A dependency (database, Redis, another service) is unavailable: retry later.
     ServiceUnavailable,
     /// The request took too long.
@@ -161,7 +164,8 @@ impl ErrorCode {
             Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::TargetUnreachable
             | Self::TargetResponseTooLarge
-            | Self::TargetTooManyRedirects => StatusCode::BAD_GATEWAY,
+            | Self::TargetTooManyRedirects
+            | Self::SignerRefused => StatusCode::BAD_GATEWAY,
             Self::Timeout | Self::TargetTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -204,6 +208,7 @@ impl ErrorCode {
             Self::InsufficientScope => ErrorType::PermissionError,
             Self::RateLimited | Self::TooManyFailedAuthentications => ErrorType::RateLimitError,
             Self::ServiceUnavailable
+            | Self::SignerRefused
             | Self::Timeout
             | Self::InternalError
             | Self::TargetUnreachable
@@ -390,6 +395,14 @@ mod tests {
             assert_eq!(code.status(), status, "{name}");
             assert_eq!(code.error_type(), error_type, "{name}");
         }
+    }
+
+    #[test]
+    fn a_signer_refusal_is_a_bad_gateway_with_its_own_code() {
+        let code = ErrorCode::SignerRefused;
+        assert_eq!(serde_json::to_value(code).unwrap(), "signer_refused");
+        assert_eq!(code.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(code.error_type(), ErrorType::ApiError);
     }
 
     #[test]

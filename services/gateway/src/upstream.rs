@@ -46,6 +46,7 @@ fn rejection(code: &str, message: String) -> ApiError {
         "withdrawal_not_found" => ErrorCode::NotFound,
         "withdrawal_conflict" => ErrorCode::WithdrawalConflict,
         "withdrawal_address_not_allowed" => ErrorCode::WithdrawalAddressNotAllowed,
+        "signer_refused" => ErrorCode::SignerRefused,
         "chain_unavailable" => {
             return ApiError::new(ErrorCode::ServiceUnavailable, message).with_retry_after(1);
         }
@@ -117,6 +118,7 @@ mod tests {
             (policy::codes::INVALID_REQUEST, ErrorCode::InvalidRequest),
             (policy::codes::LEDGER_UNAVAILABLE, ErrorCode::ServiceUnavailable),
             (policy::codes::SIGNER_UNAVAILABLE, ErrorCode::ServiceUnavailable),
+            (policy::codes::SIGNER_REFUSED, ErrorCode::SignerRefused),
         ] {
             assert_eq!(rejection(code, "why".into()).code(), expected, "{code}");
         }

@@ -501,7 +501,7 @@ async fn fail(
         ),
         (Stage::Sign, Upstream::Refused { code, message }) => {
             tracing::error!(code = %code, error.message = %message, "the signer refused a payment the policy decided");
-            ("signer_refused", format!("the signer refused the payment ({code}): {message}"))
+            (codes::SIGNER_REFUSED, format!("the signer refused the payment ({code}): {message}"))
         }
     };
     // A hold may exist unless the ledger said plainly it did not make one. The state changes

@@ -28,6 +28,7 @@
 
 use std::time::Duration;
 
+use awx_api::policy::codes::SIGNER_REFUSED;
 use awx_api::policy::{NetKind, WithdrawDecide};
 use awx_api::signer::SignNetTransfer;
 use awx_api::withdrawals::{
@@ -290,8 +291,8 @@ impl Facilitator {
                     .send(&void, ledger_timeout)
                     .await
                     .map_err(|error| FacilitatorError::Ledger(error.to_string()))?;
-                self.reject_withdrawal(id, "signer_refused", &message).await?;
-                return Err(rejected("signer_refused", message));
+                self.reject_withdrawal(id, SIGNER_REFUSED, &message).await?;
+                return Err(rejected(SIGNER_REFUSED, message));
             }
             Err(error) => return Err(FacilitatorError::Signer(error.to_string())),
         };
