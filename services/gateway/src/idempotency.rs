@@ -7,7 +7,10 @@
 //! - Concurrent duplicates execute once: the first holds the key (a lease of
 //!   `idempotency.lease_seconds`, so a crashed holder cannot block it for ever); the others wait up
 //!   to `idempotency.wait_ms` for its response, then get 409 `idempotency_key_in_progress`.
-//! - A 5xx answer is not stored (the record is removed), so the client can retry the same key.
+//! - A 5xx answer is not stored: the key's lease is released so the client can retry the same
+//!   request, and the id the first attempt minted is used again ([`MintedId`]), so a retry after a
+//!   timeout cannot create a second payment or withdrawal. The record (its request hash) stays, so
+//!   a retry with a different request is refused (422 `idempotency_key_reused`).
 //! - A record belongs to the API key that made it: another key of the account using the same
 //!   Idempotency-Key is refused (422 `idempotency_key_reused`), so a replay never shows one key's
 //!   answer to another.
@@ -44,6 +47,15 @@ const RESPONSE_BYTES_MAX: usize = 1024 * 1024;
 #[derive(Debug, Clone, Copy)]
 pub struct SecretFields(pub &'static [&'static str]);
 
+/// A request extension: the id the handler mints for what it creates (a payment, a session, an
+/// agent, a withdrawal), when the request carries an `Idempotency-Key`. It is stored with the
+/// key's record and handed again to every attempt of the same request, so an attempt that answered
+/// 5xx after the downstream service committed (a timeout) and its retry name the same thing, and
+/// the service's own idempotency by id keeps it single. Without the header there is none and the
+/// handler mints a fresh id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MintedId(pub uuid::Uuid);
+
 /// The stored copy of a response body: the secret fields set to `null`.
 fn without_secrets(body: &[u8], secrets: SecretFields) -> Vec<u8> {
     match serde_json::from_slice::<serde_json::Value>(body) {
@@ -64,6 +76,7 @@ fn without_secrets(body: &[u8], secrets: SecretFields) -> Vec<u8> {
 struct Record {
     request_hash: Vec<u8>,
     api_key_id: Option<uuid::Uuid>,
+    minted_id: Option<uuid::Uuid>,
     state: String,
     lease_expired: bool,
     expired: bool,
@@ -114,7 +127,7 @@ async fn run(
     request: Request,
     next: Next,
 ) -> Result<Response, Response> {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let body =
         axum::body::to_bytes(body, state.settings.http.body_bytes_max).await.map_err(|_| {
             ApiError::new(ErrorCode::PayloadTooLarge, "the request body is too large")
@@ -136,10 +149,12 @@ async fn run(
     let started = Instant::now();
     let mut pause = Duration::from_millis(20);
     loop {
+        let minted = uuid::Uuid::now_v7();
         let inserted = sqlx::query(
             "INSERT INTO gateway.idempotency_keys
-               (account_id, idempotency_key, request_hash, state, locked_until, expires_at, api_key_id)
-             VALUES ($1, $2, $3, 'in_progress', now() + $4::interval, now() + $5::interval, $6)
+               (account_id, idempotency_key, request_hash, state, locked_until, expires_at, api_key_id,
+                minted_id)
+             VALUES ($1, $2, $3, 'in_progress', now() + $4::interval, now() + $5::interval, $6, $7)
              ON CONFLICT (account_id, idempotency_key) DO NOTHING",
         )
         .bind(account)
@@ -148,15 +163,17 @@ async fn run(
         .bind(&lease)
         .bind(&retention)
         .bind(api_key)
+        .bind(minted)
         .execute(&state.pool)
         .await
         .map_err(|error| ApiError::from(error).into_response())?;
         if inserted.rows_affected() == 1 {
+            parts.extensions.insert(MintedId(minted));
             return execute(state, account, &key, parts, body, next).await;
         }
         let record: Option<Record> = sqlx::query_as(
-            "SELECT request_hash, api_key_id, state, locked_until < now() AS lease_expired, expires_at < now() AS expired,
-                    response_status, response_headers, response_body
+            "SELECT request_hash, api_key_id, minted_id, state, locked_until < now() AS lease_expired,
+                    expires_at < now() AS expired, response_status, response_headers, response_body
              FROM gateway.idempotency_keys WHERE account_id = $1 AND idempotency_key = $2",
         )
         .bind(account)
@@ -195,19 +212,25 @@ async fn run(
             return Ok(replay(&record));
         }
         if record.lease_expired {
-            // The holder is gone (crashed or timed out): take the key over.
-            let taken = sqlx::query(
-                "UPDATE gateway.idempotency_keys SET locked_until = now() + $3::interval
+            // The holder is gone (crashed, timed out, or answered 5xx and released it): take the
+            // key over, with the id the first attempt minted (a new one for a record made before
+            // ids were kept).
+            let taken: Option<uuid::Uuid> = sqlx::query_scalar(
+                "UPDATE gateway.idempotency_keys
+                 SET locked_until = now() + $3::interval, minted_id = coalesce(minted_id, $4)
                  WHERE account_id = $1 AND idempotency_key = $2
-                   AND state = 'in_progress' AND locked_until < now()",
+                   AND state = 'in_progress' AND locked_until < now()
+                 RETURNING minted_id",
             )
             .bind(account)
             .bind(&key)
             .bind(&lease)
-            .execute(&state.pool)
+            .bind(record.minted_id.unwrap_or(minted))
+            .fetch_optional(&state.pool)
             .await
             .map_err(|error| ApiError::from(error).into_response())?;
-            if taken.rows_affected() == 1 {
+            if let Some(minted) = taken {
+                parts.extensions.insert(MintedId(minted));
                 return execute(state, account, &key, parts, body, next).await;
             }
             continue;
@@ -236,13 +259,13 @@ async fn execute(
     let response = next.run(Request::from_parts(parts, Body::from(body))).await;
     let (mut response_parts, response_body) = response.into_parts();
     let Ok(bytes) = axum::body::to_bytes(response_body, RESPONSE_BYTES_MAX).await else {
-        forget(state, account, key).await;
+        release(state, account, key).await;
         return Err(
             ApiError::new(ErrorCode::InternalError, "response too large to store").into_response()
         );
     };
     if response_parts.status.is_server_error() {
-        forget(state, account, key).await;
+        release(state, account, key).await;
         return Ok(Response::from_parts(response_parts, Body::from(bytes)));
     }
     let headers: serde_json::Map<String, serde_json::Value> = STORED_HEADERS
@@ -276,15 +299,19 @@ async fn execute(
     Ok(Response::from_parts(response_parts, Body::from(bytes)))
 }
 
-async fn forget(state: &AppState, account: uuid::Uuid, key: &str) {
-    let deleted = sqlx::query(
-        "DELETE FROM gateway.idempotency_keys WHERE account_id = $1 AND idempotency_key = $2",
+/// Releases the key's lease after an answer that is not stored (5xx, or too large to store): the
+/// record stays, with its request hash and minted id, so the next attempt of the same request
+/// takes it over at once and mints the same id, and another request with the key is refused.
+async fn release(state: &AppState, account: uuid::Uuid, key: &str) {
+    let released = sqlx::query(
+        "UPDATE gateway.idempotency_keys SET locked_until = now() - interval '1 second'
+         WHERE account_id = $1 AND idempotency_key = $2 AND state = 'in_progress'",
     )
     .bind(account)
     .bind(key)
     .execute(&state.pool)
     .await;
-    if let Err(error) = deleted {
+    if let Err(error) = released {
         tracing::error!(error.message = %error, "cannot release an idempotency key");
     }
 }

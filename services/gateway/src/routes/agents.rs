@@ -8,6 +8,7 @@ use std::sync::Arc;
 use awx_api::ledger;
 use awx_api::policy::{self, AgentView, PolicyView};
 use awx_types::{AgentId, Amount};
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,7 @@ use crate::auth::Principal;
 use crate::auth::key::Scope;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiJson;
+use crate::idempotency::MintedId;
 use crate::routes::ledger::BalanceView;
 use crate::state::AppState;
 use crate::upstream;
@@ -182,13 +184,16 @@ fn agent_id(text: &str) -> Result<AgentId, ApiError> {
 pub async fn create_agent(
     State(state): State<Arc<AppState>>,
     principal: Principal,
+    minted: Option<Extension<MintedId>>,
     ApiJson(request): ApiJson<CreateAgentRequest>,
 ) -> Result<(StatusCode, axum::Json<AgentResponse>), ApiError> {
     principal.require(Scope::Admin)?;
     let policy = request.policy.map(PolicyBody::into_view).transpose()?;
     let command = policy::CreateAgent {
         owner: principal.account_id,
-        agent_id: AgentId::new(),
+        // The same id on every attempt of an idempotent request (see `MintedId`).
+        agent_id: minted
+            .map_or_else(AgentId::new, |Extension(MintedId(id))| AgentId::from_uuid(id)),
         name: request.name,
         default_chain: request.default_chain,
         policy,

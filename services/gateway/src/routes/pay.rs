@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use awx_api::policy::{self, PaymentView, SessionView};
 use awx_types::{AgentId, LedgerId, PaymentId, SessionId};
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,7 @@ use crate::auth::Principal;
 use crate::auth::key::Scope;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::extract::ApiJson;
+use crate::idempotency::MintedId;
 use crate::routes::check::fetch_challenge;
 use crate::state::AppState;
 use crate::upstream;
@@ -157,14 +159,23 @@ fn pay_timeout(state: &AppState) -> Duration {
     Duration::from_millis(state.settings.upstream_timeout_ms.saturating_mul(2))
 }
 
-async fn pay_target(
-    state: &AppState,
-    principal: &Principal,
+/// What to pay, and from which agent (and session).
+struct Target {
+    /// The payment's id: minted by the handler, the same on every attempt of an idempotent
+    /// request (see [`MintedId`]).
+    payment_id: PaymentId,
     agent_id: AgentId,
     session_id: Option<SessionId>,
     chain: Option<String>,
     target_url: String,
+}
+
+async fn pay_target(
+    state: &AppState,
+    principal: &Principal,
+    target: Target,
 ) -> Result<PaymentResponse, ApiError> {
+    let Target { payment_id, agent_id, session_id, chain, target_url } = target;
     let fetched = fetch_challenge(state, &target_url).await?;
     let challenge = fetched.challenge.map_err(|why| {
         ApiError::new(ErrorCode::NotX402, format!("{target_url} does not take x402: {why}"))
@@ -172,7 +183,7 @@ async fn pay_target(
     })?;
     let command = policy::Pay {
         owner: principal.account_id,
-        payment_id: PaymentId::new(),
+        payment_id,
         agent_id,
         session_id,
         chain,
@@ -205,6 +216,7 @@ async fn pay_target(
 pub async fn pay(
     State(state): State<Arc<AppState>>,
     principal: Principal,
+    minted: Option<Extension<MintedId>>,
     ApiJson(request): ApiJson<PayRequest>,
 ) -> Result<axum::Json<PaymentResponse>, ApiError> {
     principal.require(Scope::Agent)?;
@@ -214,8 +226,17 @@ pub async fn pay(
         .as_deref()
         .map(|s| parse_id(s, SessionId::parse, "session_id"))
         .transpose()?;
-    let response =
-        pay_target(&state, &principal, agent, session, request.chain, request.target_url).await?;
+    // The same id on every attempt of an idempotent request (see `MintedId`).
+    let payment_id =
+        minted.map_or_else(PaymentId::new, |Extension(MintedId(id))| PaymentId::from_uuid(id));
+    let target = Target {
+        payment_id,
+        agent_id: agent,
+        session_id: session,
+        chain: request.chain,
+        target_url: request.target_url,
+    };
+    let response = pay_target(&state, &principal, target).await?;
     Ok(axum::Json(response))
 }
 
@@ -238,6 +259,7 @@ pub async fn session_pay(
     State(state): State<Arc<AppState>>,
     principal: Principal,
     Path(session): Path<String>,
+    minted: Option<Extension<MintedId>>,
     ApiJson(request): ApiJson<SessionPayRequest>,
 ) -> Result<axum::Json<PaymentResponse>, ApiError> {
     principal.require(Scope::Agent)?;
@@ -248,9 +270,16 @@ pub async fn session_pay(
         &policy::GetSession { owner: principal.account_id, session_id: session },
     )
     .await?;
-    let response =
-        pay_target(&state, &principal, view.agent_id, Some(session), None, request.target_url)
-            .await?;
+    let payment_id =
+        minted.map_or_else(PaymentId::new, |Extension(MintedId(id))| PaymentId::from_uuid(id));
+    let target = Target {
+        payment_id,
+        agent_id: view.agent_id,
+        session_id: Some(session),
+        chain: None,
+        target_url: request.target_url,
+    };
+    let response = pay_target(&state, &principal, target).await?;
     Ok(axum::Json(response))
 }
 
@@ -340,12 +369,14 @@ pub struct CreateSessionRequest {
 pub async fn create_session(
     State(state): State<Arc<AppState>>,
     principal: Principal,
+    minted: Option<Extension<MintedId>>,
     ApiJson(request): ApiJson<CreateSessionRequest>,
 ) -> Result<(StatusCode, axum::Json<SessionResponse>), ApiError> {
     principal.require(Scope::Agent)?;
     let command = policy::CreateSession {
         owner: principal.account_id,
-        session_id: SessionId::new(),
+        session_id: minted
+            .map_or_else(SessionId::new, |Extension(MintedId(id))| SessionId::from_uuid(id)),
         agent_id: parse_id(&request.agent_id, AgentId::parse, "agent_id")?,
         budget_limit: request.budget_limit,
         chain: request.chain,

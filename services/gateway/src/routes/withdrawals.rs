@@ -24,6 +24,7 @@ use awx_api::policy::{self, WITHDRAWAL_ADDRESSES_MAX};
 use awx_api::withdrawals::{self, WithdrawalView};
 use awx_types::{AgentId, Amount, LedgerId};
 use awx_x402::Address;
+use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -34,6 +35,7 @@ use crate::auth::Principal;
 use crate::auth::key::Scope;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::extract::{ApiJson, ApiQuery};
+use crate::idempotency::MintedId;
 use crate::state::AppState;
 use crate::upstream;
 
@@ -230,13 +232,14 @@ fn request_timeout(state: &AppState) -> Duration {
         (status = 409, description = "The withdrawal id was used for another withdrawal (`withdrawal_conflict`), or a request with this `Idempotency-Key` is in progress", body = ErrorBody),
         (status = 422, description = "The `Idempotency-Key` was used with another request", body = ErrorBody),
         (status = 429, description = "Rate limited", body = ErrorBody),
-        (status = 503, description = "A service is unavailable or did not answer in time: the withdrawal may have been requested; list the agent's withdrawals before retrying", body = ErrorBody),
+        (status = 503, description = "A service is unavailable or did not answer in time: retry with the same Idempotency-Key, which requests the same withdrawal again (never a second one)", body = ErrorBody),
     )
 )]
 pub async fn request_withdrawal(
     State(state): State<Arc<AppState>>,
     principal: Principal,
     Path(agent): Path<String>,
+    minted: Option<Extension<MintedId>>,
     ApiJson(request): ApiJson<WithdrawalRequest>,
 ) -> Result<Response, ApiError> {
     principal.require(Scope::Admin)?;
@@ -269,7 +272,10 @@ pub async fn request_withdrawal(
             .with_field("amount")
         })?;
     let command = withdrawals::RequestWithdrawal {
-        withdrawal_id: LedgerId::new(),
+        // The same id on every attempt of an idempotent request (see `MintedId`), so a retry
+        // after a timeout is the same withdrawal, not a second one.
+        withdrawal_id: minted
+            .map_or_else(LedgerId::new, |Extension(MintedId(id))| LedgerId::from_uuid(id)),
         owner: principal.account_id,
         agent,
         from: view.address,

@@ -128,18 +128,22 @@ async fn refusals_are_replayed_like_any_answer() {
 }
 
 #[tokio::test]
-async fn a_server_error_is_not_stored_so_a_retry_runs_again() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicU32, Ordering};
+async fn a_server_error_is_not_stored_so_a_retry_runs_again_with_the_same_minted_id() {
+    use std::sync::{Arc, Mutex};
 
-    let calls = Arc::new(AtomicU32::new(0));
-    let counter = calls.clone();
+    use awx_gateway::idempotency::MintedId;
+
+    // Answers 500 on its first call, 201 after; records the minted id each call got.
+    let minted: Arc<Mutex<Vec<Option<uuid::Uuid>>>> = Arc::default();
+    let seen = minted.clone();
     let flaky = axum::Router::new().route(
         "/api/v1/test/flaky",
-        axum::routing::post(move || {
-            let counter = counter.clone();
+        axum::routing::post(move |id: Option<axum::Extension<MintedId>>| {
+            let seen = seen.clone();
             async move {
-                if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+                let mut seen = seen.lock().unwrap();
+                seen.push(id.map(|axum::Extension(MintedId(id))| id));
+                if seen.len() == 1 {
                     (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "boom")
                 } else {
                     (axum::http::StatusCode::CREATED, "done")
@@ -155,20 +159,112 @@ async fn a_server_error_is_not_stored_so_a_retry_runs_again() {
     )
     .await;
     let (_, admin) = app.account("acme").await;
-    let send = || {
+    let send = |key: &'static str, body: &'static str| {
         app.client
             .post(app.url("/api/v1/test/flaky"))
             .header("x-api-key", &admin)
-            .header("idempotency-key", "order-5")
+            .header("idempotency-key", key)
+            .body(body)
+            .send()
+    };
+    assert_eq!(send("order-5", "{}").await.unwrap().status(), 500);
+    // The record stays (its lease released), so another request with the key is refused.
+    let (status, code, _) = error_code(send("order-5", "{\"other\":1}").await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (422, "idempotency_key_reused"));
+    let (state, lease_released): (String, bool) = sqlx::query_as(
+        "SELECT state, locked_until < now() FROM gateway.idempotency_keys
+         WHERE idempotency_key = 'order-5'",
+    )
+    .fetch_one(&app.state.pool)
+    .await
+    .unwrap();
+    assert_eq!((state.as_str(), lease_released), ("in_progress", true));
+    // The same request runs again at once, with the id the first attempt minted.
+    let retry = send("order-5", "{}").await.unwrap();
+    assert_eq!(retry.status(), 201);
+    assert!(retry.headers().get("idempotent-replayed").is_none());
+    assert_eq!(send("order-5", "{}").await.unwrap().headers()["idempotent-replayed"], "true");
+    let ids = minted.lock().unwrap().clone();
+    assert_eq!(ids.len(), 2, "ran twice: {ids:?}");
+    let first = ids[0].expect("a minted id with an Idempotency-Key");
+    assert_eq!(first.get_version_num(), 7);
+    assert_eq!(ids[1], Some(first), "the retry got the same id");
+    let stored: Option<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT minted_id FROM gateway.idempotency_keys WHERE idempotency_key = 'order-5'",
+    )
+    .fetch_one(&app.state.pool)
+    .await
+    .unwrap();
+    assert_eq!(stored, Some(first));
+
+    // Without the header, no minted id: the handler mints its own.
+    let plain = app
+        .client
+        .post(app.url("/api/v1/test/flaky"))
+        .header("x-api-key", &admin)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 201);
+    assert_eq!(minted.lock().unwrap().last(), Some(&None));
+}
+
+#[tokio::test]
+async fn a_record_from_before_minted_ids_gets_one_when_taken_over() {
+    use std::sync::{Arc, Mutex};
+
+    use awx_gateway::idempotency::MintedId;
+
+    let minted: Arc<Mutex<Vec<uuid::Uuid>>> = Arc::default();
+    let seen = minted.clone();
+    let route = axum::Router::new().route(
+        "/api/v1/test/mint",
+        axum::routing::post(move |axum::Extension(MintedId(id)): axum::Extension<MintedId>| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(id);
+                (axum::http::StatusCode::CREATED, "done")
+            }
+        }),
+    );
+    let backing = crate::helpers::Backing::new().await;
+    let app = TestApp::replica_with_extra(
+        &backing,
+        |_| {},
+        awx_gateway::app::ExtraRoutes { authenticated: route, ..Default::default() },
+    )
+    .await;
+    let (_, admin) = app.account("acme").await;
+    let send = || {
+        app.client
+            .post(app.url("/api/v1/test/mint"))
+            .header("x-api-key", &admin)
+            .header("idempotency-key", "order-6")
             .body("{}")
             .send()
     };
-    assert_eq!(send().await.unwrap().status(), 500);
-    let retry = send().await.unwrap();
-    assert_eq!(retry.status(), 201);
-    assert!(retry.headers().get("idempotent-replayed").is_none());
-    assert_eq!(send().await.unwrap().headers()["idempotent-replayed"], "true");
-    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(send().await.unwrap().status(), 201);
+    // Make the record look like an old one whose holder vanished: no minted id, lease expired.
+    sqlx::query(
+        "UPDATE gateway.idempotency_keys
+         SET state = 'in_progress', minted_id = NULL, locked_until = now() - interval '1 second',
+             response_status = NULL, response_headers = NULL, response_body = NULL
+         WHERE idempotency_key = 'order-6'",
+    )
+    .execute(&app.state.pool)
+    .await
+    .unwrap();
+    assert_eq!(send().await.unwrap().status(), 201);
+    let ids = minted.lock().unwrap().clone();
+    assert_eq!(ids.len(), 2);
+    let stored: Option<uuid::Uuid> = sqlx::query_scalar(
+        "SELECT minted_id FROM gateway.idempotency_keys WHERE idempotency_key = 'order-6'",
+    )
+    .fetch_one(&app.state.pool)
+    .await
+    .unwrap();
+    assert_eq!(stored, Some(ids[1]), "the new id is written");
 }
 
 #[tokio::test]

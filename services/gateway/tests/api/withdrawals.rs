@@ -51,6 +51,9 @@ struct Shared {
     set_lists: Mutex<Vec<Vec<Address>>>,
     /// The next withdrawal request is rejected with this code.
     reject_next: Mutex<Option<&'static str>>,
+    /// The next withdrawal request is stored, then answered with this code: the gateway sees a
+    /// failure although the withdrawal went through (as after a timeout).
+    fail_after_storing_next: Mutex<Option<&'static str>>,
 }
 
 /// The policy service: one agent of one account, and the account's allow-list.
@@ -161,6 +164,9 @@ impl CommandHandler<RequestWithdrawal> for FakeSettlement {
             created_at_unix: CREATED_AT,
         };
         shared.withdrawals.lock().unwrap().push(view.clone());
+        if let Some(code) = shared.fail_after_storing_next.lock().unwrap().take() {
+            return Err(HandlerError::reject(code, "stored, then failed as told"));
+        }
         Ok(view)
     }
 }
@@ -417,6 +423,62 @@ async fn an_idempotency_key_replays_the_same_withdrawal_and_requests_it_once() {
     let third: Value = third.json().await.unwrap();
     assert_ne!(third["id"], first["id"]);
     assert_eq!(world.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn a_retry_after_a_server_error_requests_the_same_withdrawal_again() {
+    let world = World::start().await;
+    let request = json!({"to": OUTSIDE, "amount": "1.25", "chain": "eip155:8453"});
+    // The settlement service stores the withdrawal, but the gateway gets a 503 (as after a
+    // timeout): the answer is not stored, and the key is free for a retry at once.
+    *world.shared.fail_after_storing_next.lock().unwrap() = Some("ledger_unavailable");
+    let first = world.withdraw_with(&world.admin_key, &request, Some("payout-9")).await;
+    let (status, code, body) = error_code(first).await;
+    assert_eq!((status, code.as_str()), (503, "service_unavailable"), "{body}");
+    // A retry with another request is refused: the key still belongs to the first one.
+    let other = json!({"to": OUTSIDE, "amount": "2.00", "chain": "eip155:8453"});
+    let (status, code, _) =
+        error_code(world.withdraw_with(&world.admin_key, &other, Some("payout-9")).await).await;
+    assert_eq!((status, code.as_str()), (422, "idempotency_key_reused"));
+    assert_eq!(world.requests().len(), 1, "a refused retry asks nothing");
+
+    // The same request again: the same withdrawal id, so the service answers with what it stored.
+    let retry = world.withdraw_with(&world.admin_key, &request, Some("payout-9")).await;
+    assert_eq!(retry.status(), 202);
+    assert!(retry.headers().get("idempotent-replayed").is_none(), "the retry ran");
+    let retry: Value = retry.json().await.unwrap();
+    let requests = world.requests();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0].withdrawal_id, requests[1].withdrawal_id, "one withdrawal id");
+    assert_eq!(requests[0].withdrawal_id.as_uuid().get_version_num(), 7, "a UUIDv7, like new()");
+    assert_eq!(world.shared.withdrawals.lock().unwrap().len(), 1, "one withdrawal");
+    assert_eq!(
+        retry,
+        pending(&world, requests[0].withdrawal_id, "eip155:8453", OUTSIDE, "1.25", "1250000")
+    );
+    // Then the answer is stored and replayed.
+    let replay = world.withdraw_with(&world.admin_key, &request, Some("payout-9")).await;
+    assert_eq!(replay.status(), 202);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(replay.json::<Value>().await.unwrap(), retry);
+    assert_eq!(world.requests().len(), 2);
+
+    // A failure before anything is stored: the retry still carries the first attempt's id.
+    *world.shared.reject_next.lock().unwrap() = Some("policy_unavailable");
+    let first = world.withdraw_with(&world.admin_key, &request, Some("payout-10")).await;
+    assert_eq!(first.status(), 503);
+    let retry = world.withdraw_with(&world.admin_key, &request, Some("payout-10")).await;
+    assert_eq!(retry.status(), 202);
+    let requests = world.requests();
+    assert_eq!(requests.len(), 4);
+    assert_eq!(requests[2].withdrawal_id, requests[3].withdrawal_id);
+    assert_ne!(requests[2].withdrawal_id, requests[0].withdrawal_id, "another key, another id");
+    // Without an Idempotency-Key, every attempt is a new withdrawal.
+    *world.shared.reject_next.lock().unwrap() = Some("ledger_unavailable");
+    assert_eq!(world.withdraw(&world.admin_key, &request).await.status(), 503);
+    assert_eq!(world.withdraw(&world.admin_key, &request).await.status(), 202);
+    let requests = world.requests();
+    assert_ne!(requests[4].withdrawal_id, requests[5].withdrawal_id);
 }
 
 #[tokio::test]
