@@ -238,7 +238,7 @@ async fn tokens_leaving_a_wallet_behind_awx_s_back_raise_an_alert() {
             json!([{"from": wallet, "to": world.token.address(), "data": calldata}]),
         )
         .await;
-    let receipt = world.rpc("eth_getTransactionReceipt", json!([hash])).await;
+    let receipt = world.mined_receipt(&hash).await;
     assert_eq!(receipt["status"], "0x1", "{receipt}");
 
     let reports = world.watch_to_head().await;

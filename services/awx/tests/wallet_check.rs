@@ -193,7 +193,7 @@ async fn tokens_moved_out_behind_awx_s_back_are_reported_for_that_wallet() {
             json!([{"from": wallet, "to": world.token.address(), "data": calldata}]),
         )
         .await;
-    let receipt = world.rpc("eth_getTransactionReceipt", json!([hash])).await;
+    let receipt = world.mined_receipt(&hash).await;
     assert_eq!(receipt["status"], "0x1", "{receipt}");
     world.rpc("anvil_stopImpersonatingAccount", json!([wallet])).await;
 

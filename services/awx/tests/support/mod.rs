@@ -285,6 +285,19 @@ impl World {
         response["result"].clone()
     }
 
+    /// The receipt of `hash`, waiting (bounded) until anvil has mined it: under load, a
+    /// transaction sent with `eth_sendTransaction` may not be mined yet when the call returns.
+    pub(crate) async fn mined_receipt(&self, hash: &Value) -> Value {
+        for _ in 0..200 {
+            let receipt = self.rpc("eth_getTransactionReceipt", json!([hash])).await;
+            if !receipt.is_null() {
+                return receipt;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("transaction {hash} was not mined in 10 s");
+    }
+
     /// Sends `method path` with `key` and an optional JSON body; returns the status and JSON.
     pub(crate) async fn call(
         &self,
