@@ -142,7 +142,8 @@ async fn a_reorganised_deposit_is_reversed_and_credited_again_when_it_reappears(
     world.assert_ledger_matches_chain().await;
 
     // The same transaction mined again in another block is a new deposit.
-    world.rpc("eth_sendRawTransaction", json!([raw])).await;
+    let resent = world.rpc("eth_sendRawTransaction", json!([raw])).await;
+    world.mined_receipt(&resent).await;
     let (credited, reversed, _) = total(&world.watch_to_head().await);
     assert_eq!((credited, reversed), (1, 0));
     assert_eq!(world.agent_balance(&agent).await, ("1.00".into(), "0.00".into()));
