@@ -27,8 +27,6 @@ use crate::extract::ApiQuery;
 use crate::state::AppState;
 use crate::upstream;
 
-/// The most deposits on one page.
-const PAGE_MAX: u32 = 100;
 /// Deposits on a page when `limit` is absent.
 const PAGE_DEFAULT: u32 = 20;
 
@@ -166,12 +164,7 @@ pub async fn list_deposits(
 ) -> Result<axum::Json<DepositPage>, ApiError> {
     principal.require(Scope::Agent)?;
     let agent = AgentId::parse(&agent).map_err(|_| ApiError::not_found("agent"))?;
-    let limit = params.limit.unwrap_or(PAGE_DEFAULT);
-    if !(1..=PAGE_MAX).contains(&limit) {
-        return Err(
-            ApiError::new(ErrorCode::InvalidField, "limit must be 1 to 100").with_field("limit")
-        );
-    }
+    let limit = super::page_limit(params.limit, PAGE_DEFAULT)?;
     let starting_after = params
         .starting_after
         .as_deref()

@@ -23,9 +23,6 @@ use crate::idempotency::SecretFields;
 use crate::state::AppState;
 use crate::store::{self, KeyRow};
 
-/// The most keys one page lists.
-const PAGE_MAX: u32 = 100;
-
 /// Whether a key works.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -244,12 +241,7 @@ pub async fn list_keys(
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<axum::Json<KeyList>, ApiError> {
     principal.require(Scope::Admin)?;
-    let limit = params.limit.unwrap_or(20);
-    if !(1..=PAGE_MAX).contains(&limit) {
-        return Err(
-            ApiError::new(ErrorCode::InvalidField, "limit must be 1 to 100").with_field("limit")
-        );
-    }
+    let limit = super::page_limit(params.limit, 20)?;
     let after = params
         .starting_after
         .as_deref()

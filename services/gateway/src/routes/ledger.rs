@@ -293,12 +293,7 @@ pub async fn statement(
 ) -> Result<axum::Json<StatementView>, ApiError> {
     principal.require(Scope::Agent)?;
     let agent = agent_id(&agent)?;
-    let limit = params.limit.unwrap_or(50);
-    if !(1..=100).contains(&limit) {
-        return Err(
-            ApiError::new(ErrorCode::InvalidField, "limit must be 1 to 100").with_field("limit")
-        );
-    }
+    let limit = super::page_limit(params.limit, 50)?;
     let query =
         ledger::Statement { owner: principal.account_id, agent, after: params.cursor, limit };
     let reply = upstream::call(&state, "ledger", &query).await?;

@@ -107,6 +107,23 @@ pub fn action(method: &Method, path: &str) -> &'static str {
     }
 }
 
+/// The most items a page holds.
+pub(crate) const PAGE_MAX: u32 = 100;
+
+/// The `limit` of a page: `default` when absent, else 1 to [`PAGE_MAX`] (400 on `limit`).
+pub(crate) fn page_limit(limit: Option<u32>, default: u32) -> Result<u32, crate::error::ApiError> {
+    let limit = limit.unwrap_or(default);
+    if (1..=PAGE_MAX).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(crate::error::ApiError::new(
+            crate::error::ErrorCode::InvalidField,
+            "limit must be 1 to 100",
+        )
+        .with_field("limit"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

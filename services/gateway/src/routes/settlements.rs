@@ -22,9 +22,6 @@ use crate::extract::ApiQuery;
 use crate::state::AppState;
 use crate::upstream;
 
-/// The most settlements on one page.
-const PAGE_MAX: u32 = 100;
-
 /// A payment's settlement on chain (payments of our agents captured through our facilitator).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PaymentSettlementView {
@@ -174,12 +171,7 @@ pub async fn list_settlements(
     ApiQuery(params): ApiQuery<SettlementParams>,
 ) -> Result<axum::Json<SettlementPage>, ApiError> {
     principal.require(Scope::Provider)?;
-    let limit = params.limit.unwrap_or(20);
-    if !(1..=PAGE_MAX).contains(&limit) {
-        return Err(
-            ApiError::new(ErrorCode::InvalidField, "limit must be 1 to 100").with_field("limit")
-        );
-    }
+    let limit = super::page_limit(params.limit, 20)?;
     let starting_after = params
         .starting_after
         .as_deref()

@@ -39,8 +39,6 @@ use crate::idempotency::MintedId;
 use crate::state::AppState;
 use crate::upstream;
 
-/// The most withdrawals on one page.
-const PAGE_MAX: u32 = 100;
 /// Withdrawals on a page when `limit` is absent.
 const PAGE_DEFAULT: u32 = 20;
 /// The token withdrawals move.
@@ -318,12 +316,7 @@ pub async fn list_withdrawals(
 ) -> Result<axum::Json<WithdrawalPage>, ApiError> {
     principal.require(Scope::Agent)?;
     let agent = agent_id(&agent)?;
-    let limit = params.limit.unwrap_or(PAGE_DEFAULT);
-    if !(1..=PAGE_MAX).contains(&limit) {
-        return Err(
-            ApiError::new(ErrorCode::InvalidField, "limit must be 1 to 100").with_field("limit")
-        );
-    }
+    let limit = super::page_limit(params.limit, PAGE_DEFAULT)?;
     let starting_after = params
         .starting_after
         .as_deref()
