@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use awx_api::ledger;
 use awx_api::policy::{self, AgentView, PolicyView};
-use awx_types::{AgentId, Amount};
+use awx_types::AgentId;
 use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -356,27 +356,10 @@ pub async fn fund_agent(
 ) -> Result<axum::Json<FundResponse>, ApiError> {
     principal.require(Scope::Admin)?;
     let agent = agent_id(&agent)?;
-    let view = upstream::call(
-        &state,
-        "policy",
-        &policy::GetAgent { owner: principal.account_id, agent_id: agent },
-    )
-    .await?;
+    let view = super::own_agent(&state, &principal, agent).await?;
     let chain = request.chain.unwrap_or_else(|| view.default_chain.clone());
     let token = faucet_token(&state, &chain)?;
-    let amount = Amount::from_decimal_str(&request.amount, token.decimals)
-        .ok()
-        .filter(|amount| !amount.is_zero())
-        .ok_or_else(|| {
-            ApiError::new(
-                crate::error::ErrorCode::InvalidField,
-                format!(
-                    "amount must be a positive amount of {} with at most {} decimals",
-                    token.symbol, token.decimals
-                ),
-            )
-            .with_field("amount")
-        })?;
+    let amount = super::positive_amount(&request.amount, &token)?;
     let command = awx_api::facilitator::Faucet {
         owner: principal.account_id,
         agent,

@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use awx_api::deposits::{self, DepositView};
 use awx_api::ledger::DepositSource;
-use awx_api::policy;
 use awx_types::{AgentId, Amount};
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
@@ -176,12 +175,7 @@ pub async fn list_deposits(
         })
         .transpose()?;
     // The agent must be the caller account's (404 otherwise), asked before any deposit is read.
-    upstream::call(
-        &state,
-        "policy",
-        &policy::GetAgent { owner: principal.account_id, agent_id: agent },
-    )
-    .await?;
+    super::own_agent(&state, &principal, agent).await?;
     let page = upstream::call(
         &state,
         "settlement",

@@ -124,6 +124,37 @@ pub(crate) fn page_limit(limit: Option<u32>, default: u32) -> Result<u32, crate:
     }
 }
 
+/// The agent `agent` of the caller's account, asked of the policy service (404 `not_found` when
+/// it is not the account's).
+pub(crate) async fn own_agent(
+    state: &AppState,
+    principal: &crate::auth::Principal,
+    agent: awx_types::AgentId,
+) -> Result<awx_api::policy::AgentView, crate::error::ApiError> {
+    let get = awx_api::policy::GetAgent { owner: principal.account_id, agent_id: agent };
+    crate::upstream::call(state, "policy", &get).await
+}
+
+/// A positive amount of `token`, exactly (no more decimals than it has); 400 on `amount`.
+pub(crate) fn positive_amount(
+    text: &str,
+    token: &awx_x402::TokenInfo,
+) -> Result<awx_types::Amount, crate::error::ApiError> {
+    awx_types::Amount::from_decimal_str(text, token.decimals)
+        .ok()
+        .filter(|amount| !amount.is_zero())
+        .ok_or_else(|| {
+            crate::error::ApiError::new(
+                crate::error::ErrorCode::InvalidField,
+                format!(
+                    "amount must be a positive amount of {} with at most {} decimals",
+                    token.symbol, token.decimals
+                ),
+            )
+            .with_field("amount")
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

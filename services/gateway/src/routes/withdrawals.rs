@@ -248,27 +248,10 @@ pub async fn request_withdrawal(
         withdrawable_token(&state, chain)?;
     }
     // The agent must be the caller account's (404 otherwise); its wallet pays.
-    let view = upstream::call(
-        &state,
-        "policy",
-        &policy::GetAgent { owner: principal.account_id, agent_id: agent },
-    )
-    .await?;
+    let view = super::own_agent(&state, &principal, agent).await?;
     let chain = request.chain.unwrap_or_else(|| view.default_chain.clone());
     let token = withdrawable_token(&state, &chain)?;
-    let amount = Amount::from_decimal_str(&request.amount, token.decimals)
-        .ok()
-        .filter(|amount| !amount.is_zero())
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::InvalidField,
-                format!(
-                    "amount must be a positive decimal amount of {} with at most {} decimals",
-                    token.symbol, token.decimals
-                ),
-            )
-            .with_field("amount")
-        })?;
+    let amount = super::positive_amount(&request.amount, &token)?;
     let command = withdrawals::RequestWithdrawal {
         // The same id on every attempt of an idempotent request (see `MintedId`), so a retry
         // after a timeout is the same withdrawal, not a second one.
@@ -328,12 +311,7 @@ pub async fn list_withdrawals(
         })
         .transpose()?;
     // The agent must be the caller account's (404 otherwise), asked before any withdrawal is read.
-    upstream::call(
-        &state,
-        "policy",
-        &policy::GetAgent { owner: principal.account_id, agent_id: agent },
-    )
-    .await?;
+    super::own_agent(&state, &principal, agent).await?;
     let page = upstream::call(
         &state,
         "settlement",
@@ -376,12 +354,7 @@ pub async fn get_withdrawal(
     let agent = agent_id(&agent)?;
     let withdrawal_id =
         LedgerId::parse(&withdrawal).map_err(|_| ApiError::not_found("withdrawal"))?;
-    upstream::call(
-        &state,
-        "policy",
-        &policy::GetAgent { owner: principal.account_id, agent_id: agent },
-    )
-    .await?;
+    super::own_agent(&state, &principal, agent).await?;
     let view = upstream::call(
         &state,
         "settlement",
