@@ -30,6 +30,9 @@ pub mod codes {
     pub const FAUCET_UNAVAILABLE: &str = "faucet_unavailable";
     /// No deposit was recorded under that key (a reversal names one).
     pub const DEPOSIT_NOT_FOUND: &str = "deposit_not_found";
+    /// The payment's hold was voided before it was made (its payment was released while the
+    /// hold was on its way), so it is never made.
+    pub const HOLD_VOIDED: &str = "hold_voided";
 }
 
 /// A token on a chain.
@@ -242,6 +245,11 @@ impl Command for Capture {
 }
 
 /// Releases a hold entirely.
+///
+/// A void of a hold that does not exist (yet) is answered with nothing released, and the
+/// ledger remembers it: a [`Hold`] for that payment arriving later (delayed on the bus after its
+/// payment was released) is refused with [`codes::HOLD_VOIDED`] instead of holding money no
+/// payment will ever capture or release.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Void {
     /// The hold.
@@ -251,11 +259,11 @@ pub struct Void {
 /// The answer to [`Void`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VoidReply {
-    /// The void transfer.
+    /// The void transfer; the hold's own id when there was no hold to void.
     pub ledger_id: LedgerId,
     /// The hold.
     pub hold_id: LedgerId,
-    /// Released back to the wallet (amount plus fee).
+    /// Released back to the wallet (amount plus fee); zero when there was no hold.
     pub released: Amount,
 }
 

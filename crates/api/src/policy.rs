@@ -332,11 +332,19 @@ pub struct Pay {
     pub chain: Option<String>,
     /// The URL paid for.
     pub target_url: String,
+    /// The URLs the target redirected to before its challenge, in order (the last one
+    /// answered it): each must pass the agent's and the session's allowed URLs too, at most
+    /// [`REDIRECT_HOPS_MAX`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redirect_hops: Vec<String>,
     /// The protocol version the server speaks (the payment is made in it).
     pub x402_version: u32,
     /// The challenge, in strict v2 form.
     pub challenge: PaymentRequired,
 }
+
+/// The most redirect hops a [`Pay`] may carry (the gateway follows at most 10).
+pub const REDIRECT_HOPS_MAX: usize = 10;
 
 impl Command for Pay {
     const FAMILY: &'static str = FAMILY;

@@ -20,6 +20,7 @@ use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::backoff::Backoff;
+use crate::budget::{self, StreamBudget, StreamKind};
 use crate::command::Command;
 use crate::config::{BusConfig, Tuning};
 use crate::names::{Keys, Schema, check_name};
@@ -50,6 +51,7 @@ struct Inner {
     reply_stream: String,
     waiters: Mutex<Waiters>,
     listener_started: OnceLock<()>,
+    budget: StreamBudget,
     stop: CancellationToken,
     // Stops the reply listener when the last clone of the bus is dropped.
     _stop_on_drop: DropGuard,
@@ -84,6 +86,7 @@ impl Bus {
         let instance_id = Uuid::now_v7();
         let reply_stream = tuning.keys.reply_stream(instance_id);
         let stop = CancellationToken::new();
+        let budget = StreamBudget::new(tuning.stream_max_bytes);
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -95,6 +98,7 @@ impl Bus {
                 reply_stream,
                 waiters: Mutex::new(Waiters::default()),
                 listener_started: OnceLock::new(),
+                budget,
                 _stop_on_drop: stop.clone().drop_guard(),
                 stop,
             }),
@@ -153,6 +157,7 @@ impl Bus {
         check_name("command name", C::NAME)?;
         let payload = serde_json::to_string(command)
             .map_err(|error| BusError::Codec(format!("command {}: {error}", C::NAME)))?;
+        budget::check_size(&format!("command {}", C::NAME), payload.len())?;
         self.start_listener();
         let (_waiter, reply) = self.register(command_id)?;
         // The wait is measured on the monotonic clock from here; the deadline servers check is
@@ -168,6 +173,7 @@ impl Bus {
         };
         let stream = self.inner.tuning.keys.command_stream(C::FAMILY);
         self.xadd(&stream, self.inner.tuning.stream_maxlen, &envelope.to_fields()).await?;
+        self.after_write(&stream, StreamKind::Command);
         let timed_out =
             |server_answered| BusError::Timeout { command: C::NAME, command_id, server_answered };
         match tokio::time::timeout_at(wait_until, reply).await {
@@ -254,6 +260,11 @@ impl Bus {
         )?)
     }
 
+    /// Keeps `key`, just written to, within its memory budget (see [`crate::budget`]).
+    pub(crate) fn after_write(&self, key: &str, kind: StreamKind) {
+        self.inner.budget.after_write(&self.inner.conn, &self.inner.stop, key, kind);
+    }
+
     /// `XADD key MAXLEN ~ maxlen * field value …` on the shared connection.
     pub(crate) async fn xadd(
         &self,
@@ -275,8 +286,19 @@ impl Bus {
         reply_to: &str,
         reply: &ReplyEnvelope,
     ) -> Result<(), BusError> {
-        let fields =
+        let mut fields =
             reply.to_fields().map_err(|error| BusError::Codec(format!("reply: {error}")))?;
+        let bytes: usize = fields.iter().map(|(_, value)| value.len()).sum();
+        if let Err(error) = budget::check_size("the reply", bytes) {
+            // The caller learns that its command failed, rather than waiting for nothing.
+            tracing::error!(command_id = %reply.command_id, %error, "a reply is too large to send");
+            let failed = ReplyEnvelope {
+                command_id: reply.command_id,
+                body: ReplyBody::Failed { message: error.to_string() },
+            };
+            fields =
+                failed.to_fields().map_err(|error| BusError::Codec(format!("reply: {error}")))?;
+        }
         let tuning = &self.inner.tuning;
         let mut xadd = redis::cmd("XADD");
         xadd.arg(reply_to).arg("MAXLEN").arg("~").arg(tuning.reply_stream_maxlen).arg("*");
@@ -287,6 +309,7 @@ impl Bus {
         pipe.add_command(xadd).ignore();
         pipe.cmd("EXPIRE").arg(reply_to).arg(tuning.reply_ttl_seconds).ignore();
         pipe.query_async::<()>(&mut self.redis()).await?;
+        self.after_write(reply_to, StreamKind::Reply);
         Ok(())
     }
 

@@ -48,6 +48,9 @@ pub struct BusConfig {
     /// Approximate length cap (`XADD MAXLEN ~`) of command, event and dead-letter streams. A
     /// consumer that falls further behind than this loses the oldest entries.
     pub stream_maxlen: u64,
+    /// The Redis memory one stream may use, in bytes (command, event, reply and dead-letter
+    /// streams alike): its writers trim the oldest entries beyond it. At least 1 MiB.
+    pub stream_max_bytes: u64,
     /// Outbox rows published per relay transaction.
     pub outbox_batch_size: u32,
     /// How often the outbox relay looks for rows when no notification arrives.
@@ -77,6 +80,7 @@ impl Default for BusConfig {
             reply_stream_maxlen: 10_000,
             reply_ttl_seconds: 3_600,
             stream_maxlen: 1_000_000,
+            stream_max_bytes: 256 * 1024 * 1024,
             outbox_batch_size: 256,
             outbox_poll_ms: 1_000,
             outbox_retention_seconds: 7 * 24 * 3_600,
@@ -119,6 +123,10 @@ impl BusConfig {
         rule(self.reply_ttl_seconds >= 1, "bus.reply_ttl_seconds must be at least 1")?;
         rule(self.stream_maxlen >= 1, "bus.stream_maxlen must be at least 1")?;
         rule(
+            self.stream_max_bytes >= crate::budget::STREAM_BYTES_MIN,
+            "bus.stream_max_bytes must be at least 1 MiB",
+        )?;
+        rule(
             (1..=10_000).contains(&self.outbox_batch_size),
             "bus.outbox_batch_size must be 1 to 10000",
         )?;
@@ -149,6 +157,7 @@ impl BusConfig {
             reply_stream_maxlen: self.reply_stream_maxlen,
             reply_ttl_seconds: self.reply_ttl_seconds,
             stream_maxlen: self.stream_maxlen,
+            stream_max_bytes: self.stream_max_bytes,
             outbox_batch_size: i64::from(self.outbox_batch_size),
             outbox_poll: Duration::from_millis(self.outbox_poll_ms),
             outbox_retention: Duration::from_secs(self.outbox_retention_seconds),
@@ -173,6 +182,7 @@ pub(crate) struct Tuning {
     pub(crate) reply_stream_maxlen: u64,
     pub(crate) reply_ttl_seconds: u64,
     pub(crate) stream_maxlen: u64,
+    pub(crate) stream_max_bytes: u64,
     pub(crate) outbox_batch_size: i64,
     pub(crate) outbox_poll: Duration,
     pub(crate) outbox_retention: Duration,

@@ -101,13 +101,18 @@
 //! | `awx_bus_events_handled_total` | `topic`, `group`, `outcome` (`ok`, `duplicate`, `transient`, `failed`) |
 //! | `awx_bus_dead_lettered_total` | `stream` (`cmd:{family}` or `evt:{topic}`), `group` |
 //! | `awx_bus_outbox_relay_errors_total` | `schema` |
+//! | `awx_bus_stream_trimmed_total` | `kind` (`command`, `event`, `reply`, `dead_letter`): entries trimmed to keep a stream within `stream_max_bytes` |
 //!
 //! # Limits worth knowing
 //!
 //! - Deadlines are wall-clock Unix milliseconds compared on the server: hosts need synchronized
 //!   clocks (NTP); skew shortens or lengthens deadlines by as much.
-//! - Streams are capped with `XADD MAXLEN ~ stream_maxlen`: a consumer group further behind than
-//!   that loses the oldest entries (logged when a pending entry was trimmed). Watch group lag.
+//! - Redis memory is bounded: a message is at most [`MESSAGE_BYTES_MAX`] (1 MiB; a larger
+//!   command or event is refused with [`BusError::TooLarge`] before anything is written), and
+//!   each stream is kept within `stream_max_bytes` of memory (measured by its writers at most
+//!   once a second) and `stream_maxlen` entries. A consumer group further behind than that
+//!   loses the oldest entries (logged when a pending entry was trimmed, and counted in
+//!   `awx_bus_stream_trimmed_total`). Watch group lag; see the `budget` module.
 //! - Command ids and event ids share each service's inbox (`consumer` = the service): ids must
 //!   be unique (UUIDv7, as the bus generates).
 //! - Each blocking reader (the reply listener, one per command server, one per event topic)
@@ -130,6 +135,7 @@
 //! ```
 
 mod backoff;
+mod budget;
 mod bus;
 mod command;
 mod config;
@@ -144,6 +150,7 @@ mod trace;
 mod wire;
 mod worker;
 
+pub use budget::MESSAGE_BYTES_MAX;
 pub use bus::Bus;
 pub use command::{
     Command, CommandHandler, CommandHandlerFn, CommandMeta, CommandServer, command_handler_fn,
@@ -201,4 +208,14 @@ pub enum BusError {
     /// The bus was closed before the reply arrived (or before sending).
     #[error("the bus is closed")]
     Closed,
+    /// A command or event is larger than [`MESSAGE_BYTES_MAX`]; nothing was written.
+    #[error("{what} is {bytes} bytes, above the bus's maximum of {max}")]
+    TooLarge {
+        /// What was refused (the command's or event's name).
+        what: String,
+        /// Its size.
+        bytes: usize,
+        /// The maximum.
+        max: usize,
+    },
 }

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::backoff::Backoff;
+use crate::budget::StreamKind;
 use crate::bus::Bus;
 use crate::event::Event;
 use crate::names::{Schema, check_name};
@@ -49,6 +50,7 @@ pub async fn publish<E: Event>(
     check_name("topic", E::TOPIC)?;
     let payload = serde_json::to_value(event)
         .map_err(|error| BusError::Codec(format!("event {}: {error}", E::TOPIC)))?;
+    crate::budget::check_size(&format!("event {}", E::TOPIC), payload.to_string().len())?;
     let event_id = Uuid::now_v7();
     let sql = format!(
         "WITH inserted AS (INSERT INTO {} (event_id, topic, payload, trace_context) \
@@ -223,6 +225,7 @@ impl OutboxRelay {
             .await?;
         tx.commit().await?;
         for (topic, count) in per_topic {
+            self.bus.after_write(&tuning.keys.event_stream(&topic), StreamKind::Event);
             telemetry::events_published(&topic, count);
         }
         tracing::debug!(count = seqs.len(), "outbox rows published");

@@ -459,6 +459,7 @@ impl<P: Processor> Shared<P> {
             tracing::warn!(stream = %self.stream, entry_id = %delivery.entry_id, %error, "dead-lettering failed; it will be retried");
             return;
         }
+        self.bus.after_write(&self.dead_letter_stream, crate::budget::StreamKind::DeadLetter);
         tracing::error!(
             stream = %self.stream,
             group = %self.group,

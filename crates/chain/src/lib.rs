@@ -1,6 +1,7 @@
 //! Chain I/O for awx, and the development chain.
 //!
-//! - [`provider`]: JSON-RPC providers over HTTP (alloy), with or without a signing wallet.
+//! - [`provider`]: JSON-RPC providers over HTTP (alloy), with or without a signing wallet, every
+//!   call bounded in time ([`RpcOptions`]).
 //! - [`token`]: our EIP-3009 token (`contracts/src/TestUSDC.sol`, deployed from the committed
 //!   artifacts) and any EIP-3009 token: reads, minting, `transferWithAuthorization` with the
 //!   overload chosen by signature length, simulation, and `Transfer` log checks.
@@ -29,7 +30,10 @@ pub use batch::{
     install_multicall3,
 };
 pub use logs::{TokenEvent, TokenLog};
-pub use provider::{connect, connect_with_wallet, send_native};
+pub use provider::{
+    RpcOptions, connect, connect_with_options, connect_with_wallet,
+    connect_with_wallet_and_options, send_native,
+};
 pub use revert::RevertKind;
 pub use rpc::{ChainClient, SendError};
 pub use token::{

@@ -9,6 +9,7 @@ use alloy::rpc::types::{Filter, TransactionReceipt, TransactionRequest};
 use alloy::sol_types::SolEvent as _;
 
 use crate::ChainError;
+use crate::provider::RpcOptions;
 use crate::revert::RevertKind;
 use crate::token::{Eip3009Token, Token};
 
@@ -37,9 +38,14 @@ fn rpc_error(error: impl std::fmt::Display) -> ChainError {
 }
 
 impl ChainClient {
-    /// A client on `endpoint`.
+    /// A client on `endpoint`, its calls bounded by [`RpcOptions::default`].
     pub fn connect(endpoint: &str) -> Result<Self, ChainError> {
-        Ok(Self { provider: crate::provider::connect(endpoint)? })
+        Self::connect_with_options(endpoint, RpcOptions::default())
+    }
+
+    /// A client on `endpoint`, its calls bounded by `options`.
+    pub fn connect_with_options(endpoint: &str, options: RpcOptions) -> Result<Self, ChainError> {
+        Ok(Self { provider: crate::provider::connect_with_options(endpoint, options)? })
     }
 
     /// The provider, for bindings.

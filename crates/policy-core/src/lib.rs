@@ -33,4 +33,4 @@ pub use offer::{ChoiceError, OfferView, choose_offer};
 pub use policy::{Decision, Denial, PaymentRequest, Policy, PolicyError, Rule, evaluate};
 pub use session::{Session, SessionError, SessionStatus};
 pub use url_pattern::{PatternError, UrlPattern, parse_target};
-pub use usd::{USD_DECIMALS, UsdError, format_usd, parse_usd, usd_micros};
+pub use usd::{USD_DECIMALS, UsdError, format_usd, parse_usd, usd_api_max, usd_micros};

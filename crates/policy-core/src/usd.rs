@@ -74,6 +74,13 @@ pub fn parse_usd(text: &str) -> Result<Amount, UsdError> {
     })
 }
 
+/// The largest spending limit or session budget the API accepts, in usd micros:
+/// [`awx_types::API_WHOLE_UNITS_MAX`] dollars ($1,000,000,000), far inside the `numeric(30,6)`
+/// columns that hold limits and budgets. Stored values are read without it.
+pub fn usd_api_max() -> Amount {
+    Amount::api_max(USD_DECIMALS)
+}
+
 /// Formats usd micros as dollars without the sign: at least two decimals, trailing zeros beyond
 /// them trimmed (`"1.00"`, `"0.10"`, `"0.002"`, `"0.000001"`).
 pub fn format_usd(micros: Amount) -> String {

@@ -15,6 +15,16 @@ pub const DECIMALS_MAX: u8 = 38;
 /// Longest input echoed back in an error message, so a huge bad input cannot bloat logs.
 const ECHO_CHARS_MAX: usize = 64;
 
+/// The most whole units of a token that one amount sent to the API may be: 10^9, so
+/// $1,000,000,000 of a USD stablecoin (10^15 atomic units of 6-decimal USDC), and the same
+/// number of dollars for a limit or a budget. [`Amount::api_max`] gives it in atomic units.
+///
+/// This is the platform's one bound on amounts it is asked for (faucet funding, withdrawals,
+/// spending limits, session budgets, facilitator requests in a known token). It keeps every
+/// amount far inside what the services store (`numeric(30,6)` dollars, `numeric(39,0)` ledger
+/// counters) and compute with (`u128`), so a request can never fail there for its size.
+pub const API_WHOLE_UNITS_MAX: u128 = 1_000_000_000;
+
 /// A non-negative token amount in atomic units.
 ///
 /// Serialized as a decimal integer string (`"100000"`), which is how x402 carries amounts on
@@ -86,6 +96,20 @@ fn push_digits(mut acc: u128, digits: &str, input: &str) -> Result<u128, AmountE
 impl Amount {
     /// Zero atomic units.
     pub const ZERO: Self = Self(0);
+
+    /// The largest amount: `u128::MAX` atomic units.
+    pub const MAX: Self = Self(u128::MAX);
+
+    /// The largest amount the API accepts of a token with `decimals` decimals:
+    /// [`API_WHOLE_UNITS_MAX`] whole units (`10^(9 + decimals)` atomic units; 10^15 for a
+    /// 6-decimal token), or [`Amount::MAX`] for a token with so many decimals that this does not
+    /// fit in 128 bits.
+    pub fn api_max(decimals: u8) -> Self {
+        10u128
+            .checked_pow(u32::from(decimals))
+            .and_then(|unit| unit.checked_mul(API_WHOLE_UNITS_MAX))
+            .map_or(Self::MAX, Self)
+    }
 
     /// An amount of `atomic` smallest units.
     pub const fn from_atomic(atomic: u128) -> Self {
@@ -291,6 +315,18 @@ mod tests {
         assert_eq!(serde_json::from_str::<Amount>("\"10000\"").unwrap(), Amount(10_000));
         assert!(serde_json::from_str::<Amount>("10000").is_err());
         assert!(serde_json::from_str::<Amount>("\"-1\"").is_err());
+    }
+
+    #[test]
+    fn the_api_bound_is_a_billion_whole_units() {
+        assert_eq!(Amount::api_max(6), Amount(1_000_000_000_000_000), "10^15 atomic USDC");
+        assert_eq!(Amount::api_max(0), Amount(API_WHOLE_UNITS_MAX));
+        assert_eq!(Amount::api_max(18), Amount(10u128.pow(27)));
+        assert_eq!(Amount::from_decimal_str("1000000000", 6), Ok(Amount::api_max(6)));
+        // 10^(9 + 30) does not fit in 128 bits: the bound is then the largest amount.
+        assert_eq!(Amount::api_max(29), Amount(10u128.pow(38)));
+        assert_eq!(Amount::api_max(30), Amount::MAX);
+        assert_eq!(Amount::api_max(DECIMALS_MAX), Amount::MAX);
     }
 
     #[test]

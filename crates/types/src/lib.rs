@@ -11,7 +11,7 @@
 mod amount;
 mod id;
 
-pub use amount::{Amount, AmountError, DECIMALS_MAX};
+pub use amount::{API_WHOLE_UNITS_MAX, Amount, AmountError, DECIMALS_MAX};
 pub use id::{
     AccountId, AgentId, ApiKeyId, EventId, IdError, LedgerId, PaymentId, RequestId, SessionId,
     SettlementId,

@@ -58,6 +58,26 @@ impl Default for GatewaySettings {
 }
 
 impl GatewaySettings {
+    /// The route that may wait longest for other services and the target, and that wait in
+    /// milliseconds (each wait includes the bus's `reply_grace_ms`): a settle waits
+    /// `settle_timeout_ms`; a payment fetches the challenge (`outbound.timeout_ms`) and then
+    /// waits twice `upstream_timeout_ms` (the policy service waits for the ledger and the
+    /// signer in turn).
+    pub fn longest_wait_ms(&self) -> (&'static str, u64) {
+        let grace = self.bus.reply_grace_ms;
+        let settle = self.settle_timeout_ms.saturating_add(grace);
+        let pay = self
+            .outbound
+            .timeout_ms
+            .saturating_add(self.upstream_timeout_ms.saturating_mul(2))
+            .saturating_add(grace);
+        if settle >= pay {
+            ("settle (settle_timeout_ms)", settle)
+        } else {
+            ("pay (outbound.timeout_ms + 2 x upstream_timeout_ms)", pay)
+        }
+    }
+
     /// The token registry: the built-in USDC tokens and the configured ones.
     pub fn registry(&self) -> Result<awx_x402::TokenRegistry, String> {
         let mut registry = awx_x402::TokenRegistry::builtin();
@@ -81,7 +101,9 @@ pub struct HttpSettings {
     pub body_bytes_max: usize,
     /// The most bytes all request headers together may take.
     pub header_bytes_max: usize,
-    /// How long a request may take before it is answered 503.
+    /// How long a request may take before it is answered 504 `timeout`. It must be above the
+    /// longest wait of a route (see [`GatewaySettings::longest_wait_ms`]: 45.25 s for a settle
+    /// with the defaults), so that every route answers how its work ended before this fires.
     pub request_timeout_ms: u64,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace_ms: u64,
@@ -93,7 +115,7 @@ impl Default for HttpSettings {
             addr: "127.0.0.1:8080".into(),
             body_bytes_max: 64 * 1024,
             header_bytes_max: 16 * 1024,
-            request_timeout_ms: 30_000,
+            request_timeout_ms: 60_000,
             shutdown_grace_ms: 10_000,
         }
     }
@@ -362,6 +384,19 @@ impl Validate for GatewaySettings {
                 self.http.request_timeout_ms
             ));
         }
+        if self.settle_timeout_ms == 0 {
+            return Err("settle_timeout_ms must be positive".into());
+        }
+        // A route's own wait must end before the request's: otherwise the client gets a bare
+        // 504 while the settle (or the payment) goes on, and never learns how it ended.
+        let (route, wait_ms) = self.longest_wait_ms();
+        if wait_ms >= self.http.request_timeout_ms {
+            return Err(format!(
+                "http.request_timeout_ms ({}) must be above the longest wait of a route: {route} \
+                 takes up to {wait_ms} ms",
+                self.http.request_timeout_ms
+            ));
+        }
         if outbound.body_bytes_max == 0 || outbound.body_bytes_max > OUTBOUND_BODY_BYTES_MAX {
             return Err(format!(
                 "outbound.body_bytes_max must be between 1 and {OUTBOUND_BODY_BYTES_MAX}"
@@ -405,7 +440,7 @@ mod tests {
         assert!(settings.validate().is_ok());
         for bad in [
             serde_json::json!({"outbound": {"timeout_ms": 0}}),
-            serde_json::json!({"outbound": {"timeout_ms": 30_000}}),
+            serde_json::json!({"outbound": {"timeout_ms": 60_000}}),
             serde_json::json!({"outbound": {"body_bytes_max": 0}}),
             serde_json::json!({"outbound": {"redirects_max": 11}}),
         ] {
@@ -416,5 +451,26 @@ mod tests {
             serde_json::json!({"outbound": {"allow_private": true}}),
         );
         assert!(unknown.is_err());
+    }
+
+    /// A settle that may outlast its request would be answered 504 while it goes on.
+    #[test]
+    fn every_route_answers_before_the_request_timeout() {
+        let defaults = GatewaySettings::default();
+        assert_eq!(defaults.longest_wait_ms(), ("settle (settle_timeout_ms)", 45_250));
+        assert!(defaults.http.request_timeout_ms > defaults.longest_wait_ms().1);
+        for (bad, names) in [
+            (serde_json::json!({"http": {"request_timeout_ms": 30_000}}), "settle"),
+            (serde_json::json!({"settle_timeout_ms": 1_000, "upstream_timeout_ms": 30_000}), "pay"),
+        ] {
+            let settings: GatewaySettings = serde_json::from_value(bad.clone()).unwrap();
+            let error = settings.validate().unwrap_err();
+            assert!(error.contains("request_timeout_ms") && error.contains(names), "{error}");
+        }
+        let settings: GatewaySettings = serde_json::from_value(serde_json::json!({
+            "http": {"request_timeout_ms": 30_000}, "settle_timeout_ms": 20_000
+        }))
+        .unwrap();
+        assert!(settings.validate().is_ok());
     }
 }

@@ -324,6 +324,15 @@ impl From<sqlx::Error> for ApiError {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
                 Self::unavailable("the database", &error)
             }
+            // Postgres refused the request's data (a number out of range, a NUL character):
+            // the request is at fault, and sending it again fails the same way.
+            ref data if awx_bus::HandlerError::is_data_exception(data) => {
+                tracing::warn!(error.message = %data, "the database refused a request's data");
+                Self::new(
+                    ErrorCode::InvalidRequest,
+                    "the request holds a value that cannot be stored",
+                )
+            }
             other => Self::internal("database query", &other),
         }
     }

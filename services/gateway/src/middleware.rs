@@ -1,10 +1,11 @@
-//! The gateway's cross-cutting middleware: header size limit, rate limits, HTTP metrics, and the
-//! fallbacks that answer unknown routes and methods in the error envelope.
+//! The gateway's cross-cutting middleware: header size limit, rate limits, HTTP metrics,
+//! control characters in path parameters, and the fallbacks that answer unknown routes and
+//! methods in the error envelope.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{FromRequestParts as _, MatchedPath, RawPathParams, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -78,6 +79,39 @@ pub async fn http_metrics(request: Request, next: Next) -> Response {
     response
 }
 
+/// Whether `text` holds a C0 control character (U+0000 to U+001F) or DEL (U+007F).
+pub(crate) fn has_control_character(text: &str) -> bool {
+    text.chars().any(|c| c.is_ascii_control())
+}
+
+/// 400 `invalid_field` for a request parameter `name` holding a control character (the name
+/// shown with its control characters replaced by U+FFFD).
+pub(crate) fn control_character_error(name: &str) -> ApiError {
+    let name: String =
+        name.chars().map(|c| if c.is_ascii_control() { '\u{fffd}' } else { c }).collect();
+    ApiError::new(
+        ErrorCode::InvalidField,
+        format!("{name}: must not contain control characters such as U+0000 (NUL)"),
+    )
+    .with_field(name)
+}
+
+/// Refuses a request to an `/api/v1` route whose path parameters, once percent-decoded, hold a
+/// control character (U+0000 to U+001F, or U+007F; `%00`, say): no id has a use for one, and
+/// Postgres cannot store NUL. 400 `invalid_field` naming the parameter, before the handler runs.
+/// Query strings are checked where they are read ([`crate::extract::ApiQuery`]), JSON bodies by
+/// [`crate::extract::parse_json`].
+pub async fn refuse_control_characters(request: Request, next: Next) -> Response {
+    let (mut parts, body) = request.into_parts();
+    // Values are percent-decoded; a path that does not decode is left to the handler's `Path`.
+    if let Ok(params) = RawPathParams::from_request_parts(&mut parts, &()).await
+        && let Some((name, _)) = params.iter().find(|(_, value)| has_control_character(value))
+    {
+        return control_character_error(name).into_response();
+    }
+    next.run(Request::from_parts(parts, body)).await
+}
+
 /// The answer to unknown routes.
 pub async fn not_found() -> ApiError {
     ApiError::new(ErrorCode::NotFound, "no such route")
@@ -86,4 +120,21 @@ pub async fn not_found() -> ApiError {
 /// The answer to a known route called with another method.
 pub async fn method_not_allowed() -> ApiError {
     ApiError::new(ErrorCode::MethodNotAllowed, "this route does not take that HTTP method")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_found_and_not_shown_back() {
+        assert!(has_control_character("agt_\0"));
+        assert!(has_control_character("a\tb"));
+        assert!(has_control_character("\u{7f}"));
+        assert!(!has_control_character("agt_0190a3c48f2b7c3e9d1e5f6a7b8c9d0e"));
+        assert!(!has_control_character("caf\u{e9} \u{a0}"));
+        let error = control_character_error("a\0b\n");
+        assert_eq!(error.code(), ErrorCode::InvalidField);
+        assert_eq!(error.field(), Some("a\u{fffd}b\u{fffd}"));
+    }
 }

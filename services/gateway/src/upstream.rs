@@ -68,6 +68,13 @@ pub fn bus_error(service: &str, error: BusError) -> ApiError {
         )
         .with_retry_after(1),
         BusError::Redis(_) | BusError::Closed => ApiError::unavailable(service, &error),
+        // What the request carries is more than the bus takes in one message.
+        BusError::TooLarge { bytes, max, .. } => ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "the request makes a message of {bytes} bytes for the {service} service; the most is {max}"
+            ),
+        ),
         BusError::Config(_)
         | BusError::Postgres(_)
         | BusError::Codec(_)
@@ -116,6 +123,10 @@ mod tests {
             (policy::codes::INSUFFICIENT_FUNDS, ErrorCode::InsufficientFunds),
             (policy::codes::AGENT_NOT_FOUND, ErrorCode::NotFound),
             (policy::codes::INVALID_REQUEST, ErrorCode::InvalidRequest),
+            // A command whose data Postgres refused, in any service: final, and the caller's.
+            (awx_bus::HandlerError::INVALID_REQUEST, ErrorCode::InvalidRequest),
+            (awx_api::ledger::codes::INVALID_REQUEST, ErrorCode::InvalidRequest),
+            (awx_api::facilitator::codes::INVALID_REQUEST, ErrorCode::InvalidRequest),
             (policy::codes::LEDGER_UNAVAILABLE, ErrorCode::ServiceUnavailable),
             (policy::codes::SIGNER_UNAVAILABLE, ErrorCode::ServiceUnavailable),
             (policy::codes::SIGNER_REFUSED, ErrorCode::SignerRefused),

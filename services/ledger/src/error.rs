@@ -12,6 +12,9 @@ pub enum LedgerFailure {
     /// No such hold.
     #[error("no such hold {0}")]
     HoldNotFound(String),
+    /// The hold was voided before it was made.
+    #[error("the hold of payment {0} was voided before it was made; it is not made now")]
+    HoldVoided(String),
     /// The hold is no longer pending.
     #[error("hold {hold} is {status}, not pending")]
     HoldNotPending {
@@ -32,7 +35,8 @@ pub enum LedgerFailure {
     /// The faucet on a non-development chain.
     #[error("the faucet works on development chains only, not {0}")]
     FaucetUnavailable(String),
-    /// The database failed (transient: retry).
+    /// The database failed (transient: retry), or refused the data (a data exception: final,
+    /// `invalid_request`).
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     /// Stored data could not be read back (a bug or tampering).
@@ -41,16 +45,22 @@ pub enum LedgerFailure {
 }
 
 impl LedgerFailure {
-    /// The stable code of a refusal, or `None` for transient and internal failures.
+    /// The stable code of a refusal (a database data exception included), or `None` for
+    /// transient and internal failures.
     pub fn code(&self) -> Option<&'static str> {
         match self {
             Self::InsufficientFunds(_) => Some(codes::INSUFFICIENT_FUNDS),
             Self::HoldNotFound(_) => Some(codes::HOLD_NOT_FOUND),
             Self::HoldNotPending { .. } => Some(codes::HOLD_NOT_PENDING),
+            Self::HoldVoided(_) => Some(codes::HOLD_VOIDED),
             Self::IdempotencyConflict(_) => Some(codes::IDEMPOTENCY_CONFLICT),
             Self::Invalid(_) => Some(codes::INVALID_REQUEST),
             Self::FaucetUnavailable(_) => Some(codes::FAUCET_UNAVAILABLE),
             Self::DepositNotFound(_) => Some(codes::DEPOSIT_NOT_FOUND),
+            // Postgres refused the command's data (a value out of range, say): final.
+            Self::Database(error) if awx_bus::HandlerError::is_data_exception(error) => {
+                Some(codes::INVALID_REQUEST)
+            }
             Self::Database(_) | Self::Internal(_) => None,
         }
     }

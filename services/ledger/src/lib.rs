@@ -1,8 +1,10 @@
 //! The awx ledger service: the only writer of money.
 //!
-//! - [`ops`]: the operations (deposit, hold, capture, void, payout, generic transfer; balances,
+//! - [`ops`]: the operations (deposit, payout, fees collected, generic transfer; balances,
 //!   statements, fee tiers), each inside the caller's transaction, idempotent by key, computed by
 //!   the pure model of `awx-ledger-core` and stored by [`store`].
+//! - [`holds`]: a payment's hold, its capture and void (a void before the hold marks it, so
+//!   the hold is refused when it arrives), its status.
 //! - [`reversal`]: the reversal of a deposit whose block was reorganised away.
 //! - [`withdrawals`]: the hold of a withdrawal to an outside address (no fee, no fee volume),
 //!   resolved by the ordinary capture and void.
@@ -22,6 +24,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod fees;
+pub mod holds;
 pub mod ops;
 pub mod reversal;
 pub mod store;

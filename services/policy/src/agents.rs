@@ -88,6 +88,28 @@ pub(crate) fn parse_policy(view: &PolicyView, url_patterns_max: usize) -> Result
     Ok(policy)
 }
 
+/// Refuses a limit or budget sent in a command above the API's bound
+/// ([`awx_policy_core::usd_api_max`], $1,000,000,000): `invalid_request` naming `field`.
+pub(crate) fn within_usd_max(amount: Option<Amount>, field: &str) -> Result<(), Failure> {
+    let max = awx_policy_core::usd_api_max();
+    match amount {
+        Some(amount) if amount > max => {
+            Err(Failure::invalid(format!("{field}: must be at most {}", format_usd(max))))
+        }
+        Some(_) | None => Ok(()),
+    }
+}
+
+/// [`parse_policy`] of a policy sent in a command: its limits are also within the API's bound
+/// (a policy already stored is read without it).
+fn parse_new_policy(view: &PolicyView, url_patterns_max: usize) -> Result<Policy, Failure> {
+    let policy = parse_policy(view, url_patterns_max)?;
+    within_usd_max(policy.per_payment_max, "per_payment_max")?;
+    within_usd_max(policy.daily_limit, "daily_limit")?;
+    within_usd_max(policy.approval_threshold, "approval_threshold")?;
+    Ok(policy)
+}
+
 /// Checks that `chain` is an EVM CAIP-2 network.
 pub(crate) fn check_chain(chain: &str, field: &str) -> Result<u64, Failure> {
     awx_x402::Network::parse_caip2(chain)
@@ -208,7 +230,7 @@ pub(crate) async fn create(
         command.default_chain.clone().unwrap_or_else(|| engine.settings.default_chain.clone());
     check_chain(&default_chain, "default_chain")?;
     let requested = command.policy.clone().unwrap_or_default();
-    let rules = parse_policy(&requested, engine.settings.url_patterns_max)?;
+    let rules = parse_new_policy(&requested, engine.settings.url_patterns_max)?;
     let policy = canonical(&rules);
 
     let mut conn = engine.pool.acquire().await?;
@@ -331,7 +353,7 @@ pub(crate) async fn set_policy(
     engine: &Engine,
     command: &awx_api::policy::SetPolicy,
 ) -> Result<AgentView, Failure> {
-    let rules = parse_policy(&command.policy, engine.settings.url_patterns_max)?;
+    let rules = parse_new_policy(&command.policy, engine.settings.url_patterns_max)?;
     let policy = canonical(&rules);
     let mut tx = engine.pool.begin().await?;
     let mut agent = live(&mut tx, command.owner, command.agent_id, true).await?;

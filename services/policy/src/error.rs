@@ -15,7 +15,8 @@ pub enum Failure {
         /// For people.
         message: String,
     },
-    /// The database failed (transient: retry).
+    /// The database failed (transient: retry), or refused the data (a data exception: a final
+    /// `invalid_request`, see `HandlerError::database`).
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     /// Something that should not happen (stored data unreadable, a bug).
@@ -45,8 +46,11 @@ impl From<Failure> for HandlerError {
         match failure {
             Failure::Rejected { code, message } => Self::reject(code, message),
             Failure::Database(error) => {
-                tracing::warn!(error.message = %error, "policy command failed on the database; it will be retried");
-                Self::transient(error)
+                let failure = Self::database(&error);
+                if matches!(failure, Self::Transient(_)) {
+                    tracing::warn!(error.message = %error, "policy command failed on the database; it will be retried");
+                }
+                failure
             }
             Failure::Internal(message) => {
                 tracing::error!(error.message = %message, "policy command failed");

@@ -89,9 +89,20 @@ pub(crate) fn choose(
         .by_address(exact.chain_id, exact.asset)
         .ok_or_else(|| Failure::internal("the chosen offer's token is unknown"))?
         .clone();
-    let amount = Amount::from_atomic(u128::try_from(exact.amount).map_err(|_| {
-        Failure::reject(codes::NO_PAYABLE_OFFER, "the offer's amount is too large")
-    })?);
+    let amount = u128::try_from(exact.amount)
+        .ok()
+        .map(Amount::from_atomic)
+        .filter(|amount| *amount <= Amount::api_max(token.decimals))
+        .ok_or_else(|| {
+            Failure::reject(
+                codes::NO_PAYABLE_OFFER,
+                format!(
+                    "the offer's amount is above the most the platform pays ({} {})",
+                    awx_types::API_WHOLE_UNITS_MAX,
+                    token.symbol
+                ),
+            )
+        })?;
     let amount_usd = awx_policy_core::usd_micros(amount, token.decimals)
         .map_err(|error| Failure::reject(codes::NO_PAYABLE_OFFER, error.to_string()))?;
     let (domain_name, domain_version) = exact.domain.as_ref().map_or_else(
@@ -116,6 +127,24 @@ pub(crate) fn choose(
     })
 }
 
+/// The redirect hops of a payment, parsed like its target URL.
+fn redirect_hops(command: &Pay) -> Result<Vec<url::Url>, Failure> {
+    if command.redirect_hops.len() > awx_api::policy::REDIRECT_HOPS_MAX {
+        return Err(Failure::invalid(format!(
+            "redirect_hops: at most {} hops",
+            awx_api::policy::REDIRECT_HOPS_MAX
+        )));
+    }
+    command
+        .redirect_hops
+        .iter()
+        .map(|hop| {
+            awx_policy_core::parse_target(hop)
+                .map_err(|error| Failure::invalid(format!("redirect_hops: {error}")))
+        })
+        .collect()
+}
+
 fn denied(denial: awx_policy_core::Denial) -> Failure {
     Failure::reject(denial.rule.as_str(), denial.message)
 }
@@ -133,6 +162,7 @@ pub(crate) async fn pay(engine: &Engine, command: &Pay) -> Result<PaymentView, F
     }
     let url = awx_policy_core::parse_target(&command.target_url)
         .map_err(|error| Failure::invalid(format!("target_url: {error}")))?;
+    let hops = redirect_hops(command)?;
     let mut conn = engine.pool.acquire().await?;
     let agent = agents::live(&mut conn, owner, command.agent_id, false).await?;
     let session = match command.session_id {
@@ -172,14 +202,21 @@ pub(crate) async fn pay(engine: &Engine, command: &Pay) -> Result<PaymentView, F
     } else {
         Amount::from_atomic(0)
     };
-    let approval = match evaluate(&rules, &request, spent) {
-        Decision::Allow => false,
-        Decision::NeedsApproval => true,
-        Decision::Deny(denial) => return Err(denied(denial)),
-    };
+    // The challenge came from the last hop: every URL on the way must be one the agent (and
+    // the session) may pay.
+    let mut approval = false;
+    for url in std::iter::once(&url).chain(&hops) {
+        match evaluate(&rules, &PaymentRequest { url, ..request }, spent) {
+            Decision::Allow => {}
+            Decision::NeedsApproval => approval = true,
+            Decision::Deny(denial) => return Err(denied(denial)),
+        }
+    }
     if let Some(session_id) = command.session_id {
         let mut session = sessions::load(&mut tx, owner, session_id, true).await?;
-        session.rules.check(&request, now).map_err(denied)?;
+        for url in std::iter::once(&url).chain(&hops) {
+            session.rules.check(&PaymentRequest { url, ..request }, now).map_err(denied)?;
+        }
         session.rules.reserve(chosen.amount_usd).map_err(denied)?;
         sessions::save_counters(&mut tx, &session).await?;
     }

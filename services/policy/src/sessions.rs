@@ -117,6 +117,7 @@ pub(crate) async fn create(
     if budget.is_zero() {
         return Err(Failure::invalid("budget_limit must be positive"));
     }
+    agents::within_usd_max(Some(budget), "budget_limit")?;
     let ttl_max = engine.settings.session_ttl_seconds_max;
     if command.ttl_seconds == 0 || command.ttl_seconds > ttl_max {
         return Err(Failure::invalid(format!("ttl_seconds must be 1 to {ttl_max}")));

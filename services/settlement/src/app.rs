@@ -1,5 +1,5 @@
-//! Building and running the settlement service: the facilitator's command server, the resumer,
-//! and the operations endpoints.
+//! Building and running the settlement service: the facilitator's command server, the resumers
+//! (one per chain), and the operations endpoints.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -61,7 +61,15 @@ impl SettlementService {
             .context("registering the facilitator commands")?;
         let commands = shutdown.spawn(server.run(shutdown.token()));
         let interval = Duration::from_millis(self.facilitator.settings.resume_interval_ms);
-        shutdown.spawn(crate::resumer::run(self.facilitator.clone(), interval, shutdown.token()));
+        // One resumer per chain: a node that does not answer holds up only its own chain.
+        for chain in self.facilitator.chains() {
+            shutdown.spawn(crate::resumer::run(
+                self.facilitator.clone(),
+                chain.clone(),
+                interval,
+                shutdown.token(),
+            ));
+        }
         if self.facilitator.settings.batch.enabled {
             let worker = Arc::new(crate::batch::BatchWorker::new(self.facilitator.clone()));
             shutdown.spawn(crate::batch::run(worker, shutdown.token()));

@@ -15,6 +15,11 @@ use crate::batch::{
 use crate::facilitator::{Chain, FacilitatorError, now_unix_seconds};
 use crate::settle::lower;
 
+/// The most payments one net transfer covers: a group with more is planned as several
+/// transfers, so what travels on the bus about one transfer (its decision request, its signing
+/// request, its confirmation event) stays well within the bus's message size.
+pub const NET_TRANSFER_ITEMS_MAX: i64 = 5_000;
+
 impl BatchWorker {
     /// Step 2: reads expired items' authorizations on chain.
     pub(crate) async fn classify(
@@ -98,11 +103,13 @@ impl BatchWorker {
             "SELECT token, payer, payee, sum(amount)::text,
                     min(greatest(extract(epoch FROM captured_at)::bigint, valid_before)),
                     array_agg(payment_id ORDER BY payment_id)
-             FROM settlement.items
-             WHERE network = $1 AND state = 'queued' AND eligible_at IS NOT NULL
-             GROUP BY token, payer, payee",
+             FROM (SELECT *, (row_number() OVER (PARTITION BY token, payer, payee ORDER BY payment_id) - 1) / $2 AS part
+                   FROM settlement.items
+                   WHERE network = $1 AND state = 'queued' AND eligible_at IS NOT NULL) i
+             GROUP BY token, payer, payee, part",
         )
         .bind(&network)
+        .bind(NET_TRANSFER_ITEMS_MAX)
         .fetch_all(&self.facilitator.pool)
         .await?;
         let mut payers_out: Vec<(String, String)> = Vec::new();
@@ -176,12 +183,14 @@ impl BatchWorker {
         let groups = sqlx::query(
             "SELECT token, payer, sum(fee)::text, min(extract(epoch FROM captured_at)::bigint),
                     array_agg(payment_id ORDER BY payment_id)
-             FROM settlement.items i
-             WHERE network = $1 AND fee > 0 AND state <> 'queued'
-               AND NOT EXISTS (SELECT 1 FROM settlement.net_transfer_items l WHERE l.payment_id = i.payment_id AND l.kind = 'fee')
-             GROUP BY token, payer",
+             FROM (SELECT *, (row_number() OVER (PARTITION BY token, payer ORDER BY payment_id) - 1) / $2 AS part
+                   FROM settlement.items i
+                   WHERE network = $1 AND fee > 0 AND state <> 'queued'
+                     AND NOT EXISTS (SELECT 1 FROM settlement.net_transfer_items l WHERE l.payment_id = i.payment_id AND l.kind = 'fee')) i
+             GROUP BY token, payer, part",
         )
         .bind(chain.network.to_string())
+        .bind(NET_TRANSFER_ITEMS_MAX)
         .fetch_all(&self.facilitator.pool)
         .await?;
         for group in groups {

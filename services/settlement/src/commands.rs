@@ -38,6 +38,10 @@ fn handler_error(error: FacilitatorError) -> HandlerError {
             HandlerError::reject(codes::FAUCET_UNAVAILABLE, message)
         }
         FacilitatorError::Rejected { code, message } => HandlerError::reject(&code, message),
+        // Postgres refused the request's data (a NUL character, a number out of range): final.
+        FacilitatorError::Database(error) if HandlerError::is_data_exception(&error) => {
+            HandlerError::database(&error)
+        }
         other @ (FacilitatorError::Signer(_)
         | FacilitatorError::Ledger(_)
         | FacilitatorError::Inconsistent(_)

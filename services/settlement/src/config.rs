@@ -211,9 +211,16 @@ pub struct SettlementSettings {
     pub bus: awx_bus::BusConfig,
     /// The chains served.
     pub networks: Vec<NetworkSettings>,
+    /// How long one JSON-RPC call to a chain's node may take (connecting, sending and reading
+    /// the whole answer) before it fails, on every chain and for every call: verify, settle,
+    /// receipts, the resumer, the batch worker, the faucet and the watcher (whose own
+    /// `watch.rpc_timeout_ms` also applies). A wait made of several calls, such as a settle's
+    /// `receipt_wait_ms`, may take longer in all. Default 10000.
+    pub rpc_timeout_ms: u64,
     /// Gas limit = estimate × this / 100.
     pub gas_limit_percent: u64,
-    /// How often in-flight transactions are re-broadcast or checked for receipts.
+    /// How often in-flight transactions are re-broadcast or checked for receipts (by one loop
+    /// per chain).
     pub resume_interval_ms: u64,
     /// How long to wait for the signer.
     pub signer_timeout_ms: u64,
@@ -237,6 +244,7 @@ impl Default for SettlementSettings {
             database: DatabaseSettings::default(),
             bus: awx_bus::BusConfig::new(SERVICE, SERVICE),
             networks: Vec::new(),
+            rpc_timeout_ms: 10_000,
             gas_limit_percent: 130,
             resume_interval_ms: 1_000,
             signer_timeout_ms: 10_000,
@@ -246,6 +254,13 @@ impl Default for SettlementSettings {
             watch: WatchSettings::default(),
             telemetry: TelemetrySettings::default(),
         }
+    }
+}
+
+impl SettlementSettings {
+    /// How calls to the chains' nodes are bounded (`rpc_timeout_ms`).
+    pub fn rpc_options(&self) -> awx_chain::RpcOptions {
+        awx_chain::RpcOptions::with_timeout(std::time::Duration::from_millis(self.rpc_timeout_ms))
     }
 }
 
@@ -269,6 +284,9 @@ impl Validate for SettlementSettings {
                     network.network
                 ));
             }
+        }
+        if self.rpc_timeout_ms == 0 {
+            return Err("rpc_timeout_ms must be positive".into());
         }
         if self.gas_limit_percent < 100
             || self.resume_interval_ms == 0
@@ -312,6 +330,7 @@ mod tests {
         let settings = SettlementSettings::default();
         settings.validate().unwrap();
         assert_eq!(settings.policy_timeout_ms, 5_000);
+        assert_eq!(settings.rpc_timeout_ms, 10_000);
         assert_eq!(settings.batch.interval_seconds, 300);
         assert_eq!(settings.batch.threshold_usd, "10.00");
         assert_eq!(settings.batch.max_delay_seconds, 3_600);
@@ -345,6 +364,8 @@ mod tests {
         assert!(settings.validate().is_err());
         let settings = SettlementSettings { policy_timeout_ms: 0, ..SettlementSettings::default() };
         assert!(settings.validate().is_err());
+        let settings = SettlementSettings { rpc_timeout_ms: 0, ..SettlementSettings::default() };
+        assert!(settings.validate().unwrap_err().contains("rpc_timeout_ms"));
         let mut settings = SettlementSettings::default();
         settings.batch.threshold_usd = "25".into();
         settings.validate().unwrap();

@@ -176,7 +176,9 @@ impl Facilitator {
                     network.network
                 ))
             })?;
-            let client = ChainClient::connect(&network.rpc_url).map_err(chain_error)?;
+            let client =
+                ChainClient::connect_with_options(&network.rpc_url, settings.rpc_options())
+                    .map_err(chain_error)?;
             let faucet_token = network.faucet_token.filter(|_| network.faucet);
             let mut watch_tokens = network.watch.tokens.clone();
             if watch_tokens.is_empty() {

@@ -195,10 +195,13 @@ impl awx_bus::EventHandler<awx_api::policy::PaymentCaptured> for CapturedHandler
         event: awx_api::policy::PaymentCaptured,
         _meta: awx_bus::EventMeta,
     ) -> Result<(), awx_bus::HandlerError> {
-        insert_item(tx, event.provider, &event.captured, None)
-            .await
-            .map(|_| ())
-            .map_err(awx_bus::HandlerError::transient)
+        insert_item(tx, event.provider, &event.captured, None).await.map(|_| ()).map_err(|error| {
+            match error {
+                // Postgres refused the event's data: redelivering cannot help.
+                FacilitatorError::Database(error) => awx_bus::HandlerError::database(&error),
+                other => awx_bus::HandlerError::transient(other),
+            }
+        })
     }
 }
 

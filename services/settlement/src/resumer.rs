@@ -7,6 +7,9 @@
 //! Several replicas may run it: re-sending a signed transaction is the same transaction, and
 //! recording an outcome (or a deposit, idempotent in the ledger by transaction and log index) is
 //! idempotent.
+//!
+//! The service runs one loop per chain ([`run`]), each reading only its chain's transactions, so
+//! a slow or unanswering node delays only its own chain's transactions.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,29 +22,43 @@ use uuid::Uuid;
 use crate::facilitator::{Chain, Facilitator, FacilitatorError};
 use crate::faucet::FaucetDeposit;
 
-/// One pass over transactions in flight (untouched for a second); returns how many it finished.
+/// One pass over every served chain's transactions in flight, one chain after another (for
+/// tests and tools; the service runs [`run`] per chain); returns how many it finished.
 pub async fn resume_once(facilitator: &Facilitator) -> Result<usize, FacilitatorError> {
+    let mut finished = 0;
+    for chain in facilitator.chains() {
+        finished += resume_chain_once(facilitator, chain).await?;
+    }
+    Ok(finished)
+}
+
+/// One pass over `chain`'s transactions in flight (untouched for a second); returns how many it
+/// finished.
+pub async fn resume_chain_once(
+    facilitator: &Facilitator,
+    chain: &Chain,
+) -> Result<usize, FacilitatorError> {
+    let chain_id = i64::try_from(chain.chain_id).map_err(|_| {
+        FacilitatorError::Inconsistent(format!("chain id {} is out of range", chain.chain_id))
+    })?;
     let rows = sqlx::query(
-        "SELECT t.id, t.chain_id, t.raw, t.hash, t.state, t.purpose, t.settlement_id, t.deposit, s.payload
+        "SELECT t.id, t.raw, t.hash, t.state, t.purpose, t.settlement_id, t.deposit, s.payload
          FROM settlement.chain_txs t LEFT JOIN settlement.settlements s ON s.id = t.settlement_id
-         WHERE (t.state IN ('signed', 'broadcast') AND t.purpose <> 'batch' OR t.state = 'signed' AND t.purpose = 'batch')
+         WHERE t.chain_id = $1
+           AND (t.state IN ('signed', 'broadcast') AND t.purpose <> 'batch' OR t.state = 'signed' AND t.purpose = 'batch')
            AND t.updated_at < now() - interval '1 second'
          ORDER BY t.updated_at LIMIT 100",
     )
+    .bind(chain_id)
     .fetch_all(&facilitator.pool)
     .await?;
     let mut finished = 0;
     for row in rows {
         let chain_tx_id: Uuid = row.get(0);
-        let chain_id: i64 = row.get(1);
-        let raw: Vec<u8> = row.get(2);
-        let hash: String = row.get(3);
-        let state: String = row.get(4);
-        let purpose: String = row.get(5);
-        let Some(chain) = u64::try_from(chain_id).ok().and_then(|id| facilitator.chain_by_id(id))
-        else {
-            continue;
-        };
+        let raw: Vec<u8> = row.get(1);
+        let hash: String = row.get(2);
+        let state: String = row.get(3);
+        let purpose: String = row.get(4);
         let Ok(hash) = hash.parse::<B256>() else { continue };
         if state == "signed" {
             facilitator.broadcast(chain, chain_tx_id, &raw).await;
@@ -59,13 +76,13 @@ pub async fn resume_once(facilitator: &Facilitator) -> Result<usize, Facilitator
         };
         let done = match purpose.as_str() {
             "settlement" => {
-                let settlement_id: Option<Uuid> = row.get(6);
-                let payload: Option<serde_json::Value> = row.get(8);
+                let settlement_id: Option<Uuid> = row.get(5);
+                let payload: Option<serde_json::Value> = row.get(7);
                 finish_settlement(facilitator, chain, settlement_id, payload, hash, &receipt)
                     .await?
             }
             "faucet" => {
-                let deposit: Option<serde_json::Value> = row.get(7);
+                let deposit: Option<serde_json::Value> = row.get(6);
                 let Some(deposit) =
                     deposit.and_then(|value| serde_json::from_value::<FaucetDeposit>(value).ok())
                 else {
@@ -120,14 +137,25 @@ async fn finish_settlement(
     Ok(true)
 }
 
-/// Resumes every `interval` until cancelled.
-pub async fn run(facilitator: Arc<Facilitator>, interval: Duration, cancel: CancellationToken) {
+/// Resumes `chain`'s transactions every `interval` until cancelled. Cancelling stops a pass
+/// where it is, as a crash would (each step is idempotent, and the next pass takes over).
+pub async fn run(
+    facilitator: Arc<Facilitator>,
+    chain: Chain,
+    interval: Duration,
+    cancel: CancellationToken,
+) {
+    let network = chain.network.to_string();
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
-            () = tokio::time::sleep(interval) => {
-                if let Err(error) = resume_once(&facilitator).await {
-                    tracing::warn!(error.message = %error, "resuming settlements failed; retrying");
+            () = tokio::time::sleep(interval) => {}
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            result = resume_chain_once(&facilitator, &chain) => {
+                if let Err(error) = result {
+                    tracing::warn!(%network, error.message = %error, "resuming chain transactions failed; retrying");
                 }
             }
         }

@@ -9,6 +9,9 @@ use uuid::Uuid;
 use crate::facilitator::{Facilitator, FacilitatorError};
 use crate::own::settle_by_unix;
 
+/// The most payments a page of settlements lists (about 40 bytes each on the bus).
+pub const PAGE_PAYMENTS_MAX: usize = 20_000;
+
 fn parse<T: std::str::FromStr>(text: &str) -> Result<T, FacilitatorError> {
     text.parse().map_err(|_| FacilitatorError::Inconsistent(format!("stored value {text:?}")))
 }
@@ -50,7 +53,9 @@ impl Facilitator {
         }))
     }
 
-    /// A provider's net transfers (kind `payee`), newest first.
+    /// A provider's net transfers (kind `payee`), newest first: `limit` of them, or fewer when
+    /// together they cover more than [`PAGE_PAYMENTS_MAX`] payments (`has_more` then says
+    /// more follow), so the answer stays within the bus's message size.
     pub async fn list_settlements(
         &self,
         query: &ListSettlements,
@@ -71,10 +76,20 @@ impl Facilitator {
         .bind(limit.saturating_add(1))
         .fetch_all(&self.pool)
         .await?;
-        let has_more = i64::try_from(rows.len()).unwrap_or(i64::MAX) > limit;
-        let settlements = rows
-            .iter()
-            .take(usize::try_from(limit).unwrap_or(100))
+        let mut has_more = i64::try_from(rows.len()).unwrap_or(i64::MAX) > limit;
+        let mut covered = 0_usize;
+        let mut page = Vec::new();
+        for row in rows.iter().take(usize::try_from(limit).unwrap_or(100)) {
+            let payments: Vec<Uuid> = row.get(11);
+            covered = covered.saturating_add(payments.len());
+            if covered > PAGE_PAYMENTS_MAX && !page.is_empty() {
+                has_more = true;
+                break;
+            }
+            page.push(row);
+        }
+        let settlements = page
+            .into_iter()
             .map(|row| {
                 let tx_hash: Option<String> = row.get(7);
                 let payments: Vec<Uuid> = row.get(11);

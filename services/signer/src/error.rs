@@ -65,7 +65,8 @@ pub enum SignFailure {
     /// The backend failed (transient: retry).
     #[error("signer: {0}")]
     Signer(#[from] SignerError),
-    /// The database failed (transient: retry).
+    /// The database failed (transient: retry), or refused the data (a data exception: final,
+    /// `invalid_request`).
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     /// A broken invariant: a stored result that does not read back, a signature that does not
@@ -89,6 +90,10 @@ impl SignFailure {
             Self::NonceAlreadySigned { .. } => Some(codes::NONCE_ALREADY_SIGNED),
             Self::PaymentAlreadyNetted(_) => Some(codes::PAYMENT_ALREADY_NETTED),
             Self::UnknownPayment(_) => Some(codes::UNKNOWN_PAYMENT),
+            // Postgres refused the command's data (a number out of range, say): final.
+            Self::Database(error) if awx_bus::HandlerError::is_data_exception(error) => {
+                Some(codes::INVALID_REQUEST)
+            }
             Self::Signer(_) | Self::Database(_) | Self::Internal(_) => None,
         }
     }

@@ -175,6 +175,8 @@ pub struct Fetched {
     pub url: Url,
     /// How many redirects were followed.
     pub redirects: u32,
+    /// The URLs redirected to, in order (the last is `url`); empty without redirects.
+    pub hops: Vec<Url>,
     /// The status.
     pub status: StatusCode,
     /// The headers.
@@ -241,6 +243,7 @@ impl Outbound {
 
     async fn fetch(&self, mut url: Url) -> Result<Fetched, OutboundError> {
         let mut redirects = 0_u32;
+        let mut hops = Vec::new();
         loop {
             let mut response = self
                 .client
@@ -257,6 +260,7 @@ impl Outbound {
                     return Err(OutboundError::TooManyRedirects { max: self.redirects_max });
                 }
                 redirects = redirects.saturating_add(1);
+                hops.push(next.clone());
                 url = next;
                 continue;
             }
@@ -264,6 +268,7 @@ impl Outbound {
             return Ok(Fetched {
                 url,
                 redirects,
+                hops,
                 status,
                 headers: response.headers().clone(),
                 body,

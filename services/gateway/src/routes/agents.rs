@@ -23,8 +23,8 @@ use crate::routes::ledger::BalanceView;
 use crate::state::AppState;
 use crate::upstream;
 
-/// A spending policy. Limits are US dollars as decimal strings; an absent limit or an empty list
-/// does not restrict.
+/// A spending policy. Limits are US dollars as decimal strings, at most 1000000000 ($1e9); an
+/// absent limit or an empty list does not restrict.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyBody {
@@ -54,7 +54,18 @@ pub struct PolicyBody {
 }
 
 impl PolicyBody {
-    fn into_view(self) -> Result<PolicyView, ApiError> {
+    /// The policy to send; `prefix` is where it sits in the request body (`policy.` or none),
+    /// for the fields named in errors. A limit above the platform's bound is refused here.
+    fn into_view(self, prefix: &str) -> Result<PolicyView, ApiError> {
+        for (field, limit) in [
+            ("per_payment_max", &self.per_payment_max),
+            ("daily_limit", &self.daily_limit),
+            ("approval_threshold", &self.approval_threshold),
+        ] {
+            if let Some(text) = limit {
+                super::dollars_within_max(text, &format!("{prefix}{field}"))?;
+            }
+        }
         let payee_allowlist = self
             .payee_allowlist
             .iter()
@@ -62,7 +73,7 @@ impl PolicyBody {
             .map(|(index, text)| {
                 text.parse().map_err(|_| {
                     ApiError::new(crate::error::ErrorCode::InvalidField, "not an address")
-                        .with_field(format!("policy.payee_allowlist[{index}]"))
+                        .with_field(format!("{prefix}payee_allowlist[{index}]"))
                 })
             })
             .collect::<Result<_, _>>()?;
@@ -176,7 +187,7 @@ fn agent_id(text: &str) -> Result<AgentId, ApiError> {
     request_body = CreateAgentRequest,
     responses(
         (status = 201, description = "The agent", body = AgentResponse),
-        (status = 400, description = "Invalid name, chain or policy", body = ErrorBody),
+        (status = 400, description = "Invalid name, chain or policy (a limit above $1,000,000,000, say)", body = ErrorBody),
         (status = 403, description = "The key lacks the admin scope", body = ErrorBody),
         (status = 503, description = "The signer or the policy service is unavailable", body = ErrorBody),
     )
@@ -188,7 +199,7 @@ pub async fn create_agent(
     ApiJson(request): ApiJson<CreateAgentRequest>,
 ) -> Result<(StatusCode, axum::Json<AgentResponse>), ApiError> {
     principal.require(Scope::Admin)?;
-    let policy = request.policy.map(PolicyBody::into_view).transpose()?;
+    let policy = request.policy.map(|policy| policy.into_view("policy.")).transpose()?;
     let command = policy::CreateAgent {
         owner: principal.account_id,
         // The same id on every attempt of an idempotent request (see `MintedId`).
@@ -231,6 +242,7 @@ pub async fn list_agents(
     params(("agent_id" = String, Path, description = "The agent (`agt_…`)")),
     responses(
         (status = 200, description = "The agent", body = AgentResponse),
+        (status = 400, description = "A path parameter holds a control character such as %00 (`invalid_field` names it)", body = ErrorBody),
         (status = 404, description = "No such agent", body = ErrorBody),
     )
 )]
@@ -261,6 +273,7 @@ pub async fn get_agent(
     params(("agent_id" = String, Path, description = "The agent (`agt_…`)")),
     responses(
         (status = 200, description = "The deleted agent", body = AgentResponse),
+        (status = 400, description = "A path parameter holds a control character such as %00 (`invalid_field` names it)", body = ErrorBody),
         (status = 404, description = "No such agent", body = ErrorBody),
     )
 )]
@@ -288,7 +301,7 @@ pub async fn delete_agent(
     request_body = PolicyBody,
     responses(
         (status = 200, description = "The agent with its new policy", body = AgentResponse),
-        (status = 400, description = "Invalid policy", body = ErrorBody),
+        (status = 400, description = "Invalid policy (a limit above $1,000,000,000, say)", body = ErrorBody),
         (status = 404, description = "No such agent", body = ErrorBody),
     )
 )]
@@ -303,7 +316,7 @@ pub async fn set_policy(
     let command = policy::SetPolicy {
         owner: principal.account_id,
         agent_id: agent,
-        policy: body.into_view()?,
+        policy: body.into_view("")?,
     };
     let view = upstream::call(&state, "policy", &command).await?;
     Ok(axum::Json(AgentResponse::new(view)))
@@ -313,7 +326,7 @@ pub async fn set_policy(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FundRequest {
-    /// How much, in the token's units.
+    /// How much, in the token's units: positive, at most 1000000000 (10^9 whole tokens).
     #[schema(example = "10.00")]
     pub amount: String,
     /// The chain (the agent's default when absent); it must have a faucet (development only).
@@ -343,7 +356,7 @@ pub struct FundResponse {
     request_body = FundRequest,
     responses(
         (status = 200, description = "Minted and recorded", body = FundResponse),
-        (status = 400, description = "Invalid amount, or no faucet on the chain", body = ErrorBody),
+        (status = 400, description = "Invalid amount (not positive, more decimals than the token has, or above 10^9 tokens), or no faucet on the chain", body = ErrorBody),
         (status = 404, description = "No such agent", body = ErrorBody),
         (status = 503, description = "The chain did not confirm in time", body = ErrorBody),
     )

@@ -36,6 +36,9 @@ pub struct FetchedChallenge {
     pub url: String,
     /// How many redirects were followed.
     pub redirects: u32,
+    /// The URLs redirected to, in order (the last is `url`): a payment checks each against the
+    /// agent's and the session's allowed URLs.
+    pub hops: Vec<String>,
     /// The answer's status.
     pub status: StatusCode,
     /// The challenge, or why the answer is not one.
@@ -79,6 +82,7 @@ pub async fn fetch_challenge(state: &AppState, url: &str) -> Result<FetchedChall
     Ok(FetchedChallenge {
         url: fetched.url.to_string(),
         redirects: fetched.redirects,
+        hops: fetched.hops.iter().map(ToString::to_string).collect(),
         status: fetched.status,
         challenge,
     })

@@ -2,15 +2,19 @@
 //! `GET /supported` under `/api/v1/x402/facilitator`, in the official protocol's shapes, so the
 //! official `HTTPFacilitatorClient` works against it with our key in `X-API-Key`.
 //!
-//! Thin: the body is read as a facilitator request (a request that cannot be read is 400 naming
-//! the field), sent to the settlement service over the bus, and its answer returned with HTTP 200,
-//! including business failures (`isValid: false`, `success: false`).
+//! Thin: the body is read as a facilitator request (a request that cannot be read, or whose
+//! amount is above the platform's bound, is 400 naming the field), sent to the settlement service
+//! over the bus, and its answer returned with HTTP 200, including business failures
+//! (`isValid: false`, `success: false`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use awx_api::facilitator::{Settle, Supported, Verify};
-use awx_x402::{FacilitatorRequest, RequestError};
+use awx_types::{API_WHOLE_UNITS_MAX, Amount, AmountError};
+use awx_x402::{
+    ExactEvmPayload, FacilitatorRequest, NormalizedRequest, RequestError, TokenRegistry,
+};
 use axum::extract::State;
 
 use crate::auth::Principal;
@@ -20,9 +24,10 @@ use crate::extract::ApiJson;
 use crate::state::AppState;
 use crate::upstream;
 
-/// Checks that a facilitator request can be read, naming the field that cannot.
-pub fn readable(request: &FacilitatorRequest) -> Result<(), ApiError> {
-    request.normalize().map(|_| ()).map_err(|error| match error {
+/// Checks that a facilitator request can be read, naming the field that cannot, and that its
+/// amounts are within the platform's bound ([`amounts_within_max`]).
+pub fn readable(registry: &TokenRegistry, request: &FacilitatorRequest) -> Result<(), ApiError> {
+    let normalized = request.normalize().map_err(|error| match error {
         RequestError::UnsupportedVersion => {
             ApiError::new(ErrorCode::InvalidField, error.to_string())
                 .with_field("paymentPayload.x402Version")
@@ -31,7 +36,73 @@ pub fn readable(request: &FacilitatorRequest) -> Result<(), ApiError> {
             let path = path.clone();
             ApiError::new(ErrorCode::InvalidField, error.to_string()).with_field(path)
         }
-    })
+    })?;
+    amounts_within_max(registry, &normalized)
+}
+
+/// Whether the atomic amount `text` is above `max`. Text that is not a plain decimal integer is
+/// not judged here: verification answers it (`isValid: false`).
+fn above(text: &str, max: Amount) -> bool {
+    match Amount::parse_atomic(text) {
+        Ok(amount) => amount > max,
+        Err(error) => error == AmountError::Overflow,
+    }
+}
+
+/// Refuses (400 `invalid_field`, naming the field) an amount of a facilitator request above the
+/// platform's bound: in a token the platform knows (its registry), [`API_WHOLE_UNITS_MAX`]
+/// whole tokens (10^15 atomic units of USDC); in any other asset, whose decimals are unknown,
+/// the largest amount the ledger holds (2^128 - 1 atomic units). The fields are the
+/// requirements' amount (`maxAmountRequired` in v1), the payload's `accepted.amount` (v2) and
+/// the signed value (`authorization.value`, or Permit2's `permitted.amount`).
+pub fn amounts_within_max(
+    registry: &TokenRegistry,
+    request: &NormalizedRequest,
+) -> Result<(), ApiError> {
+    let requirements = &request.requirements;
+    let token = requirements
+        .exact_evm()
+        .ok()
+        .and_then(|offer| registry.by_address(offer.chain_id, offer.asset));
+    let (max, unit) = token.map_or((Amount::MAX, None), |token| {
+        (Amount::api_max(token.decimals), Some(token.symbol.as_str()))
+    });
+    let refuse = |field: &str| {
+        let bound = match unit {
+            Some(symbol) => format!("{API_WHOLE_UNITS_MAX} {symbol} ({max} atomic units)"),
+            None => format!("{max} atomic units"),
+        };
+        Err(ApiError::new(ErrorCode::InvalidField, format!("{field} must be at most {bound}"))
+            .with_field(field))
+    };
+    let v1 = request.x402_version == awx_x402::v1::X402_VERSION_1;
+    if above(&requirements.amount, max) {
+        return refuse(if v1 {
+            "paymentRequirements.maxAmountRequired"
+        } else {
+            "paymentRequirements.amount"
+        });
+    }
+    // In v1, `accepted` is built from the requirements.
+    if !v1 && above(&request.payload.accepted.amount, max) {
+        return refuse("paymentPayload.accepted.amount");
+    }
+    let signed = match ExactEvmPayload::from_json(&request.payload.payload) {
+        Ok(ExactEvmPayload::Eip3009(eip3009)) => {
+            Some(("paymentPayload.payload.authorization.value", eip3009.authorization.value))
+        }
+        Ok(ExactEvmPayload::Permit2(permit2)) => Some((
+            "paymentPayload.payload.permit2Authorization.permitted.amount",
+            permit2.permit2_authorization.permitted.amount,
+        )),
+        Err(_) => None,
+    };
+    if let Some((field, value)) = signed
+        && u128::try_from(value).ok().is_none_or(|atomic| Amount::from_atomic(atomic) > max)
+    {
+        return refuse(field);
+    }
+    Ok(())
 }
 
 /// Verifies a payment against the provider's requirements.
@@ -41,7 +112,7 @@ pub fn readable(request: &FacilitatorRequest) -> Result<(), ApiError> {
     request_body(content = Object, description = "`{x402Version, paymentPayload, paymentRequirements}` (x402 v2, or v1 for v1 payloads)"),
     responses(
         (status = 200, description = "A VerifyResponse: `{isValid, invalidReason?, invalidMessage?, payer?}`; an invalid payment is 200 with `isValid: false`", body = Object),
-        (status = 400, description = "The request cannot be read", body = ErrorBody),
+        (status = 400, description = "The request cannot be read, or an amount is above the bound: 10^9 whole tokens of a token the platform knows (10^15 atomic units of USDC), 2^128 - 1 atomic units of any other (`invalid_field` names it)", body = ErrorBody),
         (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody),
         (status = 403, description = "The key lacks the provider scope", body = ErrorBody),
         (status = 503, description = "The facilitator or the chain is unavailable", body = ErrorBody),
@@ -53,7 +124,7 @@ pub async fn verify(
     ApiJson(request): ApiJson<FacilitatorRequest>,
 ) -> Result<axum::Json<awx_x402::VerifyResponse>, ApiError> {
     principal.require(Scope::Provider)?;
-    readable(&request)?;
+    readable(&state.registry, &request)?;
     let reply =
         upstream::call(&state, "settlement", &Verify { provider: principal.account_id, request })
             .await?;
@@ -70,7 +141,7 @@ pub async fn verify(
     request_body(content = Object, description = "`{x402Version, paymentPayload, paymentRequirements}`"),
     responses(
         (status = 200, description = "A SettleResponse: `{success, transaction, network, payer?, errorReason?, errorMessage?}`", body = Object),
-        (status = 400, description = "The request cannot be read", body = ErrorBody),
+        (status = 400, description = "The request cannot be read, or an amount is above the bound: 10^9 whole tokens of a token the platform knows (10^15 atomic units of USDC), 2^128 - 1 atomic units of any other (`invalid_field` names it)", body = ErrorBody),
         (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody),
         (status = 403, description = "The key lacks the provider scope", body = ErrorBody),
         (status = 503, description = "The facilitator or the chain is unavailable", body = ErrorBody),
@@ -82,7 +153,7 @@ pub async fn settle(
     ApiJson(request): ApiJson<FacilitatorRequest>,
 ) -> Result<axum::Json<awx_x402::SettleResponse>, ApiError> {
     principal.require(Scope::Provider)?;
-    readable(&request)?;
+    readable(&state.registry, &request)?;
     let reply = upstream::call_with_timeout(
         &state,
         "settlement",

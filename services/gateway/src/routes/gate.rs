@@ -183,7 +183,8 @@ pub async fn action(
                     return envelope(StatusCode::BAD_REQUEST, code, error.to_string(), Value::Null);
                 }
             };
-            if let Err(error) = super::facilitator::readable(&facilitator_request) {
+            if let Err(error) = super::facilitator::readable(&state.registry, &facilitator_request)
+            {
                 return unreadable(&error, error.field());
             }
             if action == "x402.verify" {

@@ -269,6 +269,7 @@ pub async fn list_keys(
     params(("key_id" = String, Path, description = "The key id (`key_…`)")),
     responses(
         (status = 200, description = "The key", body = KeyView),
+        (status = 400, description = "A path parameter holds a control character such as %00 (`invalid_field` names it)", body = ErrorBody),
         (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody),
         (status = 403, description = "The key lacks the admin scope", body = ErrorBody),
         (status = 404, description = "No such key in the account", body = ErrorBody),
@@ -294,6 +295,7 @@ pub async fn get_key(
     params(("key_id" = String, Path, description = "The key id (`key_…`)")),
     responses(
         (status = 200, description = "The revoked key", body = KeyView),
+        (status = 400, description = "A path parameter holds a control character such as %00 (`invalid_field` names it)", body = ErrorBody),
         (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody),
         (status = 403, description = "The key lacks the admin scope", body = ErrorBody),
         (status = 404, description = "No such key in the account", body = ErrorBody),

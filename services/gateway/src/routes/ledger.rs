@@ -163,6 +163,7 @@ fn symbol(state: &AppState, asset: &Asset) -> Option<String> {
     params(("agent_id" = String, Path, description = "The agent (`agt_…`)")),
     responses(
         (status = 200, description = "The agent's balances", body = BalancesView),
+        (status = 400, description = "A path parameter holds a control character such as %00 (`invalid_field` names it)", body = ErrorBody),
         (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody),
         (status = 403, description = "The key lacks the agent or admin scope", body = ErrorBody),
         (status = 404, description = "No such agent", body = ErrorBody),

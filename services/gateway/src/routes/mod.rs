@@ -55,6 +55,9 @@ pub fn router() -> OpenApiRouter<Arc<AppState>> {
             withdrawals::get_withdrawal_addresses,
             withdrawals::set_withdrawal_addresses
         ))
+        // Innermost, after authentication: a path parameter or query string holding a control
+        // character is refused before any handler runs.
+        .route_layer(axum::middleware::from_fn(crate::middleware::refuse_control_characters))
 }
 
 /// The rate-limit action of a route: requests are limited per (key, action) and per action.
@@ -135,24 +138,51 @@ pub(crate) async fn own_agent(
     crate::upstream::call(state, "policy", &get).await
 }
 
-/// A positive amount of `token`, exactly (no more decimals than it has); 400 on `amount`.
+/// The message of an amount above [`awx_types::API_WHOLE_UNITS_MAX`] whole units of `unit`.
+fn too_large(field: &str, unit: &str) -> crate::error::ApiError {
+    crate::error::ApiError::new(
+        crate::error::ErrorCode::InvalidField,
+        format!("{field} must be at most {} {unit}", awx_types::API_WHOLE_UNITS_MAX),
+    )
+    .with_field(field)
+}
+
+/// A positive amount of `token`, exactly (no more decimals than it has), of at most
+/// [`awx_types::API_WHOLE_UNITS_MAX`] whole tokens (`Amount::api_max`); 400 `invalid_field` on
+/// `amount`.
 pub(crate) fn positive_amount(
     text: &str,
     token: &awx_x402::TokenInfo,
 ) -> Result<awx_types::Amount, crate::error::ApiError> {
-    awx_types::Amount::from_decimal_str(text, token.decimals)
-        .ok()
-        .filter(|amount| !amount.is_zero())
-        .ok_or_else(|| {
-            crate::error::ApiError::new(
-                crate::error::ErrorCode::InvalidField,
-                format!(
-                    "amount must be a positive amount of {} with at most {} decimals",
-                    token.symbol, token.decimals
-                ),
-            )
-            .with_field("amount")
-        })
+    match awx_types::Amount::from_decimal_str(text, token.decimals) {
+        Ok(amount) if amount > awx_types::Amount::api_max(token.decimals) => {
+            Err(too_large("amount", &token.symbol))
+        }
+        Err(awx_types::AmountError::Overflow) => Err(too_large("amount", &token.symbol)),
+        Ok(amount) if !amount.is_zero() => Ok(amount),
+        Ok(_) | Err(_) => Err(crate::error::ApiError::new(
+            crate::error::ErrorCode::InvalidField,
+            format!(
+                "amount must be a positive amount of {} with at most {} decimals",
+                token.symbol, token.decimals
+            ),
+        )
+        .with_field("amount")),
+    }
+}
+
+/// The decimals of a dollar amount (a limit or a budget): micro-dollars.
+const USD_DECIMALS: u8 = 6;
+
+/// Refuses a dollar amount (a spending limit or a budget) above
+/// [`awx_types::API_WHOLE_UNITS_MAX`] dollars ($1,000,000,000); 400 `invalid_field` on `field`.
+/// Any other mistake in it is the policy service's to name, which reads it.
+pub(crate) fn dollars_within_max(text: &str, field: &str) -> Result<(), crate::error::ApiError> {
+    let above = match awx_types::Amount::from_decimal_str(text, USD_DECIMALS) {
+        Ok(amount) => amount > awx_types::Amount::api_max(USD_DECIMALS),
+        Err(error) => error == awx_types::AmountError::Overflow,
+    };
+    if above { Err(too_large(field, "dollars")) } else { Ok(()) }
 }
 
 #[cfg(test)]
@@ -170,6 +200,33 @@ mod tests {
                     assert_ne!(action(&method, path), "default", "{method} {path} has no action");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn amounts_are_bounded_at_a_billion_whole_units() {
+        let usdc = awx_x402::TokenRegistry::builtin().iter().next().unwrap().clone();
+        assert_eq!(usdc.decimals, 6);
+        assert_eq!(positive_amount("1000000000", &usdc).unwrap().atomic(), 10u128.pow(15));
+        for (text, message) in [
+            ("1000000000.000001", "amount must be at most 1000000000 USDC"),
+            ("1000000000000000000", "amount must be at most 1000000000 USDC"),
+            ("1000000000000000000000000000000000000000", "amount must be at most 1000000000 USDC"),
+            ("0", "amount must be a positive amount of USDC with at most 6 decimals"),
+            ("0.0000001", "amount must be a positive amount of USDC with at most 6 decimals"),
+        ] {
+            let error = positive_amount(text, &usdc).unwrap_err();
+            assert_eq!(error.code(), crate::error::ErrorCode::InvalidField, "{text}");
+            assert_eq!(error.field(), Some("amount"), "{text}");
+            assert_eq!(error.message(), message, "{text}");
+        }
+        assert!(dollars_within_max("1000000000.00", "budget_limit").is_ok());
+        // Other mistakes are the policy service's to name.
+        assert!(dollars_within_max("-1", "budget_limit").is_ok());
+        for text in ["1000000000.01", "1000000000000000000000000", &"9".repeat(60)] {
+            let error = dollars_within_max(text, "policy.daily_limit").unwrap_err();
+            assert_eq!(error.field(), Some("policy.daily_limit"), "{text}");
+            assert_eq!(error.message(), "policy.daily_limit must be at most 1000000000 dollars");
         }
     }
 

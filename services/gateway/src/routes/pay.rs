@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use awx_api::policy::{self, PaymentView, SessionView};
 use awx_types::{AgentId, LedgerId, PaymentId, SessionId};
+use awx_x402::PaymentRequired;
 use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -22,7 +23,7 @@ use crate::auth::key::Scope;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::extract::ApiJson;
 use crate::idempotency::MintedId;
-use crate::routes::check::fetch_challenge;
+use crate::routes::check::{assess_offer, fetch_challenge};
 use crate::state::AppState;
 use crate::upstream;
 
@@ -159,6 +160,49 @@ fn pay_timeout(state: &AppState) -> Duration {
     Duration::from_millis(state.settings.upstream_timeout_ms.saturating_mul(2))
 }
 
+/// The most payable offers a challenge may make.
+pub const CHALLENGE_OFFERS_MAX: usize = 16;
+
+/// The most bytes the part of a challenge handed to the policy service may take (its payable
+/// offers and its resource).
+pub const CHALLENGE_BYTES_MAX: usize = 16 * 1024;
+
+/// The part of a challenge the policy service needs, bounded: the offers the platform can pay
+/// (the others could never be chosen) and the resource; not the extensions or the error text.
+/// A target may answer up to `outbound.body_bytes_max`; what goes on the bus stays small.
+fn payable_part(state: &AppState, challenge: PaymentRequired) -> Result<PaymentRequired, ApiError> {
+    let too_large = |what: String| {
+        ApiError::new(ErrorCode::TargetResponseTooLarge, format!("the target's challenge {what}"))
+            .with_field("target_url")
+    };
+    let accepts: Vec<_> = challenge
+        .accepts
+        .into_iter()
+        .filter(|offer| assess_offer(offer, &state.registry).is_ok())
+        .collect();
+    if accepts.len() > CHALLENGE_OFFERS_MAX {
+        return Err(too_large(format!(
+            "makes {} payable offers; the most is {CHALLENGE_OFFERS_MAX}",
+            accepts.len()
+        )));
+    }
+    let part = PaymentRequired {
+        x402_version: challenge.x402_version,
+        error: None,
+        resource: challenge.resource,
+        accepts,
+        extensions: None,
+        other: Default::default(),
+    };
+    let bytes = serde_json::to_vec(&part).map_or(usize::MAX, |json| json.len());
+    if bytes > CHALLENGE_BYTES_MAX {
+        return Err(too_large(format!(
+            "takes {bytes} bytes without its extensions; the most is {CHALLENGE_BYTES_MAX}"
+        )));
+    }
+    Ok(part)
+}
+
 /// What to pay, and from which agent (and session).
 struct Target {
     /// The payment's id: minted by the handler, the same on every attempt of an idempotent
@@ -188,8 +232,9 @@ async fn pay_target(
         session_id,
         chain,
         target_url,
+        redirect_hops: fetched.hops,
         x402_version: challenge.x402_version,
-        challenge: challenge.payment_required,
+        challenge: payable_part(state, challenge.payment_required)?,
     };
     let view = upstream::call_with_timeout(state, "policy", &command, pay_timeout(state)).await?;
     Ok(PaymentResponse::new(view))
@@ -209,7 +254,7 @@ async fn pay_target(
         (status = 403, description = "A policy or session rule refuses (`rule` names it)", body = ErrorBody),
         (status = 404, description = "No such agent or session", body = ErrorBody),
         (status = 422, description = "The target does not take x402, or has no payable offer (on the chain)", body = ErrorBody),
-        (status = 502, description = "The target could not be fetched", body = ErrorBody),
+        (status = 502, description = "The target could not be fetched, or its challenge is too large", body = ErrorBody),
         (status = 503, description = "The signer, the ledger or the policy service is unavailable; nothing is reserved", body = ErrorBody),
     )
 )]
@@ -248,10 +293,12 @@ pub async fn pay(
     request_body = SessionPayRequest,
     responses(
         (status = 200, description = "`completed` (signed) or `pending` (waiting for approval)", body = PaymentResponse),
+        (status = 400, description = "Invalid session id or target URL", body = ErrorBody),
         (status = 402, description = "The agent's wallet cannot cover amount plus fee", body = ErrorBody),
         (status = 403, description = "A policy or session rule refuses (`rule` names it)", body = ErrorBody),
         (status = 404, description = "No such session", body = ErrorBody),
         (status = 422, description = "The target does not take x402, or has no payable offer on the session's chain", body = ErrorBody),
+        (status = 502, description = "The target could not be fetched, or its challenge is too large", body = ErrorBody),
         (status = 503, description = "A service is unavailable; nothing is reserved", body = ErrorBody),
     )
 )]
@@ -373,6 +420,7 @@ pub async fn create_session(
     ApiJson(request): ApiJson<CreateSessionRequest>,
 ) -> Result<(StatusCode, axum::Json<SessionResponse>), ApiError> {
     principal.require(Scope::Agent)?;
+    super::dollars_within_max(&request.budget_limit, "budget_limit")?;
     let command = policy::CreateSession {
         owner: principal.account_id,
         session_id: minted
@@ -394,6 +442,7 @@ pub async fn create_session(
     params(("session_id" = String, Path, description = "The session (`ses_…`)")),
     responses(
         (status = 200, description = "The session", body = SessionResponse),
+        (status = 400, description = "The request cannot be read (a control character in the path, say)", body = ErrorBody),
         (status = 404, description = "No such session", body = ErrorBody),
     )
 )]
@@ -420,6 +469,7 @@ pub async fn get_session(
     params(("session_id" = String, Path, description = "The session (`ses_…`)")),
     responses(
         (status = 200, description = "The revoked session", body = SessionResponse),
+        (status = 400, description = "The request cannot be read (a control character in the path, say)", body = ErrorBody),
         (status = 404, description = "No such session", body = ErrorBody),
     )
 )]
@@ -450,6 +500,7 @@ fn ledger_id(text: &str) -> Result<LedgerId, ApiError> {
     params(("ledger_id" = String, Path, description = "The payment (`ldg_…`)")),
     responses(
         (status = 200, description = "The payment", body = PaymentResponse),
+        (status = 400, description = "The request cannot be read (a control character in the path, say)", body = ErrorBody),
         (status = 404, description = "No such payment", body = ErrorBody),
     )
 )]
@@ -518,6 +569,7 @@ async fn decide(
     request_body(content = DecisionRequest, description = "Optional: `{\"reason\": \"…\"}`"),
     responses(
         (status = 200, description = "The payment, `completed` with its `payment_signature`", body = PaymentResponse),
+        (status = 400, description = "The request cannot be read (a control character in the path or body, say)", body = ErrorBody),
         (status = 402, description = "The agent's wallet cannot cover it any more", body = ErrorBody),
         (status = 404, description = "No such payment", body = ErrorBody),
         (status = 409, description = "The payment is not waiting for approval", body = ErrorBody),
@@ -541,6 +593,7 @@ pub async fn approve_payment(
     request_body(content = DecisionRequest, description = "Optional: `{\"reason\": \"…\"}`"),
     responses(
         (status = 200, description = "The payment, `failed` in state `rejected`", body = PaymentResponse),
+        (status = 400, description = "The request cannot be read (a control character in the path or body, say)", body = ErrorBody),
         (status = 404, description = "No such payment", body = ErrorBody),
         (status = 409, description = "The payment is not waiting for approval", body = ErrorBody),
     )

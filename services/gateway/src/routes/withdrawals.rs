@@ -52,7 +52,8 @@ pub struct WithdrawalRequest {
     /// It must be on the account's withdrawal allow-list, when the list is not empty.
     #[schema(example = "0x209693Bc6afc0C5328bA36FaF03C514EF312287C")]
     pub to: String,
-    /// How much USDC, as a decimal string with at most the token's decimals (6).
+    /// How much USDC, as a decimal string with at most the token's decimals (6): positive, at
+    /// most 1000000000 (10^9 USDC).
     #[schema(example = "1.25")]
     pub amount: String,
     /// The CAIP-2 chain (the agent's default chain when absent).
@@ -222,7 +223,7 @@ fn request_timeout(state: &AppState) -> Duration {
     request_body = WithdrawalRequest,
     responses(
         (status = 202, description = "The withdrawal, accepted (`pending`); `Location` names it", body = WithdrawalResponse),
-        (status = 400, description = "Invalid address, amount (more decimals than the token has) or chain; or the chain is not supported (`network_not_supported`)", body = ErrorBody),
+        (status = 400, description = "Invalid address, amount (not positive, more decimals than the token has, or above 10^9 USDC) or chain; or the chain is not supported (`network_not_supported`)", body = ErrorBody),
         (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody),
         (status = 402, description = "The agent's available balance cannot cover the amount (`insufficient_funds`); nothing is held", body = ErrorBody),
         (status = 403, description = "The key lacks the admin scope (`insufficient_scope`), or the address is not on the withdrawal allow-list (`withdrawal_address_not_allowed`)", body = ErrorBody),
@@ -338,6 +339,7 @@ pub async fn list_withdrawals(
     ),
     responses(
         (status = 200, description = "The withdrawal", body = WithdrawalResponse),
+        (status = 400, description = "A path parameter holds a control character such as %00 (`invalid_field` names it)", body = ErrorBody),
         (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody),
         (status = 403, description = "The key lacks the agent or admin scope", body = ErrorBody),
         (status = 404, description = "No such agent, or no such withdrawal of it", body = ErrorBody),

@@ -158,8 +158,36 @@ async fn a_void_after_a_capture_and_a_capture_after_a_void_are_refused() {
         matches!(capture, Err(LedgerFailure::HoldNotPending { ref status, .. }) if status == "voided"),
         "{capture:?}"
     );
-    let unknown = t.void(&Void { hold_id: awx_types::LedgerId::new() }).await;
-    assert!(matches!(unknown, Err(LedgerFailure::HoldNotFound(_))));
+    assert_eq!(t.available(owner, agent).await, usdc("0.898"));
+    t.assert_consistent().await;
+}
+
+/// The policy service releases a payment whose hold request went unanswered and voids the hold;
+/// the hold request, still on its way, must not hold the money afterwards.
+#[tokio::test]
+async fn a_hold_arriving_after_its_void_is_refused_and_holds_nothing() {
+    let t = TestLedger::new().await;
+    let (owner, agent) = (AccountId::new(), AgentId::new());
+    t.deposit(owner, agent, usdc("1.00")).await.unwrap();
+    let late = TestLedger::hold_command(owner, agent, 1, usdc("0.10"));
+    let hold_id = awx_types::LedgerId::from_uuid(late.payment_id.as_uuid());
+    let (transfers, entries) = (t.count("transfers").await, t.count("entries").await);
+
+    let void = t.void(&Void { hold_id }).await.unwrap();
+    assert_eq!((void.hold_id, void.released), (hold_id, Amount::ZERO));
+    // A redelivered void answers the same.
+    assert_eq!(t.void(&Void { hold_id }).await.unwrap(), void);
+
+    let refused = t.hold(&late).await.unwrap_err();
+    assert!(matches!(refused, LedgerFailure::HoldVoided(_)), "{refused:?}");
+    assert_eq!(refused.code(), Some("hold_voided"));
+    assert_eq!(t.available(owner, agent).await, usdc("1.00"));
+    assert_eq!((t.count("transfers").await, t.count("entries").await), (transfers, entries));
+    let capture = t.capture(&Capture { hold_id, amount: None }).await;
+    assert!(matches!(capture, Err(LedgerFailure::HoldNotFound(_))), "{capture:?}");
+
+    // Another payment of the same agent is held as usual.
+    t.hold(&TestLedger::hold_command(owner, agent, 1, usdc("0.10"))).await.unwrap();
     assert_eq!(t.available(owner, agent).await, usdc("0.898"));
     t.assert_consistent().await;
 }
