@@ -222,6 +222,51 @@ async fn netting_pays_each_group_once_and_the_fees_to_the_platform() {
     world.stop().await;
 }
 
+/// A group above `batch.items_per_transfer_max` payments is netted in several transfers (its
+/// fees too), so no message about one transfer outgrows the bus; every payment is paid once.
+#[tokio::test]
+async fn a_group_above_the_items_cap_is_netted_in_several_transfers() {
+    let world = World::start_with(|args| {
+        args.batch.threshold_usd = "0.01".into();
+        args.batch.items_per_transfer_max = 2;
+    })
+    .await;
+    let key = world.new_key(&["agent"]).await;
+    let (agent, wallet) = funded_agent(&world, "5.00").await;
+    let payee = Address::random();
+    let api = format!("{}/paid", world.paid_api_expiring(payee, DIME, EXPIRY_SECONDS).await);
+    for _ in 0..5 {
+        world.pay_and_serve(&key, &agent, &api).await;
+    }
+    world.wait_for_expiry().await;
+    let worker = world.worker();
+    let total = settle_all(&world, &worker, 20).await;
+    assert_eq!(total.eligible, 5, "{total:?}");
+    // 5 payments at 2 a transfer: 3 payee transfers and 3 fee transfers.
+    assert_eq!(
+        world.count("SELECT count(*) FROM settlement.net_transfers WHERE state = 'confirmed' AND kind = 'payee'").await,
+        3
+    );
+    assert_eq!(
+        world.count("SELECT count(*) FROM settlement.net_transfers WHERE state = 'confirmed' AND kind = 'fee'").await,
+        3
+    );
+    assert_eq!(
+        world
+            .count("SELECT max(n) FROM (SELECT count(*) AS n FROM settlement.net_transfer_items GROUP BY net_transfer_id) c")
+            .await,
+        2
+    );
+    assert_eq!(
+        world.count("SELECT count(*) FROM settlement.items WHERE state = 'settled'").await,
+        5
+    );
+    assert_eq!(world.balance(payee).await, atomic(5 * DIME));
+    assert_eq!(world.balance(FEE_ADDRESS).await, atomic(5 * DIME_FEE));
+    assert_eq!(world.balance(wallet).await, atomic(5_000_000 - 5 * (DIME + DIME_FEE)));
+    world.assert_ledger_matches_chain().await;
+}
+
 #[tokio::test]
 async fn a_group_at_the_threshold_goes_at_once_and_one_below_it_waits_for_max_delay() {
     let world = World::start_with(|args| {

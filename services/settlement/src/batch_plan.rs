@@ -15,11 +15,6 @@ use crate::batch::{
 use crate::facilitator::{Chain, FacilitatorError, now_unix_seconds};
 use crate::settle::lower;
 
-/// The most payments one net transfer covers: a group with more is planned as several
-/// transfers, so what travels on the bus about one transfer (its decision request, its signing
-/// request, its confirmation event) stays well within the bus's message size.
-pub const NET_TRANSFER_ITEMS_MAX: i64 = 5_000;
-
 impl BatchWorker {
     /// Step 2: reads expired items' authorizations on chain.
     pub(crate) async fn classify(
@@ -109,7 +104,7 @@ impl BatchWorker {
              GROUP BY token, payer, payee, part",
         )
         .bind(&network)
-        .bind(NET_TRANSFER_ITEMS_MAX)
+        .bind(settings.items_per_transfer_max)
         .fetch_all(&self.facilitator.pool)
         .await?;
         let mut payers_out: Vec<(String, String)> = Vec::new();
@@ -190,7 +185,7 @@ impl BatchWorker {
              GROUP BY token, payer, part",
         )
         .bind(chain.network.to_string())
-        .bind(NET_TRANSFER_ITEMS_MAX)
+        .bind(settings.items_per_transfer_max)
         .fetch_all(&self.facilitator.pool)
         .await?;
         for group in groups {

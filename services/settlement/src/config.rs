@@ -93,6 +93,11 @@ pub struct BatchSettings {
     pub authorization_ttl_seconds: u64,
     /// At most this many expired items are read on chain per pass.
     pub items_per_pass_max: i64,
+    /// At most this many payments in one net transfer: a (payer, payee) group with more is
+    /// planned as several transfers (so is a payer's fees), which keeps what travels on the bus
+    /// about one transfer (its decision and signing requests, its confirmation event) within
+    /// the bus's message size. 1 to 10,000.
+    pub items_per_transfer_max: i64,
 }
 
 impl Default for BatchSettings {
@@ -112,6 +117,7 @@ impl Default for BatchSettings {
             attempts_max: 5,
             authorization_ttl_seconds: 7 * 24 * 3_600,
             items_per_pass_max: 20_000,
+            items_per_transfer_max: 5_000,
         }
     }
 }
@@ -136,6 +142,9 @@ impl BatchSettings {
         }
         if self.transfers_max == 0 || self.transfers_max > 1_000 {
             return Err("batch.transfers_max must be 1 to 1000".into());
+        }
+        if !(1..=10_000).contains(&self.items_per_transfer_max) {
+            return Err("batch.items_per_transfer_max must be 1 to 10000".into());
         }
         if self.fee_bump_percent < 110 || self.attempts_max < 1 || self.items_per_pass_max < 1 {
             return Err("batch: fee_bump_percent must be at least 110, attempts_max and items_per_pass_max positive".into());
