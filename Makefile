@@ -14,11 +14,12 @@ CARGO ?= cargo
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-setup: ## Install and start what is missing: Postgres, Redis (apt), anvil, solc, x402 SDKs (npm)
+setup: ## Install and start what is missing: curl, jq, Postgres, Redis (apt), anvil, solc, x402 SDKs (npm)
 	@scripts/setup.sh
 
-run: setup ## Run the platform locally: dependencies, development chain with the token, the services
-	$(CARGO) run --quiet -p awx-cli --bin awx -- dev
+run: setup ## Run the platform locally: dependencies, development chain with the token, the services (options: ARGS="--gateway-addr 127.0.0.1:9080")
+	@echo "make run: building and starting awx dev (the first build takes a few minutes)" >&2
+	@$(CARGO) run --quiet -p awx-cli --bin awx -- dev $(ARGS)
 
 build: ## Build everything (debug)
 	$(CARGO) build --workspace --all-targets

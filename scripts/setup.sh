@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs and starts what awx needs on a Debian machine, and only what is missing; safe to run
-# again. Postgres 15+ and Redis 7+ come from apt and are started on loopback without systemd;
+# again. curl and jq (the walkthrough `make run` prints uses them) come from apt, as do
+# Postgres 15+ and Redis 7+, which are started on loopback without systemd;
 # anvil, solc and the official x402 SDKs come from the npm registry into tools/node_modules
 # (git-ignored), pinned by tools/package-lock.json.
 #
@@ -37,6 +38,13 @@ apt_install() {
   log "apt-get install ${missing[*]}"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
+
+# ---------------------------------------------------------------- curl and jq (the walkthrough of `make run`)
+missing_tools=()
+for tool in curl jq; do
+  command -v "$tool" >/dev/null 2>&1 || missing_tools+=("$tool")
+done
+[ ${#missing_tools[@]} -eq 0 ] || apt_install "${missing_tools[@]}"
 
 # ---------------------------------------------------------------- Node.js (for anvil, solc, SDKs)
 if ! command -v npm >/dev/null 2>&1; then
@@ -95,4 +103,4 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock_sum" ] || [ ! -x tools/nod
 fi
 anvil_version="$(tools/node_modules/.bin/anvil --version | head -n 1)"
 
-log "ready: Postgres $pg_version on 127.0.0.1:$PG_PORT, Redis $redis_version on 127.0.0.1:$REDIS_PORT, $anvil_version, solc $(node -e 'console.log(require("./tools/node_modules/solc/package.json").version)')"
+log "ready: $(jq --version), Postgres $pg_version on 127.0.0.1:$PG_PORT, Redis $redis_version on 127.0.0.1:$REDIS_PORT, $anvil_version, solc $(node -e 'console.log(require("./tools/node_modules/solc/package.json").version)')"

@@ -407,20 +407,29 @@ pub enum LineKind {
     Transfer,
 }
 
-/// One statement line.
+/// One statement line: one entry of the agent's wallet (a payment's hold has two, the amount and
+/// the fee, and so has its capture).
+///
+/// Movements are gross, and `available_after` of the line before, plus `credit`, minus `debit`,
+/// is `available_after`: a hold takes what it holds (`debit`); a capture lifts the hold
+/// (`credit`, what was held) and takes what was captured (`debit`, the captured amount or its
+/// fee), so a partial capture's released rest is their difference; a release or expiry returns
+/// what was held (`credit`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatementLine {
     /// The entry id (the cursor).
     pub entry_id: i64,
-    /// The transfer.
+    /// The transfer; for a hold's capture, release or expiry (and a withdrawal's capture) the
+    /// hold's id, which is the payment's `ledger_id` (`ldg_…`) as the API shows it, so every line
+    /// of a payment carries the same id.
     pub ledger_id: LedgerId,
     /// What happened.
     pub kind: LineKind,
     /// The asset.
     pub asset: Asset,
-    /// Added to the available balance.
+    /// Added to the available balance (a capture's: what its hold held).
     pub credit: Amount,
-    /// Taken from the available balance.
+    /// Taken from the available balance (a capture's: what it captured).
     pub debit: Amount,
     /// Available after.
     pub available_after: Amount,

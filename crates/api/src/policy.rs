@@ -35,8 +35,15 @@ pub mod codes {
     pub const CHAIN_NOT_OFFERED: &str = "chain_not_offered";
     /// The agent's wallet cannot cover amount plus fee.
     pub const INSUFFICIENT_FUNDS: &str = "insufficient_funds";
-    /// The payment is not in a state that allows this (approving a completed payment, say).
+    /// The payment is not in a state that allows this (approving or rejecting a payment that is
+    /// not `pending_approval`, say); the message names its state.
     pub const PAYMENT_STATE: &str = "payment_state";
+    /// The session is not in a state that allows this (revoking a session already revoked or
+    /// expired); the message names its state.
+    pub const SESSION_STATE: &str = "session_state";
+    /// The agent is not in a state that allows this (deleting an agent already deleted, or
+    /// approving a payment of an agent deleted while it waited).
+    pub const AGENT_STATE: &str = "agent_state";
     /// The signer refused what the policy service decided (a fault on the platform's side, such
     /// as keys out of step); nothing stays reserved.
     pub const SIGNER_REFUSED: &str = "signer_refused";

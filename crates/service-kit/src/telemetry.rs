@@ -1,10 +1,13 @@
 //! Logs and traces.
 //!
 //! Logs are JSON lines on stdout (or a compact human format for local use), filtered by
-//! `RUST_LOG` (default `info`). When `OTEL_EXPORTER_OTLP_ENDPOINT` is set (for example
-//! `http://127.0.0.1:4318`), spans are also exported as OpenTelemetry traces over OTLP/HTTP
-//! (protobuf), batched on a background thread, with `service.name` set; W3C trace context is the
-//! propagation format, so traces continue across the bus.
+//! `RUST_LOG` (default `info`). The human format is coloured only when stdout is a terminal and
+//! `NO_COLOR` is unset or empty ([`use_colour`]); JSON lines never carry colour codes.
+//!
+//! When `OTEL_EXPORTER_OTLP_ENDPOINT` is set (for example `http://127.0.0.1:4318`), spans are
+//! also exported as OpenTelemetry traces over OTLP/HTTP (protobuf), batched on a background
+//! thread, with `service.name` set; W3C trace context is the propagation format, so traces
+//! continue across the bus.
 //!
 //! Secrets never become span fields or log fields: handlers use `skip_all` and name the fields
 //! they record.
@@ -53,6 +56,12 @@ impl TelemetrySettings {
     }
 }
 
+/// Whether logs written to a stream may carry ANSI colour codes: only when the stream is a
+/// terminal and `NO_COLOR` (<https://no-color.org>) is unset or empty.
+pub fn use_colour(stream_is_terminal: bool) -> bool {
+    stream_is_terminal && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty())
+}
+
 /// Keeps the trace exporter alive; dropping it flushes and stops the exporter.
 #[derive(Debug)]
 pub struct TelemetryGuard {
@@ -94,13 +103,17 @@ pub fn init(
         LogFormat::Json => registry
             .with(
                 tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
                     .json()
                     .flatten_event(true)
                     .with_current_span(true)
                     .with_span_list(false),
             )
             .try_init(),
-        LogFormat::Compact => registry.with(tracing_subscriber::fmt::layer().compact()).try_init(),
+        LogFormat::Compact => {
+            let colour = use_colour(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+            registry.with(tracing_subscriber::fmt::layer().with_ansi(colour).compact()).try_init()
+        }
     };
     if installed.is_ok() {
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());

@@ -10,9 +10,10 @@ use secrecy::SecretString;
 /// Options of `awx admin`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct AdminArgs {
-    /// The Postgres URL of the platform's database.
+    /// The Postgres URL of the platform's database (before or after the subcommand).
     #[arg(
         long,
+        global = true,
         env = "AWX_DATABASE_URL",
         default_value = "postgres://postgres:postgres@127.0.0.1:5432/awx"
     )]
@@ -35,6 +36,14 @@ enum AdminCommand {
         #[arg(long)]
         name: String,
     },
+}
+
+impl AdminArgs {
+    /// The database URL in effect.
+    #[cfg(test)]
+    pub(crate) fn database_url(&self) -> &str {
+        &self.database_url
+    }
 }
 
 pub(crate) async fn run(args: AdminArgs) -> anyhow::Result<()> {

@@ -1,7 +1,7 @@
 //! `awx dev`: the local platform.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use alloy::primitives::U256;
 use alloy::signers::local::PrivateKeySigner;
@@ -25,7 +25,8 @@ pub(crate) struct DevArgs {
     /// How much token each wallet gets, in dollars.
     #[arg(long, default_value = "1000.00")]
     wallet_funds: String,
-    /// Where to write the chain's facts for scripts.
+    /// Where to write the chain's facts for scripts; its directory keeps the development keys
+    /// and the services' log (`services.log`).
     #[arg(long, default_value = ".awx/devchain.json")]
     state_file: PathBuf,
     /// Start, print and exit at once instead of running until interrupted (for smoke tests).
@@ -45,19 +46,19 @@ pub(crate) struct DevArgs {
     #[arg(long, env = "AWX_GATEWAY_ADDR", default_value = "127.0.0.1:8080")]
     gateway_addr: String,
     /// Where the ledger's health and metrics endpoints listen.
-    #[arg(long, default_value = "127.0.0.1:8081")]
+    #[arg(long, env = "AWX_LEDGER_OPS_ADDR", default_value = "127.0.0.1:8081")]
     ledger_ops_addr: String,
     /// The key prefix of this deployment in Redis.
     #[arg(long, default_value = "awx")]
     bus_prefix: String,
     /// Where the settlement service's health and metrics endpoints listen.
-    #[arg(long, default_value = "127.0.0.1:8082")]
+    #[arg(long, env = "AWX_SETTLEMENT_OPS_ADDR", default_value = "127.0.0.1:8082")]
     settlement_ops_addr: String,
     /// Where the policy service's health and metrics endpoints listen.
-    #[arg(long, default_value = "127.0.0.1:8083")]
+    #[arg(long, env = "AWX_POLICY_OPS_ADDR", default_value = "127.0.0.1:8083")]
     policy_ops_addr: String,
     /// Where the demo paid API listens.
-    #[arg(long, default_value = "127.0.0.1:8090")]
+    #[arg(long, env = "AWX_DEMO_ADDR", default_value = "127.0.0.1:8090")]
     demo_addr: String,
     /// Keep the database of an earlier run. By default each run starts from an empty database,
     /// because the development chain starts empty too (balances would disagree otherwise).
@@ -100,38 +101,142 @@ const TOKEN_DECIMALS: u8 = 6;
 /// The development key-encryption key of the signer, kept in `<state_dir>/dev-kek` (created on
 /// first use, readable by the owner only). Development only: production reads its KEK from a
 /// secret store.
-fn dev_kek(state_dir: &std::path::Path) -> anyhow::Result<String> {
+fn dev_kek(state_dir: &Path) -> anyhow::Result<String> {
     let path = state_dir.join("dev-kek");
     if let Ok(existing) = std::fs::read_to_string(&path) {
         return Ok(existing.trim().to_owned());
     }
-    std::fs::create_dir_all(state_dir)?;
     let kek = alloy::primitives::hex::encode(alloy::primitives::B256::random());
-    std::fs::write(&path, &kek).with_context(|| format!("writing {}", path.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    }
+    crate::write_secret_file(&path, kek.as_bytes())?;
     Ok(kek)
 }
 
-/// The policy service's development decision key, kept in `<state_dir>/dev-decision-key`.
-fn dev_decision_key(state_dir: &std::path::Path) -> anyhow::Result<String> {
+/// The policy service's development decision key, kept in `<state_dir>/dev-decision-key`
+/// (readable by the owner only).
+fn dev_decision_key(state_dir: &Path) -> anyhow::Result<String> {
     let path = state_dir.join("dev-decision-key");
     if let Ok(existing) = std::fs::read_to_string(&path) {
         return Ok(existing.trim().to_owned());
     }
-    std::fs::create_dir_all(state_dir)?;
     let key = awx_decision::DecisionKey::generate();
     let seed = secrecy::ExposeSecret::expose_secret(&key.seed_hex()).to_owned();
-    std::fs::write(&path, &seed).with_context(|| format!("writing {}", path.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    }
+    crate::write_secret_file(&path, seed.as_bytes())?;
     Ok(seed)
+}
+
+impl DevArgs {
+    /// The directory of the state file: development keys and the log live there.
+    fn state_dir(&self) -> PathBuf {
+        self.state_file
+            .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    }
+
+    /// Where the services' logs go under `awx dev`.
+    pub(crate) fn log_file(&self) -> PathBuf {
+        self.state_dir().join("services.log")
+    }
+
+    /// Every address `awx dev` listens on, with the option that sets it.
+    fn listeners(&self) -> Vec<Listener> {
+        let mut listeners = Vec::new();
+        if self.chain_port != 0 {
+            listeners.push(Listener {
+                addr: format!("127.0.0.1:{}", self.chain_port),
+                what: "the development chain",
+                option: "--chain-port (AWX_DEV_CHAIN_PORT)",
+            });
+        }
+        listeners.extend([
+            Listener {
+                addr: self.gateway_addr.clone(),
+                what: "the gateway",
+                option: "--gateway-addr (AWX_GATEWAY_ADDR)",
+            },
+            Listener {
+                addr: self.ledger_ops_addr.clone(),
+                what: "the ledger's health endpoints",
+                option: "--ledger-ops-addr (AWX_LEDGER_OPS_ADDR)",
+            },
+            Listener {
+                addr: self.settlement_ops_addr.clone(),
+                what: "the settlement service's health endpoints",
+                option: "--settlement-ops-addr (AWX_SETTLEMENT_OPS_ADDR)",
+            },
+            Listener {
+                addr: self.policy_ops_addr.clone(),
+                what: "the policy service's health endpoints",
+                option: "--policy-ops-addr (AWX_POLICY_OPS_ADDR)",
+            },
+            Listener {
+                addr: self.demo_addr.clone(),
+                what: "the demo API",
+                option: "--demo-addr (AWX_DEMO_ADDR)",
+            },
+        ]);
+        listeners
+    }
+}
+
+/// An address `awx dev` listens on.
+#[derive(Debug, Clone)]
+pub(crate) struct Listener {
+    /// `host:port`; port 0 picks a free port and is never busy.
+    pub(crate) addr: String,
+    /// What listens there.
+    pub(crate) what: &'static str,
+    /// The option (and variable) that moves it.
+    pub(crate) option: &'static str,
+}
+
+/// Checks that every fixed port is free (by binding it and letting it go), and that no two
+/// listeners share one, so a busy port is reported before anything is started or dropped. The
+/// error names each busy address, what needs it and the option that moves it.
+pub(crate) fn check_ports_free(listeners: &[Listener]) -> anyhow::Result<()> {
+    let mut problems = Vec::new();
+    let mut seen: Vec<(std::net::SocketAddr, &Listener)> = Vec::new();
+    for listener in listeners {
+        let addrs: Vec<std::net::SocketAddr> =
+            match std::net::ToSocketAddrs::to_socket_addrs(listener.addr.as_str()) {
+                Ok(addrs) => addrs.collect(),
+                Err(error) => {
+                    problems.push(format!(
+                        "{} ({}): not an address: {error}; set {}",
+                        listener.addr, listener.what, listener.option
+                    ));
+                    continue;
+                }
+            };
+        for addr in addrs.into_iter().filter(|addr| addr.port() != 0) {
+            if let Some((_, first)) = seen.iter().find(|(other, _)| *other == addr) {
+                problems.push(format!(
+                    "{addr} is given to both {} and {}; set {} to another port",
+                    first.what, listener.what, listener.option
+                ));
+                continue;
+            }
+            seen.push((addr, listener));
+            if let Err(error) = std::net::TcpListener::bind(addr) {
+                problems.push(format!(
+                    "port {} ({addr}, {}) is not free: {error}; stop what listens there \
+                     (`ss -ltnp 'sport = :{}'` shows it) or set {} to another port",
+                    addr.port(),
+                    listener.what,
+                    addr.port(),
+                    listener.option
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "awx dev cannot listen where it needs to; nothing was started and the database was not \
+         touched:\n  {}",
+        problems.join("\n  ")
+    )
 }
 
 fn dev_key_hex(key: &PrivateKeySigner) -> String {
@@ -141,6 +246,8 @@ fn dev_key_hex(key: &PrivateKeySigner) -> String {
 pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     let funds = Amount::from_decimal_str(&args.wallet_funds, TOKEN_DECIMALS)
         .context("--wallet-funds must be a dollar amount such as 1000.00")?;
+    // Before the chain starts and before the database is dropped.
+    check_ports_free(&args.listeners())?;
     let anvil = Anvil::spawn(AnvilOptions {
         chain_id: args.chain_id,
         port: args.chain_port,
@@ -189,11 +296,8 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
         },
         wallets,
     };
-    if let Some(dir) = args.state_file.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    std::fs::write(&args.state_file, serde_json::to_string_pretty(&state)?)
-        .with_context(|| format!("writing {}", args.state_file.display()))?;
+    // It holds the (public, anvil) development keys: owner-only like every key file.
+    crate::write_secret_file(&args.state_file, serde_json::to_string_pretty(&state)?.as_bytes())?;
     print_summary(&state, &args.state_file)?;
 
     let dev_token = awx_x402::TokenInfo {
@@ -204,10 +308,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
         eip712_name: TOKEN_NAME.into(),
         eip712_version: TOKEN_VERSION.into(),
     };
-    let state_dir = args
-        .state_file
-        .parent()
-        .map_or_else(|| PathBuf::from(".awx"), std::path::Path::to_path_buf);
+    let state_dir = args.state_dir();
     if !args.keep_database {
         crate::platform::reset_database(&args.database_url)
             .await
@@ -284,11 +385,12 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
             rpc_url: state.rpc_url.clone(),
         },
         &args.demo_addr,
+        &args.state_dir(),
         demo_stop.clone(),
     )
     .await
     .context("setting up the demo")?;
-    crate::walkthrough::print(&demo)?;
+    crate::walkthrough::print(&demo, &args.log_file())?;
     if !args.exit_after_start {
         awx_service_kit::shutdown::signal().await;
     }
@@ -302,7 +404,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_summary(state: &DevChainState, state_file: &std::path::Path) -> anyhow::Result<()> {
+fn print_summary(state: &DevChainState, state_file: &Path) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "awx dev: the development chain is up")?;
     writeln!(
@@ -340,4 +442,69 @@ fn print_summary(state: &DevChainState, state_file: &std::path::Path) -> anyhow:
     writeln!(out, "The keys are anvil's public development keys: never use them on a real chain.")?;
     out.flush()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listener(addr: String, what: &'static str) -> Listener {
+        Listener { addr, what, option: "--some-addr (AWX_SOME_ADDR)" }
+    }
+
+    #[test]
+    fn a_busy_port_is_named_with_what_needs_it_and_how_to_move_it() {
+        let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = busy.local_addr().unwrap().port();
+        let error = check_ports_free(&[
+            listener("127.0.0.1:0".into(), "the demo API"),
+            listener(format!("127.0.0.1:{port}"), "the gateway"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains(&format!("port {port} (127.0.0.1:{port}, the gateway)")), "{error}");
+        assert!(error.contains("--some-addr (AWX_SOME_ADDR)"), "{error}");
+        assert!(!error.contains("the demo API"), "port 0 is never busy: {error}");
+        drop(busy);
+        // Free once let go; port 0 listeners are always fine.
+        check_ports_free(&[listener(format!("127.0.0.1:{port}"), "the gateway")]).unwrap();
+    }
+
+    #[test]
+    fn two_listeners_on_one_port_are_refused() {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = free.local_addr().unwrap().port();
+        drop(free);
+        let error = check_ports_free(&[
+            listener(format!("127.0.0.1:{port}"), "the gateway"),
+            listener(format!("127.0.0.1:{port}"), "the demo API"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("both the gateway and the demo API"), "{error}");
+    }
+
+    #[test]
+    fn every_listener_of_awx_dev_is_checked() {
+        let argv = [
+            "awx",
+            "dev",
+            "--chain-port",
+            "1",
+            "--gateway-addr",
+            "h:2",
+            "--ledger-ops-addr",
+            "h:3",
+            "--settlement-ops-addr",
+            "h:4",
+            "--policy-ops-addr",
+            "h:5",
+            "--demo-addr",
+            "h:6",
+        ];
+        let cli = <crate::Cli as clap::Parser>::try_parse_from(argv).unwrap();
+        let crate::Command::Dev(args) = cli.command else { panic!("not dev") };
+        let addrs: Vec<String> = args.listeners().into_iter().map(|l| l.addr).collect();
+        assert_eq!(addrs, ["127.0.0.1:1", "h:2", "h:3", "h:4", "h:5", "h:6"]);
+    }
 }

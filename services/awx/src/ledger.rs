@@ -9,9 +9,10 @@ use secrecy::SecretString;
 /// Options of `awx ledger`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct LedgerArgs {
-    /// The Postgres URL of the platform's database.
+    /// The Postgres URL of the platform's database (before or after the subcommand).
     #[arg(
         long,
+        global = true,
         env = "AWX_DATABASE_URL",
         default_value = "postgres://postgres:postgres@127.0.0.1:5432/awx"
     )]
@@ -40,6 +41,14 @@ enum LedgerCommand {
     },
     /// Measure operations per second against the database (see docs/benchmarks.md).
     Bench(crate::ledger_bench::BenchArgs),
+}
+
+impl LedgerArgs {
+    /// The database URL in effect.
+    #[cfg(test)]
+    pub(crate) fn database_url(&self) -> &str {
+        &self.database_url
+    }
 }
 
 pub(crate) async fn run(args: LedgerArgs) -> anyhow::Result<()> {

@@ -4,9 +4,11 @@
 //! `awx facilitator bench`, `awx payments bench`, `awx settlement bench` and `awx watcher bench`
 //! are the benchmarks of docs/benchmarks.md.
 //!
-//! For now `awx dev` starts the development chain (anvil on loopback), deploys our EIP-3009
-//! token, funds development wallets with it, prints what it started, writes the same facts to
-//! `.awx/devchain.json` for scripts, and runs until interrupted. Later issues add the services.
+//! `awx dev` starts the development chain (anvil on loopback), deploys our EIP-3009 token, funds
+//! development wallets with it, starts the services and a demo in this process, prints a
+//! walkthrough, writes the chain's facts to `.awx/devchain.json` for scripts, and runs until
+//! interrupted. Secrets the command writes (keys under `.awx/`) are owner-only files
+//! ([`write_secret_file`]).
 
 mod admin;
 mod bench;
@@ -134,9 +136,179 @@ impl Cli {
     }
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+/// Where logs go and from which level; see [`Cli::init_logging`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogPlan {
+    /// What reaches stderr: `RUST_LOG` when set, else this directive.
+    pub console_default: &'static str,
+    /// Under `awx dev`, the file that gets every service's logs (`RUST_LOG` when set, else
+    /// `info`), truncated at start.
+    pub file: Option<std::path::PathBuf>,
+}
+
+/// Postgres's notices ("relation … already exists, skipping") come at INFO through sqlx: noise
+/// for anyone reading the logs, so they are shown only from WARN up.
+const QUIET_NOTICES: &str = "sqlx::postgres::notice=warn";
+
+impl Cli {
+    /// Where this command's logs go: under `awx dev`, warnings and errors on stderr (so the
+    /// walkthrough on stdout stands out) and everything from INFO up in
+    /// `<state dir>/services.log`; for the other commands, INFO and up on stderr.
+    pub fn log_plan(&self) -> LogPlan {
+        match &self.command {
+            Command::Dev(args) => LogPlan {
+                // The gateway warns that it may fetch private addresses: `awx dev` says so itself.
+                console_default: "warn,awx_gateway::outbound=error",
+                file: Some(args.log_file()),
+            },
+            _ => LogPlan { console_default: "info", file: None },
+        }
+    }
+
+    /// Installs logging as [`Cli::log_plan`] says. Colour codes only on a terminal, and never
+    /// with `NO_COLOR` set; the log file never has them.
+    pub fn init_logging(&self) -> anyhow::Result<()> {
+        use anyhow::Context as _;
+        use tracing_subscriber::Layer as _;
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+
+        let plan = self.log_plan();
+        let filter = |default: &str| {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+            match QUIET_NOTICES.parse() {
+                Ok(quiet) if std::env::var_os("RUST_LOG").is_none() => filter.add_directive(quiet),
+                _ => filter,
+            }
+        };
+        let colour = awx_service_kit::telemetry::use_colour(std::io::IsTerminal::is_terminal(
+            &std::io::stderr(),
+        ));
+        let console = tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(colour)
+            .with_filter(filter(plan.console_default));
+        let file = match &plan.file {
+            Some(path) => {
+                if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
+                }
+                let file = std::fs::File::create(path)
+                    .with_context(|| format!("creating the log file {}", path.display()))?;
+                Some(
+                    tracing_subscriber::fmt::layer()
+                        .with_writer(std::sync::Mutex::new(file))
+                        .with_ansi(false)
+                        .with_filter(filter("info")),
+                )
+            }
+            None => None,
+        };
+        tracing_subscriber::registry()
+            .with(console)
+            .with(file)
+            .try_init()
+            .context("installing the logger")?;
+        Ok(())
+    }
+}
+
+/// Writes a secret (a key) to `path`, readable and writable by the owner only: the file is
+/// created with mode 0600 beside `path` and renamed over it, so the secret is never readable by
+/// others, not even for a moment, and an older file with a wider mode is replaced.
+pub fn write_secret_file(path: &std::path::Path, contents: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+
+    use anyhow::Context as _;
+    let dir = path.parent().filter(|dir| !dir.as_os_str().is_empty());
+    if let Some(dir) = dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let name = path.file_name().context("a secret file needs a file name")?.to_string_lossy();
+    let temporary = path.with_file_name(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let written = (|| {
+        let mut file = options.open(&temporary)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written.with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail by panicking")]
+
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn database_url_of(cli: &Cli) -> Option<&str> {
+        match &cli.command {
+            Command::Admin(args) => Some(args.database_url()),
+            Command::Ledger(args) => Some(args.database_url()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn database_url_parses_before_and_after_the_subcommand() {
+        let url = "postgres://postgres:postgres@127.0.0.1:5432/elsewhere";
+        for argv in [
+            vec!["awx", "admin", "--database-url", url, "create-account", "--name", "x"],
+            vec!["awx", "admin", "create-account", "--name", "x", "--database-url", url],
+            vec!["awx", "admin", "bootstrap", "--database-url", url],
+            vec!["awx", "ledger", "--database-url", url, "check"],
+            vec!["awx", "ledger", "check", "--database-url", url],
+        ] {
+            let cli =
+                Cli::try_parse_from(&argv).unwrap_or_else(|error| panic!("{argv:?}: {error}"));
+            assert_eq!(database_url_of(&cli), Some(url), "{argv:?}");
+        }
+        // Without it, the default (or AWX_DATABASE_URL) still applies.
+        let cli = Cli::try_parse_from(["awx", "admin", "create-account", "--name", "x"]).unwrap();
+        assert!(database_url_of(&cli).is_some_and(|url| url.starts_with("postgres://")));
+    }
+
+    #[test]
+    fn dev_logs_warnings_on_the_console_and_everything_in_a_file() {
+        let cli =
+            Cli::try_parse_from(["awx", "dev", "--state-file", "/tmp/x/devchain.json"]).unwrap();
+        let plan = cli.log_plan();
+        assert!(plan.console_default.starts_with("warn"), "{plan:?}");
+        assert_eq!(plan.file, Some(std::path::PathBuf::from("/tmp/x/services.log")));
+        let admin = Cli::try_parse_from(["awx", "admin", "bootstrap"]).unwrap();
+        assert_eq!(admin.log_plan(), LogPlan { console_default: "info", file: None });
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn secret_files_are_created_owner_only_and_replace_wider_ones() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir =
+            std::env::temp_dir().join(format!("awx-secret-{}", uuid::Uuid::new_v4().simple()));
+        let path = dir.join("nested").join("dev-admin-key");
+        write_secret_file(&path, b"first").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(std::fs::read(&path).unwrap(), b"first");
+        // A file left world-readable by an older version is replaced by an owner-only one.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_secret_file(&path, b"second").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        let left: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().collect();
+        assert_eq!(left.len(), 1, "no temporary file is left behind");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

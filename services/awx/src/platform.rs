@@ -157,8 +157,7 @@ async fn dev_admin_key(
         }
         Err(error) => return Err(error.into()),
     };
-    std::fs::create_dir_all(state_dir)?;
-    std::fs::write(&path, issued.plaintext.expose())?;
+    crate::write_secret_file(&path, issued.plaintext.expose().as_bytes())?;
     Ok((issued.plaintext.expose().to_owned(), true))
 }
 
@@ -279,8 +278,12 @@ pub async fn start(args: PlatformArgs) -> anyhow::Result<Platform> {
 }
 
 impl Platform {
-    /// Prints what runs where, and how to try it.
+    /// Prints what runs where. The relayers (which pay settlement gas) go to the log: a
+    /// newcomer does not need them, an operator finds them there.
     pub fn print_summary(&self) -> anyhow::Result<()> {
+        for relayer in &self.relayers {
+            tracing::info!(%relayer, "relayer (pays settlement gas)");
+        }
         let mut out = std::io::stdout().lock();
         writeln!(out, "awx dev: services are up")?;
         writeln!(out, "  gateway   {}   (docs {}/docs)", self.gateway_url, self.gateway_url)?;
@@ -289,9 +292,6 @@ impl Platform {
             "  facilitator {}/api/v1/x402/facilitator (provider scope)",
             self.gateway_url
         )?;
-        for relayer in &self.relayers {
-            writeln!(out, "  relayer   {relayer} (pays settlement gas)")?;
-        }
         let file = self.admin_key_file.display();
         let note = if self.admin_key_new {
             format!("new; saved in {file}")
@@ -299,12 +299,6 @@ impl Platform {
             format!("from {file}")
         };
         writeln!(out, "  admin key {} ({note})", self.admin_key)?;
-        writeln!(out, "Try it:")?;
-        writeln!(
-            out,
-            "  curl -s {}/api/v1/account -H 'X-API-Key: {}'",
-            self.gateway_url, self.admin_key
-        )?;
         out.flush()?;
         Ok(())
     }

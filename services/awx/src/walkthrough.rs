@@ -1,7 +1,8 @@
 //! What `awx dev` sets up after the services start, and the walkthrough it prints: a provider
 //! key and the demo paid API ([`crate::demo`]), an agent key, an agent with a policy and a wallet
-//! funded from the faucet, and copy-paste commands for check, session, pay, retry and the
-//! payment's state.
+//! funded from the faucet, and copy-paste commands for check, session, pay, retry, the payment's
+//! state, an approval and the paid retry after it, the statement and net settlement. The agent
+//! key is kept in `<state dir>/dev-agent-key` (owner-only), beside the admin key.
 
 use std::io::Write as _;
 
@@ -41,6 +42,8 @@ pub(crate) struct Demo {
     pub(crate) admin_key: String,
     /// An agent key.
     pub(crate) agent_key: String,
+    /// Where the agent key is saved.
+    pub(crate) agent_key_file: std::path::PathBuf,
     /// The demo agent.
     pub(crate) agent_id: String,
     /// Its wallet.
@@ -78,6 +81,7 @@ pub(crate) async fn set_up(
     platform: &Platform,
     chain: DemoChain,
     demo_addr: &str,
+    state_dir: &std::path::Path,
     stop: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<Demo> {
     let http = reqwest::Client::new();
@@ -123,12 +127,16 @@ pub(crate) async fn set_up(
         &json!({"amount": "100.00"}),
     )
     .await?;
+    let agent_key = text(&agent_key, "/api_key")?;
+    let agent_key_file = state_dir.join("dev-agent-key");
+    crate::write_secret_file(&agent_key_file, agent_key.as_bytes())?;
     Ok(Demo {
         server,
         demo_url: format!("http://{addr}"),
         gateway_url: gateway,
         admin_key: admin,
-        agent_key: text(&agent_key, "/api_key")?,
+        agent_key,
+        agent_key_file,
         agent_id,
         agent_address: text(&agent, "/address")?,
         agent_balance: text(&funded, "/balances/0/available")?,
@@ -143,8 +151,8 @@ fn alloy_hex(address: Address) -> String {
     address.to_string().trim_start_matches("0x").to_lowercase()
 }
 
-/// Prints the walkthrough.
-pub(crate) fn print(demo: &Demo) -> anyhow::Result<()> {
+/// Prints the walkthrough; `log_file` is where the services' logs go.
+pub(crate) fn print(demo: &Demo, log_file: &std::path::Path) -> anyhow::Result<()> {
     let Demo { demo_url, gateway_url: gw, admin_key, agent_key, agent_id, .. } = demo;
     let mut out = std::io::stdout().lock();
     writeln!(out, "awx dev: the demo is ready")?;
@@ -162,47 +170,73 @@ pub(crate) fn print(demo: &Demo) -> anyhow::Result<()> {
         out,
         "            policy: at most $1.00 a payment, $20.00 a day, approval above $0.50"
     )?;
-    writeln!(out, "  agent key {agent_key}")?;
-    writeln!(out, "Walkthrough (copy and paste):")?;
+    writeln!(out, "  agent key {agent_key} (saved in {})", demo.agent_key_file.display())?;
+    writeln!(
+        out,
+        "  logs      {} (warnings and errors also here; RUST_LOG=debug for more)",
+        log_file.display()
+    )?;
+    writeln!(
+        out,
+        "  note      the gateway may fetch loopback and private addresses here (development only)"
+    )?;
+    writeln!(out, "Walkthrough (copy and paste into bash; uses curl and jq):")?;
     writeln!(out, "  export AWX={gw} KEY={agent_key} ADMIN={admin_key}")?;
     writeln!(out, "  # 1. does the URL take x402?")?;
     writeln!(
         out,
-        "  curl -s $AWX/api/v1/x402/check -H \"X-API-Key: $KEY\" -H 'Content-Type: application/json' -d '{{\"url\": \"{demo_url}/v1/weather\"}}'"
+        "  curl -s $AWX/api/v1/x402/check -H \"X-API-Key: $KEY\" -H 'Content-Type: application/json' -d '{{\"url\": \"{demo_url}/v1/weather\"}}' | jq"
     )?;
     writeln!(out, "  # 2. open a session with a $1.00 budget for an hour")?;
     writeln!(
         out,
-        "  SESSION=$(curl -s $AWX/api/v1/x402/sessions -H \"X-API-Key: $KEY\" -H 'Content-Type: application/json' -d '{{\"agent_id\": \"{agent_id}\", \"budget_limit\": \"1.00\", \"ttl_seconds\": 3600, \"allowed_urls\": [\"{demo_url}/v1/*\"]}}' | jq -r .id)"
+        "  SESSION=$(curl -s $AWX/api/v1/x402/sessions -H \"X-API-Key: $KEY\" -H 'Content-Type: application/json' -d '{{\"agent_id\": \"{agent_id}\", \"budget_limit\": \"1.00\", \"ttl_seconds\": 3600, \"allowed_urls\": [\"{demo_url}/v1/*\"]}}' | jq -r .id); echo $SESSION"
     )?;
-    writeln!(out, "  # 3. pay from it")?;
+    writeln!(out, "  # 3. pay from it: status completed, and the signature for the retry")?;
     writeln!(
         out,
-        "  PAID=$(curl -s $AWX/api/v1/x402/sessions/$SESSION/pay -H \"X-API-Key: $KEY\" -H 'Content-Type: application/json' -d '{{\"target_url\": \"{demo_url}/v1/weather\"}}'); echo $PAID | jq"
+        "  PAID=$(curl -s $AWX/api/v1/x402/sessions/$SESSION/pay -H \"X-API-Key: $KEY\" -H 'Content-Type: application/json' -d '{{\"target_url\": \"{demo_url}/v1/weather\"}}'); echo \"$PAID\" | jq"
     )?;
     writeln!(out, "  # 4. retry the URL with the signature: 200, and PAYMENT-RESPONSE")?;
     writeln!(
         out,
-        "  curl -si {demo_url}/v1/weather -H \"PAYMENT-SIGNATURE: $(echo $PAID | jq -r .payment_signature)\""
+        "  curl -si {demo_url}/v1/weather -H \"PAYMENT-SIGNATURE: $(echo \"$PAID\" | jq -r .payment_signature)\"; echo"
     )?;
     writeln!(out, "  # 5. the payment (captured by the provider's settle) and the session")?;
     writeln!(
         out,
-        "  curl -s $AWX/api/v1/x402/payments/$(echo $PAID | jq -r .ledger_id) -H \"X-API-Key: $KEY\" | jq"
+        "  curl -s $AWX/api/v1/x402/payments/$(echo \"$PAID\" | jq -r .ledger_id) -H \"X-API-Key: $KEY\" | jq"
     )?;
     writeln!(out, "  curl -s $AWX/api/v1/x402/sessions/$SESSION -H \"X-API-Key: $KEY\" | jq")?;
-    writeln!(out, "  # 6. above the approval threshold: pending until an admin approves")?;
     writeln!(
         out,
-        "  PENDING=$(curl -s $AWX/api/v1/x402/pay -H \"X-API-Key: $KEY\" -H 'Content-Type: application/json' -d '{{\"agent_id\": \"{agent_id}\", \"target_url\": \"{demo_url}/v1/report\"}}' | jq -r .ledger_id)"
+        "  # 6. above the approval threshold ($0.75 > $0.50): status pending, no signature yet"
     )?;
     writeln!(
         out,
-        "  curl -s -X POST $AWX/api/v1/x402/payments/$PENDING/approve -H \"X-API-Key: $ADMIN\" | jq"
+        "  PENDING=$(curl -s $AWX/api/v1/x402/pay -H \"X-API-Key: $KEY\" -H 'Content-Type: application/json' -d '{{\"agent_id\": \"{agent_id}\", \"target_url\": \"{demo_url}/v1/report\"}}'); echo \"$PENDING\" | jq '{{ledger_id, status, amount, payment_signature}}'"
+    )?;
+    writeln!(out, "  #    an admin approves it: status completed, with its signature")?;
+    writeln!(
+        out,
+        "  APPROVED=$(curl -s -X POST $AWX/api/v1/x402/payments/$(echo \"$PENDING\" | jq -r .ledger_id)/approve -H \"X-API-Key: $ADMIN\"); echo \"$APPROVED\" | jq '{{ledger_id, status, amount}}'"
+    )?;
+    writeln!(out, "  #    and the paid retry: 200, the report, and PAYMENT-RESPONSE")?;
+    writeln!(
+        out,
+        "  curl -si {demo_url}/v1/report -H \"PAYMENT-SIGNATURE: $(echo \"$APPROVED\" | jq -r .payment_signature)\"; echo"
     )?;
     writeln!(
         out,
-        "  # 7. net settlement: about {} s after step 3 the authorization has expired, and within the next",
+        "  # 7. the agent's statement: each payment held (amount, then fee) and captured, under the payment's ledger_id"
+    )?;
+    writeln!(
+        out,
+        "  curl -s $AWX/api/v1/agents/{agent_id}/statement -H \"X-API-Key: $KEY\" | jq -c '.data[] | {{type, ledger_id, credit, debit, available_after}}'"
+    )?;
+    writeln!(
+        out,
+        "  # 8. net settlement: about {} s after step 3 the authorization has expired, and within the next",
         demo::DEMO_MAX_TIMEOUT_SECONDS
     )?;
     writeln!(
@@ -211,9 +245,12 @@ pub(crate) fn print(demo: &Demo) -> anyhow::Result<()> {
     )?;
     writeln!(
         out,
-        "  curl -s $AWX/api/v1/x402/payments/$(echo $PAID | jq -r .ledger_id) -H \"X-API-Key: $KEY\" | jq .settlement"
+        "  curl -s $AWX/api/v1/x402/payments/$(echo \"$PAID\" | jq -r .ledger_id) -H \"X-API-Key: $KEY\" | jq .settlement"
     )?;
-    writeln!(out, "  #    and the payee's balance on chain (atomic units; 10000 is $0.01):")?;
+    writeln!(
+        out,
+        "  #    and the payee's balance on chain (atomic units; 10000 is $0.01, 760000 once the report is settled too):"
+    )?;
     writeln!(
         out,
         "  curl -s {} -H 'Content-Type: application/json' -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"eth_call\",\"params\":[{{\"to\":\"{}\",\"data\":\"0x70a08231000000000000000000000000{}\"}},\"latest\"]}}' | jq -r .result | xargs printf '%d\\n'",

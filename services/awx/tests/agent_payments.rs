@@ -455,11 +455,12 @@ async fn payments_above_the_threshold_wait_for_an_admin() {
     let (status, settlement, _) = retry(&world, &url, &approved).await;
     assert_eq!(status, 200);
     assert_eq!(settlement.unwrap()["success"], true);
-    // Approving again answers the same; rejecting it now is a conflict.
+    // It is no longer waiting for approval: approving again or rejecting it is a conflict
+    // (every refused state is in tests/transitions.rs).
     let (status, again) = world
         .call(Method::POST, &format!("/api/v1/x402/payments/{id}/approve"), &world.admin_key, None)
         .await;
-    assert_eq!((status, again["ledger_id"].as_str()), (200, Some(id)));
+    assert_eq!((status, again["error"]["code"].as_str()), (409, Some("payment_state")), "{again}");
     let (status, body) = world
         .call(Method::POST, &format!("/api/v1/x402/payments/{id}/reject"), &world.admin_key, None)
         .await;

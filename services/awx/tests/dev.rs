@@ -1,6 +1,8 @@
 //! `awx dev` (what `make run` runs) starts the chain, the services and the demo, and prints how
 //! to use them: the printed admin key works against the printed gateway, the printed agent pays
-//! the printed demo API, and SIGTERM stops it cleanly.
+//! the printed demo API, the printed walkthrough runs as written, the keys it saves are
+//! owner-only files, its console is free of colour codes and INFO lines (they go to a log file),
+//! SIGTERM stops it cleanly, and a busy port stops it before the database is touched.
 
 #![allow(
     clippy::unwrap_used,
@@ -15,6 +17,10 @@ use std::process::{Command, Stdio};
 use awx_test_support::TestDb;
 
 fn awx_dev(db: &TestDb, state_dir: &std::path::Path) -> Command {
+    awx_dev_with_gateway(db, state_dir, "127.0.0.1:0")
+}
+
+fn awx_dev_with_gateway(db: &TestDb, state_dir: &std::path::Path, gateway: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_awx"));
     command
         .args([
@@ -22,7 +28,7 @@ fn awx_dev(db: &TestDb, state_dir: &std::path::Path) -> Command {
             "--chain-port",
             "0",
             "--gateway-addr",
-            "127.0.0.1:0",
+            gateway,
             "--ledger-ops-addr",
             "127.0.0.1:0",
             "--settlement-ops-addr",
@@ -32,6 +38,9 @@ fn awx_dev(db: &TestDb, state_dir: &std::path::Path) -> Command {
             "--demo-addr",
             "127.0.0.1:0",
         ])
+        // What a terminal user would not have set: the console must be plain by itself.
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
         .args(["--bus-prefix", &format!("test-{}", uuid::Uuid::new_v4().simple())])
         .args(["--database-url", &db.url(), "--redis-url", &awx_test_support::redis_url()])
         .arg("--state-file")
@@ -109,6 +118,46 @@ async fn awx_dev_serves_the_gateway_with_the_admin_key_it_prints() {
     assert_eq!(retried.status(), 200);
     assert!(retried.headers().contains_key("payment-response"));
 
+    // The walkthrough runs as printed (steps 1 to 7; step 8 waits for net settlement).
+    let script: String = printed
+        .lines()
+        .skip_while(|line| !line.starts_with("Walkthrough"))
+        .skip(1)
+        .take_while(|line| !line.trim_start().starts_with("# 8."))
+        .map(|line| format!("{}\n", line.trim_start()))
+        .collect();
+    assert!(script.starts_with("export AWX="), "{script}");
+    let walked = Command::new("bash").args(["-euo", "pipefail", "-c", &script]).output().unwrap();
+    let walked_out = String::from_utf8_lossy(&walked.stdout).to_lowercase();
+    assert!(
+        walked.status.success(),
+        "{script}\n{walked_out}\n{}",
+        String::from_utf8_lossy(&walked.stderr)
+    );
+    for expected in [
+        "\"accepts\"",
+        "\"status\": \"completed\"",
+        "\"status\": \"pending\"",
+        "\"payment_signature\": null",
+        "quarterly weather outlook",
+        "\"type\":\"capture\"",
+    ] {
+        assert!(walked_out.contains(expected), "no {expected} in\n{walked_out}");
+    }
+    assert_eq!(walked_out.matches("http/1.1 200 ok").count(), 2, "{walked_out}");
+    assert_eq!(walked_out.matches("payment-response:").count(), 2, "{walked_out}");
+
+    // The keys are saved owner-only, the agent key beside the admin key.
+    assert_eq!(std::fs::read_to_string(state_dir.join("dev-agent-key")).unwrap(), agent_key);
+    assert_eq!(std::fs::read_to_string(state_dir.join("dev-admin-key")).unwrap(), key);
+    assert!(printed.contains(&format!("saved in {}", state_dir.join("dev-agent-key").display())));
+    for secret in ["dev-kek", "dev-decision-key", "dev-admin-key", "dev-agent-key", "devchain.json"]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(state_dir.join(secret)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{secret} is {:o}", mode & 0o777);
+    }
+
     let terminated =
         Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(terminated.success());
@@ -116,7 +165,16 @@ async fn awx_dev_serves_the_gateway_with_the_admin_key_it_prints() {
 
     // A second run starts from an empty database (the chain is new too): a new admin key.
     let again = awx_dev(&db, &state_dir).arg("--exit-after-start").output().unwrap();
+    // Its console: no colour codes (stderr is not a terminal), no INFO lines; those are in the
+    // log file it names, plain as well.
+    let console = String::from_utf8(again.stderr).unwrap();
+    assert!(!console.contains('\u{1b}') && !console.contains(" INFO "), "{console}");
+    let log = std::fs::read_to_string(state_dir.join("services.log")).unwrap();
+    assert!(log.contains(" INFO ") && !log.contains('\u{1b}'), "{log}");
+    assert!(!log.contains("already exists, skipping"), "Postgres notices are noise: {log}");
     let again = String::from_utf8(again.stdout).unwrap();
+    assert!(!again.contains('\u{1b}'), "{again}");
+    assert!(again.contains(&format!("logs      {}", state_dir.join("services.log").display())));
     assert!(again.contains("the demo is ready"), "{again}");
     assert!(!again.contains(&key), "{again}");
     // With --keep-database, the saved key is reused instead.
@@ -134,6 +192,38 @@ async fn awx_dev_serves_the_gateway_with_the_admin_key_it_prints() {
     let agents: i64 =
         sqlx::query_scalar("SELECT count(*) FROM policy.agents").fetch_one(&pool).await.unwrap();
     assert_eq!(agents, 2, "the kept database has the demo agents of both runs");
+    pool.close().await;
+    let _ = std::fs::remove_dir_all(&state_dir);
+}
+
+#[tokio::test]
+async fn a_busy_port_is_reported_before_the_database_is_touched() {
+    let db = TestDb::new().await;
+    let pool = sqlx::PgPool::connect(&db.url()).await.unwrap();
+    sqlx::query("CREATE TABLE public.kept (id int)").execute(&pool).await.unwrap();
+    let state_dir =
+        std::env::temp_dir().join(format!("awx-dev-busy-{}", uuid::Uuid::new_v4().simple()));
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+
+    let run = awx_dev_with_gateway(&db, &state_dir, &format!("127.0.0.1:{port}"))
+        .arg("--exit-after-start")
+        .output()
+        .unwrap();
+    let error = String::from_utf8(run.stderr).unwrap();
+    assert!(!run.status.success(), "{error}");
+    assert!(error.contains(&format!("port {port} (127.0.0.1:{port}, the gateway)")), "{error}");
+    assert!(error.contains("--gateway-addr"), "the option that moves it: {error}");
+    assert!(error.contains("the database was not touched"), "{error}");
+    assert!(!String::from_utf8(run.stdout).unwrap().contains("chain is up"));
+    // Nothing was dropped, and nothing was started or written.
+    let kept: bool = sqlx::query_scalar("SELECT to_regclass('public.kept') IS NOT NULL")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(kept, "the database was dropped");
+    assert!(!state_dir.join("devchain.json").exists());
+    drop(busy);
     pool.close().await;
     let _ = std::fs::remove_dir_all(&state_dir);
 }

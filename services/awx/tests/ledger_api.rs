@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use awx_api::ledger::{Asset, Deposit, DepositSource, Hold};
+use awx_api::ledger::{Asset, Capture, Deposit, DepositSource, Hold};
 use awx_cli::platform::{self, PlatformArgs};
 use awx_test_support::{RedisNamespace, TestDb};
 use awx_types::{AccountId, AgentId, Amount, PaymentId};
@@ -78,7 +78,18 @@ async fn balances_statements_and_fee_tiers_through_the_gateway() {
     config.redis_url = secrecy::SecretString::from(awx_test_support::redis_url());
     config.prefix = namespace.prefix().to_owned();
     let bus = awx_bus::Bus::connect(config).await.unwrap();
-    let agent = AgentId::new();
+    // The agent is the account's (the gateway answers 404 for anyone else's).
+    let created: Value = http
+        .post(format!("{}/api/v1/agents", platform.gateway_url))
+        .header("x-api-key", &admin)
+        .json(&serde_json::json!({"name": "statement-agent"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let agent = AgentId::parse(created["id"].as_str().unwrap()).unwrap();
     let deposit = Deposit {
         owner,
         agent,
@@ -134,6 +145,43 @@ async fn balances_statements_and_fee_tiers_through_the_gateway() {
     assert_eq!(rest["data"].as_array().unwrap().len(), 1);
     assert!(rest.get("next_cursor").is_none());
 
+    // The provider's settle captures the payment: its lines carry the payment's ledger id (the
+    // hold's, as the API shows it) and the captured amount and fee, the hold lifted as a credit.
+    let captured = bus
+        .send(&Capture { hold_id: held.ledger_id, amount: None }, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_ne!(captured.ledger_id, held.ledger_id, "the capture is a transfer of its own");
+    let statement: Value =
+        get(format!("/api/v1/agents/{agent}/statement"), admin.clone()).await.json().await.unwrap();
+    let lines = statement["data"].as_array().unwrap();
+    assert_eq!(lines.len(), 5, "{statement}");
+    let shown: Vec<(&str, &str, &str, &str, &str)> = lines
+        .iter()
+        .map(|line| {
+            (
+                line["type"].as_str().unwrap(),
+                line["ledger_id"].as_str().unwrap(),
+                line["credit"].as_str().unwrap(),
+                line["debit"].as_str().unwrap(),
+                line["available_after"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let payment = held.ledger_id.to_string();
+    assert!(payment.starts_with("ldg_"), "{payment}");
+    assert_eq!(
+        shown[1..],
+        [
+            ("hold", payment.as_str(), "0.00", "0.10", "4.90"),
+            ("hold", payment.as_str(), "0.00", "0.002", "4.898"),
+            ("capture", payment.as_str(), "0.10", "0.10", "4.898"),
+            ("capture", payment.as_str(), "0.002", "0.002", "4.898"),
+        ],
+        "{statement}"
+    );
+    assert_eq!(lines[4]["held_after"], "0.00");
+
     let tiers: Value =
         get("/api/v1/x402/fees/tiers".into(), admin.clone()).await.json().await.unwrap();
     assert_eq!(tiers["current_tier"], "starter");
@@ -157,20 +205,12 @@ async fn balances_statements_and_fee_tiers_through_the_gateway() {
     )
     .await
     .unwrap();
-    let foreign: Value =
-        get(format!("/api/v1/agents/{agent}/balances"), other.plaintext.expose().to_owned())
-            .await
-            .json()
-            .await
-            .unwrap();
-    assert_eq!(foreign["balances"], serde_json::json!([]));
-    let foreign_statement: Value =
-        get(format!("/api/v1/agents/{agent}/statement"), other.plaintext.expose().to_owned())
-            .await
-            .json()
-            .await
-            .unwrap();
-    assert_eq!(foreign_statement["data"], serde_json::json!([]));
+    // Another tenant's agent is no agent of theirs: 404, not an empty wallet.
+    let other_key = other.plaintext.expose().to_owned();
+    let foreign = get(format!("/api/v1/agents/{agent}/balances"), other_key.clone()).await;
+    assert_eq!(foreign.status(), 404);
+    let foreign_statement = get(format!("/api/v1/agents/{agent}/statement"), other_key).await;
+    assert_eq!(foreign_statement.status(), 404);
     assert_eq!(get("/api/v1/agents/agt_nope/balances".into(), admin.clone()).await.status(), 404);
 
     platform.stop().await.unwrap();

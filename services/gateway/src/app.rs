@@ -206,6 +206,8 @@ fn router(state: &Arc<AppState>, extra: ExtraRoutes) -> Router {
         .layer(
             ServiceBuilder::new()
                 .layer(from_fn(request_id::middleware))
+                // Inside the request id's scope, outside everything that may answer an error.
+                .layer(from_fn(middleware::envelope_framework_errors))
                 .layer(
                     TraceLayer::new_for_http()
                         .make_span_with(|request: &Request| {

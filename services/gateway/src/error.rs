@@ -77,6 +77,15 @@ pub enum ErrorCode {
     ChainNotOffered,
     /// The payment is not in a state that allows this operation.
     PaymentState,
+    /// The session is not in a state that allows this operation (revoking a session already
+    /// revoked or expired); the message names its status.
+    SessionState,
+    /// The agent is not in a state that allows this operation (deleting an agent already
+    /// deleted, approving a payment of an agent deleted while it waited).
+    AgentState,
+    /// The API key is not in a state that allows this operation (revoking a key already revoked
+    /// or expired); the message names its status.
+    ApiKeyState,
     /// A development-only feature (the faucet) is not available on this chain.
     FaucetUnavailable,
     /// The chain is not served for this operation (withdrawals: no withdrawable token there).
@@ -148,6 +157,7 @@ impl ErrorCode {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             Self::PaymentState | Self::WithdrawalConflict => StatusCode::CONFLICT,
+            Self::SessionState | Self::AgentState | Self::ApiKeyState => StatusCode::CONFLICT,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -193,6 +203,9 @@ impl ErrorCode {
             | Self::NoPayableOffer
             | Self::ChainNotOffered
             | Self::PaymentState
+            | Self::SessionState
+            | Self::AgentState
+            | Self::ApiKeyState
             | Self::FaucetUnavailable
             | Self::NetworkNotSupported
             | Self::WithdrawalConflict => ErrorType::InvalidRequestError,
@@ -403,6 +416,20 @@ mod tests {
             assert_eq!(serde_json::to_value(code).unwrap(), name);
             assert_eq!(code.status(), status, "{name}");
             assert_eq!(code.error_type(), error_type, "{name}");
+        }
+    }
+
+    #[test]
+    fn state_codes_are_conflicts() {
+        for (code, name) in [
+            (ErrorCode::PaymentState, "payment_state"),
+            (ErrorCode::SessionState, "session_state"),
+            (ErrorCode::AgentState, "agent_state"),
+            (ErrorCode::ApiKeyState, "api_key_state"),
+        ] {
+            assert_eq!(serde_json::to_value(code).unwrap(), name);
+            assert_eq!(code.status(), StatusCode::CONFLICT, "{name}");
+            assert_eq!(code.error_type(), ErrorType::InvalidRequestError, "{name}");
         }
     }
 

@@ -1,11 +1,13 @@
 //! The gateway's cross-cutting middleware: header size limit, rate limits, HTTP metrics,
-//! control characters in path parameters, and the fallbacks that answer unknown routes and
-//! methods in the error envelope.
+//! control characters in path parameters, the fallbacks that answer unknown routes and
+//! methods in the error envelope, and the last resort that puts any other error answer of the
+//! framework in the envelope ([`envelope_framework_errors`]).
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{FromRequestParts as _, MatchedPath, RawPathParams, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -103,13 +105,80 @@ pub(crate) fn control_character_error(name: &str) -> ApiError {
 /// [`crate::extract::parse_json`].
 pub async fn refuse_control_characters(request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
-    // Values are percent-decoded; a path that does not decode is left to the handler's `Path`.
+    // Values are percent-decoded; a path that does not decode is left to the handler's
+    // `ApiPath` (400 `invalid_field` naming the parameter).
     if let Ok(params) = RawPathParams::from_request_parts(&mut parts, &()).await
         && let Some((name, _)) = params.iter().find(|(_, value)| has_control_character(value))
     {
         return control_character_error(name).into_response();
     }
     next.run(Request::from_parts(parts, body)).await
+}
+
+/// Whether a response's `Content-Type` is JSON (`application/json`, `application/*+json`).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).is_some_and(|value| {
+        let mime = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+    })
+}
+
+/// The stable code of an error status the framework answered with itself.
+fn framework_code(status: StatusCode) -> ErrorCode {
+    match status {
+        StatusCode::NOT_FOUND => ErrorCode::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => ErrorCode::HeadersTooLarge,
+        StatusCode::TOO_MANY_REQUESTS => ErrorCode::RateLimited,
+        StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => ErrorCode::Timeout,
+        StatusCode::SERVICE_UNAVAILABLE => ErrorCode::ServiceUnavailable,
+        status if status.is_client_error() => ErrorCode::InvalidRequest,
+        _ => ErrorCode::InternalError,
+    }
+}
+
+/// The most bytes of a framework's plain-text error read to quote it in the message.
+const FRAMEWORK_MESSAGE_BYTES_MAX: usize = 1024;
+
+/// The last resort: an error answer (4xx or 5xx) that is not JSON was made by the framework
+/// (an extractor's rejection, a layer's refusal), not by our code, which answers every error
+/// with [`ApiError`]. It is answered in the envelope instead, with the same status, a stable
+/// code for the status, and the same headers (`Allow`, `Retry-After`); a 4xx quotes the
+/// framework's text, a 5xx does not (it is logged).
+pub async fn envelope_framework_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) || is_json(response.headers()) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, FRAMEWORK_MESSAGE_BYTES_MAX)
+        .await
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes.to_vec()).ok())
+        .map(|text| text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>())
+        .unwrap_or_default();
+    let text = text.trim();
+    let code = framework_code(status);
+    let message = if status.is_server_error() {
+        tracing::error!(status = status.as_u16(), body = %text, "the framework answered an error");
+        "an unexpected error occurred; quote the request id when reporting it".to_owned()
+    } else if text.is_empty() {
+        status.canonical_reason().unwrap_or("the request was refused").to_owned()
+    } else {
+        text.to_owned()
+    };
+    let mut envelope = ApiError::new(code, message).into_response();
+    *envelope.status_mut() = status;
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    parts.headers.remove(header::CONTENT_ENCODING);
+    for (name, value) in envelope.headers() {
+        parts.headers.insert(name, value.clone());
+    }
+    Response::from_parts(parts, envelope.into_body())
 }
 
 /// The answer to unknown routes.

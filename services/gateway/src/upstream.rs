@@ -33,6 +33,8 @@ fn rejection(code: &str, message: String) -> ApiError {
         "no_payable_offer" => ErrorCode::NoPayableOffer,
         "chain_not_offered" => ErrorCode::ChainNotOffered,
         "payment_state" => ErrorCode::PaymentState,
+        "session_state" => ErrorCode::SessionState,
+        "agent_state" => ErrorCode::AgentState,
         "conflict" => ErrorCode::Conflict,
         "signer_unavailable" | "ledger_unavailable" | "policy_unavailable" => {
             return ApiError::new(ErrorCode::ServiceUnavailable, message).with_retry_after(1);
@@ -132,6 +134,19 @@ mod tests {
             (policy::codes::SIGNER_REFUSED, ErrorCode::SignerRefused),
         ] {
             assert_eq!(rejection(code, "why".into()).code(), expected, "{code}");
+        }
+    }
+
+    #[test]
+    fn state_rejections_are_conflicts_with_their_own_codes() {
+        for (code, expected) in [
+            (policy::codes::PAYMENT_STATE, ErrorCode::PaymentState),
+            (policy::codes::SESSION_STATE, ErrorCode::SessionState),
+            (policy::codes::AGENT_STATE, ErrorCode::AgentState),
+        ] {
+            let error = rejection(code, "why".into());
+            assert_eq!(error.code(), expected, "{code}");
+            assert_eq!(error.code().status(), axum::http::StatusCode::CONFLICT, "{code}");
         }
     }
 }

@@ -444,8 +444,11 @@ impl Ledger {
         query: &Statement,
     ) -> Result<StatementReply, LedgerFailure> {
         let limit = query.limit.clamp(1, 100);
+        // A hold's resolution (capture, release, expiry, withdrawal) is shown under the hold's
+        // id, which is the payment's (or withdrawal's) ledger id, so every line of one payment
+        // carries the id the API shows for it.
         let rows = sqlx::query(
-            "SELECT e.id, e.transfer_id,
+            "SELECT e.id, COALESCE(t.pending_id, e.transfer_id),
                     CASE WHEN t.metadata @> '{\"withdrawal\": true}' THEN 'withdrawal' ELSE t.metadata->>'op' END,
                     a.network, a.token, a.decimals, e.side,
                     e.pending_added::text, e.pending_removed::text, e.posted_added::text,
@@ -473,28 +476,17 @@ impl Ledger {
             let (pending_added, pending_removed, posted_added) = (parse(7)?, parse(8)?, parse(9)?);
             let (held_after, debits_after, credits_after) = (parse(10)?, parse(11)?, parse(12)?);
             // For a wallet, credits add to the available balance; posted or pending debits take
-            // from it. A resolved hold returns what it held and takes what it posted.
+            // from it. Movements are shown gross: a hold takes what it holds (debit); a capture
+            // lifts its hold (credit: what was held) and takes what it captured (debit), so the
+            // captured amount shows and `available_after` moves by the rest it released; a
+            // release returns what was held (credit).
             let (credit, debit) = if side == "credit" {
                 (posted_added, Amount::ZERO)
             } else {
                 let taken = pending_added
                     .checked_add(posted_added)
                     .map_err(|e| LedgerFailure::Internal(e.to_string()))?;
-                if pending_removed >= taken {
-                    (
-                        pending_removed
-                            .checked_sub(taken)
-                            .map_err(|e| LedgerFailure::Internal(e.to_string()))?,
-                        Amount::ZERO,
-                    )
-                } else {
-                    (
-                        Amount::ZERO,
-                        taken
-                            .checked_sub(pending_removed)
-                            .map_err(|e| LedgerFailure::Internal(e.to_string()))?,
-                    )
-                }
+                (pending_removed, taken)
             };
             let kind = match row.get::<Option<&str>, _>(2) {
                 Some("deposit") => LineKind::Deposit,

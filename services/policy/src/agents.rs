@@ -325,14 +325,30 @@ pub(crate) async fn list(engine: &Engine, owner: AccountId) -> Result<Vec<AgentV
     rows.iter().map(|row| agent_from_row(row).map(|agent| agent.view())).collect()
 }
 
-/// Deletes an agent and revokes its sessions.
+/// Deletes an agent and revokes its sessions. An agent already deleted is refused with
+/// `agent_state` and nothing changes (deleting is not idempotent); an unknown one is
+/// `agent_not_found`.
+///
+/// Payments in flight do not stop a deletion (it is how an owner stops an agent at once), and it
+/// does not cancel them: one already signed (`authorized`) stands, and its provider may still
+/// settle it (or it expires and its hold is released); one waiting for approval can still be
+/// rejected, or expires, and approving it fails it with `agent_state`.
 pub(crate) async fn delete(
     engine: &Engine,
     owner: AccountId,
     id: AgentId,
 ) -> Result<AgentView, Failure> {
     let mut tx = engine.pool.begin().await?;
-    let mut agent = live(&mut tx, owner, id, true).await?;
+    let mut agent = load(&mut tx, owner, id, true)
+        .await?
+        .ok_or_else(|| Failure::reject(codes::AGENT_NOT_FOUND, format!("no agent {id}")))?;
+    if agent.deleted {
+        tx.rollback().await?;
+        return Err(Failure::reject(
+            codes::AGENT_STATE,
+            format!("the agent {id} is deleted: only an active agent can be deleted"),
+        ));
+    }
     sqlx::query("UPDATE policy.agents SET deleted_at = now() WHERE id = $1")
         .bind(id.as_uuid())
         .execute(&mut *tx)

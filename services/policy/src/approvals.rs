@@ -1,5 +1,11 @@
 //! An admin's decision on a payment waiting for approval: approve (then it is held and signed
 //! like any payment) or reject (its reservation is released).
+//!
+//! Only a payment in `pending_approval` can be decided. Any other state (`authorizing`,
+//! `authorized` or `captured`, whether it was approved earlier or never waited; `rejected`,
+//! `failed`, `expired`) is refused with `payment_state`, naming the state, and nothing changes:
+//! a decision is not idempotent by itself (the gateway's `Idempotency-Key` replays the first
+//! answer to a retry, and a redelivered command is answered from the inbox).
 
 use awx_api::policy::{Decide, PaymentView, codes};
 use awx_types::{AccountId, SessionId};
@@ -8,21 +14,20 @@ use crate::engine::{Engine, now_unix};
 use crate::error::Failure;
 use crate::{agents, pay, payments, sessions};
 
-/// Approves or rejects a payment in `pending_approval`.
+/// Approves or rejects a payment in `pending_approval`; any other state is refused with
+/// `payment_state` and nothing changes.
 pub(crate) async fn decide(engine: &Engine, command: &Decide) -> Result<PaymentView, Failure> {
     let mut tx = engine.pool.begin().await?;
     let mut payment = payments::owned(&mut tx, command.owner, command.ledger_id, true).await?;
     if payment.state != "pending_approval" {
-        let settled_the_same_way = (command.approve && payment.state != "rejected")
-            || (!command.approve && payment.state == "rejected");
-        tx.commit().await?;
-        if settled_the_same_way && payment.state != "failed" && payment.state != "expired" {
-            // A retried decision: the same answer.
-            return Ok(payment.view());
-        }
+        tx.rollback().await?;
+        let verb = if command.approve { "approved" } else { "rejected" };
         return Err(Failure::reject(
             codes::PAYMENT_STATE,
-            format!("the payment is {}, not waiting for approval", payment.state),
+            format!(
+                "the payment is {}: only a payment in pending_approval can be {verb}",
+                payment.state
+            ),
         ));
     }
     let reason = command.reason.as_deref().map(|r| r.chars().take(500).collect::<String>());
@@ -63,7 +68,7 @@ pub(crate) async fn decide(engine: &Engine, command: &Decide) -> Result<PaymentV
         None => None,
     };
     let refusal = if agent_gone {
-        Some((codes::AGENT_NOT_FOUND, "the agent was deleted while the payment waited"))
+        Some((codes::AGENT_STATE, "the agent was deleted while the payment waited"))
     } else {
         session_refusal
     };

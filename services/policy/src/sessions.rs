@@ -5,7 +5,7 @@
 //! overspend a session, on any number of replicas.
 
 use awx_api::policy::{CreateSession, SessionView, codes};
-use awx_policy_core::{Session, UrlPattern, format_usd, parse_usd};
+use awx_policy_core::{Session, SessionStatus, UrlPattern, format_usd, parse_usd};
 use awx_types::{AccountId, AgentId, Amount, SessionId};
 use sqlx::Row as _;
 use uuid::Uuid;
@@ -170,7 +170,9 @@ pub(crate) async fn get(
     Ok(load(&mut conn, owner, id, false).await?.view(now_unix()))
 }
 
-/// Revokes a session; revoking again changes nothing.
+/// Revokes a session that is still in force (`active` or `exhausted`). A session already
+/// revoked (by its owner, or when its agent was deleted) or expired is refused with
+/// `session_state`, naming its status, and nothing changes: revoking is not idempotent.
 pub(crate) async fn revoke(
     engine: &Engine,
     owner: AccountId,
@@ -178,15 +180,25 @@ pub(crate) async fn revoke(
 ) -> Result<SessionView, Failure> {
     let mut tx = engine.pool.begin().await?;
     let mut session = load(&mut tx, owner, id, true).await?;
-    let revoked_at: Option<i64> = sqlx::query(
-        "UPDATE policy.sessions SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1
-         RETURNING extract(epoch FROM revoked_at)::bigint",
-    )
-    .bind(session.id)
-    .fetch_one(&mut *tx)
-    .await?
-    .get(0);
+    let now = now_unix();
+    match session.rules.status(now) {
+        SessionStatus::Active | SessionStatus::Exhausted => {}
+        status @ (SessionStatus::Revoked | SessionStatus::Expired) => {
+            tx.rollback().await?;
+            return Err(Failure::reject(
+                codes::SESSION_STATE,
+                format!(
+                    "the session is {}: only a session in force (active or exhausted) can be revoked",
+                    status.as_str()
+                ),
+            ));
+        }
+    }
+    sqlx::query("UPDATE policy.sessions SET revoked_at = now() WHERE id = $1")
+        .bind(session.id)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
-    session.rules.revoked = revoked_at.is_some();
-    Ok(session.view(now_unix()))
+    session.rules.revoked = true;
+    Ok(session.view(now))
 }

@@ -9,7 +9,7 @@ use awx_api::ledger;
 use awx_api::policy::{self, AgentView, PolicyView};
 use awx_types::AgentId;
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 use crate::auth::Principal;
 use crate::auth::key::Scope;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiPath};
 use crate::idempotency::MintedId;
 use crate::routes::ledger::BalanceView;
 use crate::state::AppState;
@@ -249,7 +249,7 @@ pub async fn list_agents(
 pub async fn get_agent(
     State(state): State<Arc<AppState>>,
     principal: Principal,
-    Path(agent): Path<String>,
+    ApiPath(agent): ApiPath<String>,
 ) -> Result<axum::Json<AgentResponse>, ApiError> {
     principal.require(Scope::Agent)?;
     let agent = agent_id(&agent)?;
@@ -266,7 +266,12 @@ pub async fn get_agent(
 }
 
 /// Deletes an agent: it can no longer pay and its sessions are revoked; its wallet, balances
-/// and payments remain.
+/// and payments remain. An agent already deleted is refused with 409 `agent_state`, and nothing
+/// changes (deleting is not idempotent: a retry after a lost answer gets that 409, which says
+/// the agent is deleted). Payments in flight do not prevent the deletion, which stops the agent
+/// at once, and are not cancelled by it: a signed one (`authorized`) stands and its provider may
+/// still settle it (or it expires and its hold is released); one waiting for approval can be
+/// rejected or left to expire, and approving it fails it (409 `agent_state`).
 #[utoipa::path(
     delete, path = "/api/v1/agents/{agent_id}", tag = "agents",
     security(("api_key" = ["admin"])),
@@ -275,12 +280,13 @@ pub async fn get_agent(
         (status = 200, description = "The deleted agent", body = AgentResponse),
         (status = 400, description = "A path parameter holds a control character such as %00 (`invalid_field` names it)", body = ErrorBody),
         (status = 404, description = "No such agent", body = ErrorBody),
+        (status = 409, description = "The agent is already deleted (`agent_state`); nothing changed", body = ErrorBody),
     )
 )]
 pub async fn delete_agent(
     State(state): State<Arc<AppState>>,
     principal: Principal,
-    Path(agent): Path<String>,
+    ApiPath(agent): ApiPath<String>,
 ) -> Result<axum::Json<AgentResponse>, ApiError> {
     principal.require(Scope::Admin)?;
     let agent = agent_id(&agent)?;
@@ -308,7 +314,7 @@ pub async fn delete_agent(
 pub async fn set_policy(
     State(state): State<Arc<AppState>>,
     principal: Principal,
-    Path(agent): Path<String>,
+    ApiPath(agent): ApiPath<String>,
     ApiJson(body): ApiJson<PolicyBody>,
 ) -> Result<axum::Json<AgentResponse>, ApiError> {
     principal.require(Scope::Admin)?;
@@ -364,7 +370,7 @@ pub struct FundResponse {
 pub async fn fund_agent(
     State(state): State<Arc<AppState>>,
     principal: Principal,
-    Path(agent): Path<String>,
+    ApiPath(agent): ApiPath<String>,
     ApiJson(request): ApiJson<FundRequest>,
 ) -> Result<axum::Json<FundResponse>, ApiError> {
     principal.require(Scope::Admin)?;

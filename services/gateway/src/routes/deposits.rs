@@ -14,7 +14,7 @@ use std::sync::Arc;
 use awx_api::deposits::{self, DepositView};
 use awx_api::ledger::DepositSource;
 use awx_types::{AgentId, Amount};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::auth::Principal;
 use crate::auth::key::Scope;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
-use crate::extract::ApiQuery;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::state::AppState;
 use crate::upstream;
 
@@ -158,7 +158,7 @@ fn response(state: &AppState, view: DepositView) -> Result<DepositResponse, ApiE
 pub async fn list_deposits(
     State(state): State<Arc<AppState>>,
     principal: Principal,
-    Path(agent): Path<String>,
+    ApiPath(agent): ApiPath<String>,
     ApiQuery(params): ApiQuery<DepositParams>,
 ) -> Result<axum::Json<DepositPage>, ApiError> {
     principal.require(Scope::Agent)?;

@@ -2,8 +2,9 @@
 //! `GET /supported` under `/api/v1/x402/facilitator`, in the official protocol's shapes, so the
 //! official `HTTPFacilitatorClient` works against it with our key in `X-API-Key`.
 //!
-//! Thin: the body is read as a facilitator request (a request that cannot be read, or whose
-//! amount is above the platform's bound, is 400 naming the field), sent to the settlement service
+//! Thin: the body is read as a facilitator request (a request that cannot be read, that holds a
+//! key twice in one object at any depth, or whose amount is above the platform's bound, is 400
+//! naming the field), sent to the settlement service
 //! over the bus, and its answer returned with HTTP 200, including business failures
 //! (`isValid: false`, `success: false`).
 
@@ -112,9 +113,11 @@ pub fn amounts_within_max(
     request_body(content = Object, description = "`{x402Version, paymentPayload, paymentRequirements}` (x402 v2, or v1 for v1 payloads)"),
     responses(
         (status = 200, description = "A VerifyResponse: `{isValid, invalidReason?, invalidMessage?, payer?}`; an invalid payment is 200 with `isValid: false`", body = Object),
-        (status = 400, description = "The request cannot be read, or an amount is above the bound: 10^9 whole tokens of a token the platform knows (10^15 atomic units of USDC), 2^128 - 1 atomic units of any other (`invalid_field` names it)", body = ErrorBody),
+        (status = 400, description = "The request cannot be read (`malformed_json`; `invalid_field` names the field, or the key an object holds twice at any depth), or an amount is above the bound: 10^9 whole tokens of a token the platform knows (10^15 atomic units of USDC), 2^128 - 1 atomic units of any other (`invalid_field` names it)", body = ErrorBody),
         (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody),
         (status = 403, description = "The key lacks the provider scope", body = ErrorBody),
+        (status = 413, description = "The body is larger than `http.body_bytes_max`", body = ErrorBody),
+        (status = 415, description = "The body is not sent as `application/json`", body = ErrorBody),
         (status = 503, description = "The facilitator or the chain is unavailable", body = ErrorBody),
     )
 )]
@@ -141,9 +144,11 @@ pub async fn verify(
     request_body(content = Object, description = "`{x402Version, paymentPayload, paymentRequirements}`"),
     responses(
         (status = 200, description = "A SettleResponse: `{success, transaction, network, payer?, errorReason?, errorMessage?}`", body = Object),
-        (status = 400, description = "The request cannot be read, or an amount is above the bound: 10^9 whole tokens of a token the platform knows (10^15 atomic units of USDC), 2^128 - 1 atomic units of any other (`invalid_field` names it)", body = ErrorBody),
+        (status = 400, description = "The request cannot be read (`malformed_json`; `invalid_field` names the field, or the key an object holds twice at any depth), or an amount is above the bound: 10^9 whole tokens of a token the platform knows (10^15 atomic units of USDC), 2^128 - 1 atomic units of any other (`invalid_field` names it)", body = ErrorBody),
         (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody),
         (status = 403, description = "The key lacks the provider scope", body = ErrorBody),
+        (status = 413, description = "The body is larger than `http.body_bytes_max`", body = ErrorBody),
+        (status = 415, description = "The body is not sent as `application/json`", body = ErrorBody),
         (status = 503, description = "The facilitator or the chain is unavailable", body = ErrorBody),
     )
 )]

@@ -6,7 +6,9 @@
 //!   reason Gate has a code for gets that code (51001 … 51905), any other refusal 200 (as Gate's
 //!   own failure examples show), with `data` carrying the full answer and `msg` the reason.
 //! - A request that cannot be read is HTTP 400 with code 51001 (payload), 51002 (requirements) or
-//!   51003 (a missing payload field).
+//!   51003 (a missing payload field). A body that is not JSON, or holds a key twice in one object
+//!   (at any depth, `params` included), is refused before the action is read, as on every route:
+//!   HTTP 400 in the error envelope (`malformed_json`, `invalid_field` naming the key).
 //! - Gate's limits apply per action: 1 request/s per API key (10132) and 50/s globally (10133);
 //!   the in-process flood guard answers 10131. These are HTTP 429 with `Retry-After`.
 //! - `paymentPayload.accepted` may be partial (`{scheme, network}`), or spelled `accept`: the
@@ -26,7 +28,7 @@ use utoipa::ToSchema;
 
 use crate::auth::Principal;
 use crate::auth::key::Scope;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiJson;
 use crate::state::AppState;
 use crate::upstream;
@@ -129,7 +131,9 @@ fn unreadable(error: &ApiError, field: Option<&str>) -> Response {
     request_body = GateRequest,
     responses(
         (status = 200, description = "The envelope: `code` 0, or Gate's code of the refusal", body = GateResponse),
-        (status = 400, description = "Unreadable request (codes 51001, 51002, 51003)", body = GateResponse),
+        (status = 400, description = "Unreadable params (codes 51001, 51002, 51003). A body that is not JSON, or that holds a key twice in one object at any depth, is refused before the action is read, in the error envelope (`malformed_json`, `invalid_field` naming the key)", body = GateResponse),
+        (status = 413, description = "The body is larger than `http.body_bytes_max`", body = ErrorBody),
+        (status = 415, description = "The body is not sent as `application/json`", body = ErrorBody),
         (status = 429, description = "Rate limited (codes 10131, 10132, 10133)", body = GateResponse),
     )
 )]

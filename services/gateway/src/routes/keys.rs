@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use awx_types::ApiKeyId;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -18,7 +18,7 @@ use crate::accounts::{self, AccountError, IssuedKey};
 use crate::auth::Principal;
 use crate::auth::key::Scope;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::idempotency::SecretFields;
 use crate::state::AppState;
 use crate::store::{self, KeyRow};
@@ -278,7 +278,7 @@ pub async fn list_keys(
 pub async fn get_key(
     State(state): State<Arc<AppState>>,
     principal: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<axum::Json<KeyView>, ApiError> {
     principal.require(Scope::Admin)?;
     let row = store::key_of_account(&state.pool, principal.account_id, key_id(&id)?)
@@ -288,7 +288,10 @@ pub async fn get_key(
 }
 
 /// Revokes a key at once. Every replica refuses it within the revocation bound (5 s by
-/// default). Revoking a revoked key changes nothing.
+/// default). Only a key that still works (`active`, a rotated key in its grace period included)
+/// can be revoked: a key already `revoked`, or `expired` (rotated, its grace over), is refused
+/// with 409 `api_key_state` naming its status, and nothing changes. Revoking is not idempotent: a
+/// retry after a lost answer gets that 409, which says the key is revoked.
 #[utoipa::path(
     delete, path = "/api/v1/keys/{key_id}", tag = "keys",
     security(("api_key" = ["admin"])),
@@ -299,17 +302,40 @@ pub async fn get_key(
         (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody),
         (status = 403, description = "The key lacks the admin scope", body = ErrorBody),
         (status = 404, description = "No such key in the account", body = ErrorBody),
+        (status = 409, description = "The key is already revoked or expired (`api_key_state`); nothing changed", body = ErrorBody),
     )
 )]
 pub async fn revoke_key(
     State(state): State<Arc<AppState>>,
     principal: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<axum::Json<KeyView>, ApiError> {
     principal.require(Scope::Admin)?;
-    let row = store::revoke_key(&state.pool, principal.account_id, key_id(&id)?)
+    let id = key_id(&id)?;
+    // Under the key's row lock, so of concurrent revocations exactly one succeeds.
+    let mut tx = state.pool.begin().await?;
+    let mut row = store::lock_key_of_account(&mut tx, principal.account_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("key"))?;
+    let refused = match KeyView::from(&row).status {
+        KeyStatus::Active => None,
+        KeyStatus::Revoked => Some("revoked"),
+        KeyStatus::Expired => Some("expired"),
+    };
+    if let Some(status) = refused {
+        return Err(ApiError::new(
+            ErrorCode::ApiKeyState,
+            format!("the key is {status}: only a key that still works can be revoked"),
+        ));
+    }
+    let revoked_at: DateTime<Utc> = sqlx::query_scalar(
+        "UPDATE gateway.api_keys SET revoked_at = now() WHERE id = $1 RETURNING revoked_at",
+    )
+    .bind(id.as_uuid())
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    row.revoked_at = Some(revoked_at);
     Ok(axum::Json(KeyView::from(&row)))
 }
 
@@ -335,7 +361,7 @@ pub async fn revoke_key(
 pub async fn rotate_key(
     State(state): State<Arc<AppState>>,
     principal: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     body: axum::body::Bytes,
 ) -> Result<CreatedAnswer, ApiError> {
     principal.require(Scope::Admin)?;

@@ -1,6 +1,8 @@
 //! Money as the ledger sees it: fee tiers, agents' balances and statements (an agent's deposits
-//! are in [`crate::routes::deposits`]). Thin: each handler validates, asks the ledger over the
-//! bus, and renders decimal strings with the token's decimals.
+//! are in [`crate::routes::deposits`]). Thin: each handler validates, asks the policy service
+//! whether the agent is the caller account's (404 otherwise: another tenant's agent is not an
+//! empty wallet), asks the ledger over the bus, and renders decimal strings with the token's
+//! decimals.
 
 #![allow(
     unused_qualifications,
@@ -11,7 +13,7 @@ use std::sync::Arc;
 
 use awx_api::ledger::{self, Asset};
 use awx_types::{AgentId, Amount, LedgerId};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use chrono::{DateTime, TimeZone as _, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -20,7 +22,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::Principal;
 use crate::auth::key::Scope;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
-use crate::extract::ApiQuery;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::state::AppState;
 use crate::upstream;
 
@@ -166,17 +168,20 @@ fn symbol(state: &AppState, asset: &Asset) -> Option<String> {
         (status = 400, description = "A path parameter holds a control character such as %00 (`invalid_field` names it)", body = ErrorBody),
         (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody),
         (status = 403, description = "The key lacks the agent or admin scope", body = ErrorBody),
-        (status = 404, description = "No such agent", body = ErrorBody),
-        (status = 503, description = "The ledger is unavailable", body = ErrorBody),
+        (status = 404, description = "No such agent in the caller's account", body = ErrorBody),
+        (status = 503, description = "The policy service or the ledger is unavailable", body = ErrorBody),
     )
 )]
 pub async fn balances(
     State(state): State<Arc<AppState>>,
     principal: Principal,
-    Path(agent): Path<String>,
+    ApiPath(agent): ApiPath<String>,
 ) -> Result<axum::Json<BalancesView>, ApiError> {
     principal.require(Scope::Agent)?;
     let agent = agent_id(&agent)?;
+    // The agent must be the caller account's (404 otherwise), asked before any balance is read:
+    // another tenant's agent, or none, is not an empty wallet.
+    super::own_agent(&state, &principal, agent).await?;
     let reply =
         upstream::call(&state, "ledger", &ledger::Balances { owner: principal.account_id, agent })
             .await?;
@@ -238,10 +243,15 @@ pub enum LineType {
     Transfer,
 }
 
-/// One statement line.
+/// One statement line: one movement of the wallet, gross. The previous line's
+/// `available_after` plus `credit` minus `debit` is this line's `available_after`. A payment
+/// has a line for its amount and one for its fee at each step: the hold takes them (`debit`);
+/// the capture lifts the hold (`credit`) and takes what was captured (`debit`); a release or
+/// expiry gives the hold back (`credit`).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StatementLineView {
-    /// The ledger transfer (`ldg_…`).
+    /// The ledger transfer (`ldg_…`); for a payment's capture, release or expiry, the
+    /// payment's own `ledger_id`, so every line of a payment carries the same id.
     pub ledger_id: String,
     /// What happened.
     #[serde(rename = "type")]
@@ -250,9 +260,9 @@ pub struct StatementLineView {
     pub chain: String,
     /// The token contract.
     pub asset: String,
-    /// Added to the available balance.
+    /// Added to the available balance (a capture's: what its hold held).
     pub credit: String,
-    /// Taken from the available balance.
+    /// Taken from the available balance (a capture's: what it captured).
     pub debit: String,
     /// The available balance after it.
     pub available_after: String,
@@ -282,19 +292,21 @@ pub struct StatementView {
         (status = 400, description = "Invalid paging", body = ErrorBody),
         (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody),
         (status = 403, description = "The key lacks the agent or admin scope", body = ErrorBody),
-        (status = 404, description = "No such agent", body = ErrorBody),
-        (status = 503, description = "The ledger is unavailable", body = ErrorBody),
+        (status = 404, description = "No such agent in the caller's account", body = ErrorBody),
+        (status = 503, description = "The policy service or the ledger is unavailable", body = ErrorBody),
     )
 )]
 pub async fn statement(
     State(state): State<Arc<AppState>>,
     principal: Principal,
-    Path(agent): Path<String>,
+    ApiPath(agent): ApiPath<String>,
     ApiQuery(params): ApiQuery<StatementParams>,
 ) -> Result<axum::Json<StatementView>, ApiError> {
     principal.require(Scope::Agent)?;
     let agent = agent_id(&agent)?;
     let limit = super::page_limit(params.limit, 50)?;
+    // The agent must be the caller account's (404 otherwise), asked before any line is read.
+    super::own_agent(&state, &principal, agent).await?;
     let query =
         ledger::Statement { owner: principal.account_id, agent, after: params.cursor, limit };
     let reply = upstream::call(&state, "ledger", &query).await?;

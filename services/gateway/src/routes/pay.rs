@@ -13,7 +13,7 @@ use awx_api::policy::{self, PaymentView, SessionView};
 use awx_types::{AgentId, LedgerId, PaymentId, SessionId};
 use awx_x402::PaymentRequired;
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -21,7 +21,7 @@ use utoipa::ToSchema;
 use crate::auth::Principal;
 use crate::auth::key::Scope;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiPath};
 use crate::idempotency::MintedId;
 use crate::routes::check::{assess_offer, fetch_challenge};
 use crate::state::AppState;
@@ -305,7 +305,7 @@ pub async fn pay(
 pub async fn session_pay(
     State(state): State<Arc<AppState>>,
     principal: Principal,
-    Path(session): Path<String>,
+    ApiPath(session): ApiPath<String>,
     minted: Option<Extension<MintedId>>,
     ApiJson(request): ApiJson<SessionPayRequest>,
 ) -> Result<axum::Json<PaymentResponse>, ApiError> {
@@ -449,7 +449,7 @@ pub async fn create_session(
 pub async fn get_session(
     State(state): State<Arc<AppState>>,
     principal: Principal,
-    Path(session): Path<String>,
+    ApiPath(session): ApiPath<String>,
 ) -> Result<axum::Json<SessionResponse>, ApiError> {
     principal.require(Scope::Agent)?;
     let session = SessionId::parse(&session).map_err(|_| ApiError::not_found("session"))?;
@@ -462,7 +462,11 @@ pub async fn get_session(
     Ok(axum::Json(SessionResponse::new(view)))
 }
 
-/// Revokes a session: it pays nothing more. Payments already signed stand.
+/// Revokes a session: it pays nothing more. Payments already signed stand. Only a session in
+/// force (`active` or `exhausted`) can be revoked: one already `revoked` (its agent's deletion
+/// revokes it too) or `expired` is refused with 409 `session_state` naming its status, and
+/// nothing changes (its `spent` and `reserved` stay as they were). Revoking is not idempotent:
+/// a retry after a lost answer gets that 409, which says the session is revoked.
 #[utoipa::path(
     delete, path = "/api/v1/x402/sessions/{session_id}", tag = "x402",
     security(("api_key" = ["agent", "admin"])),
@@ -471,12 +475,13 @@ pub async fn get_session(
         (status = 200, description = "The revoked session", body = SessionResponse),
         (status = 400, description = "The request cannot be read (a control character in the path, say)", body = ErrorBody),
         (status = 404, description = "No such session", body = ErrorBody),
+        (status = 409, description = "The session is already revoked or expired (`session_state`); nothing changed", body = ErrorBody),
     )
 )]
 pub async fn revoke_session(
     State(state): State<Arc<AppState>>,
     principal: Principal,
-    Path(session): Path<String>,
+    ApiPath(session): ApiPath<String>,
 ) -> Result<axum::Json<SessionResponse>, ApiError> {
     principal.require(Scope::Agent)?;
     let session = SessionId::parse(&session).map_err(|_| ApiError::not_found("session"))?;
@@ -507,7 +512,7 @@ fn ledger_id(text: &str) -> Result<LedgerId, ApiError> {
 pub async fn get_payment(
     State(state): State<Arc<AppState>>,
     principal: Principal,
-    Path(payment): Path<String>,
+    ApiPath(payment): ApiPath<String>,
 ) -> Result<axum::Json<PaymentResponse>, ApiError> {
     principal.require(Scope::Agent)?;
     let view = upstream::call(
@@ -561,47 +566,64 @@ async fn decide(
     Ok(PaymentResponse::new(view))
 }
 
-/// Approves a payment waiting for approval: it is held and signed now.
+/// Approves a payment waiting for approval: it is held and signed now. Only a payment in
+/// `pending_approval` can be approved: any other state (`authorizing`, `authorized` or
+/// `captured`, whether approved before or never above the threshold; `rejected`, `failed`,
+/// `expired`) is refused with 409 `payment_state` naming it, and nothing changes. Approving is
+/// not idempotent by itself: send an `Idempotency-Key` to retry safely (the first answer is
+/// replayed). A payment whose agent was deleted while it waited fails instead (409
+/// `agent_state`); one whose session was revoked or expired meanwhile fails with 403 and the
+/// session rule.
 #[utoipa::path(
     post, path = "/api/v1/x402/payments/{ledger_id}/approve", tag = "x402",
     security(("api_key" = ["admin"])),
-    params(("ledger_id" = String, Path, description = "The payment (`ldg_…`)")),
+    params(
+        ("ledger_id" = String, Path, description = "The payment (`ldg_…`)"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key and body get the same answer for 24 h"),
+    ),
     request_body(content = DecisionRequest, description = "Optional: `{\"reason\": \"…\"}`"),
     responses(
         (status = 200, description = "The payment, `completed` with its `payment_signature`", body = PaymentResponse),
         (status = 400, description = "The request cannot be read (a control character in the path or body, say)", body = ErrorBody),
         (status = 402, description = "The agent's wallet cannot cover it any more", body = ErrorBody),
+        (status = 403, description = "The payment's session was revoked or expired while it waited (`rule` names it); the payment failed", body = ErrorBody),
         (status = 404, description = "No such payment", body = ErrorBody),
-        (status = 409, description = "The payment is not waiting for approval", body = ErrorBody),
+        (status = 409, description = "The payment is not `pending_approval` (`payment_state`; nothing changed), or its agent was deleted while it waited (`agent_state`; the payment failed)", body = ErrorBody),
     )
 )]
 pub async fn approve_payment(
     State(state): State<Arc<AppState>>,
     principal: Principal,
-    Path(payment): Path<String>,
+    ApiPath(payment): ApiPath<String>,
     body: axum::body::Bytes,
 ) -> Result<axum::Json<PaymentResponse>, ApiError> {
     let reason = decision_reason(&body)?;
     Ok(axum::Json(decide(&state, &principal, &payment, true, reason).await?))
 }
 
-/// Rejects a payment waiting for approval: its reservation is released.
+/// Rejects a payment waiting for approval: its reservation is released. Only a payment in
+/// `pending_approval` can be rejected: any other state (`rejected` included) is refused with
+/// 409 `payment_state` naming it, and nothing changes. Rejecting is not idempotent by itself:
+/// send an `Idempotency-Key` to retry safely (the first answer is replayed).
 #[utoipa::path(
     post, path = "/api/v1/x402/payments/{ledger_id}/reject", tag = "x402",
     security(("api_key" = ["admin"])),
-    params(("ledger_id" = String, Path, description = "The payment (`ldg_…`)")),
+    params(
+        ("ledger_id" = String, Path, description = "The payment (`ldg_…`)"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key and body get the same answer for 24 h"),
+    ),
     request_body(content = DecisionRequest, description = "Optional: `{\"reason\": \"…\"}`"),
     responses(
         (status = 200, description = "The payment, `failed` in state `rejected`", body = PaymentResponse),
         (status = 400, description = "The request cannot be read (a control character in the path or body, say)", body = ErrorBody),
         (status = 404, description = "No such payment", body = ErrorBody),
-        (status = 409, description = "The payment is not waiting for approval", body = ErrorBody),
+        (status = 409, description = "The payment is not `pending_approval` (`payment_state`); nothing changed", body = ErrorBody),
     )
 )]
 pub async fn reject_payment(
     State(state): State<Arc<AppState>>,
     principal: Principal,
-    Path(payment): Path<String>,
+    ApiPath(payment): ApiPath<String>,
     body: axum::body::Bytes,
 ) -> Result<axum::Json<PaymentResponse>, ApiError> {
     let reason = decision_reason(&body)?;

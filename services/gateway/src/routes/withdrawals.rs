@@ -11,6 +11,10 @@
 //! `Idempotency-Key` makes a retry replay the stored answer (the same withdrawal) instead of
 //! requesting another. A 5xx answer is not stored (see `idempotency`), so after one the
 //! withdrawal may still have been requested: the caller lists the agent's withdrawals first.
+//!
+//! A withdrawal's state (`pending`, `signed`, `submitted`, then `confirmed`, or `failed` or
+//! `rejected`) is moved only by the platform: the API exposes no transition on it (no cancel),
+//! so no state can be refused here (as for settlements, which are only listed).
 
 #![allow(
     unused_qualifications,
@@ -25,7 +29,7 @@ use awx_api::withdrawals::{self, WithdrawalView};
 use awx_types::{AgentId, Amount, LedgerId};
 use awx_x402::Address;
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -34,7 +38,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::auth::Principal;
 use crate::auth::key::Scope;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::idempotency::MintedId;
 use crate::state::AppState;
 use crate::upstream;
@@ -237,7 +241,7 @@ fn request_timeout(state: &AppState) -> Duration {
 pub async fn request_withdrawal(
     State(state): State<Arc<AppState>>,
     principal: Principal,
-    Path(agent): Path<String>,
+    ApiPath(agent): ApiPath<String>,
     minted: Option<Extension<MintedId>>,
     ApiJson(request): ApiJson<WithdrawalRequest>,
 ) -> Result<Response, ApiError> {
@@ -295,7 +299,7 @@ pub async fn request_withdrawal(
 pub async fn list_withdrawals(
     State(state): State<Arc<AppState>>,
     principal: Principal,
-    Path(agent): Path<String>,
+    ApiPath(agent): ApiPath<String>,
     ApiQuery(params): ApiQuery<WithdrawalParams>,
 ) -> Result<axum::Json<WithdrawalPage>, ApiError> {
     principal.require(Scope::Agent)?;
@@ -350,7 +354,7 @@ pub async fn list_withdrawals(
 pub async fn get_withdrawal(
     State(state): State<Arc<AppState>>,
     principal: Principal,
-    Path((agent, withdrawal)): Path<(String, String)>,
+    ApiPath((agent, withdrawal)): ApiPath<(String, String)>,
 ) -> Result<axum::Json<WithdrawalResponse>, ApiError> {
     principal.require(Scope::Agent)?;
     let agent = agent_id(&agent)?;

@@ -11,6 +11,7 @@
 mod check;
 mod deposits;
 mod docs;
+mod envelope;
 mod errors;
 mod helpers;
 mod idempotency;

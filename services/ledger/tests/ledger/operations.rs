@@ -279,3 +279,44 @@ async fn the_tier_follows_thirty_day_volume() {
     // Another tenant is still in starter.
     assert_eq!(tiers(AccountId::new()).await.current_tier, "starter");
 }
+
+#[tokio::test]
+async fn a_capture_shows_in_the_statement_under_the_payments_id_with_the_captured_amount() {
+    let t = TestLedger::new().await;
+    let (owner, agent) = (AccountId::new(), AgentId::new());
+    t.deposit(owner, agent, usdc("1.00")).await.unwrap();
+    let full = t.hold(&TestLedger::hold_command(owner, agent, 1, usdc("0.10"))).await.unwrap();
+    let partial = t.hold(&TestLedger::hold_command(owner, agent, 2, usdc("0.10"))).await.unwrap();
+    let captured = t.capture(&Capture { hold_id: full.ledger_id, amount: None }).await.unwrap();
+    assert_ne!(captured.ledger_id, full.ledger_id, "the capture is a transfer of its own");
+    t.capture(&Capture { hold_id: partial.ledger_id, amount: Some(usdc("0.06")) }).await.unwrap();
+
+    let ledger = &t.ledger;
+    let query = Statement { owner, agent, after: None, limit: 100 };
+    let statement: Result<_, LedgerFailure> =
+        awx_ledger_service::committed!(ledger, |conn| ledger.statement(conn, &query));
+    let lines: Vec<_> = statement
+        .unwrap()
+        .lines
+        .into_iter()
+        .map(|line| (line.kind, line.ledger_id, line.credit, line.debit, line.available_after))
+        .collect();
+    let (full_id, partial_id) = (full.ledger_id, partial.ledger_id);
+    assert_eq!(
+        lines[5..],
+        [
+            // The full capture: the hold lifted, the amount and the fee taken; nothing released.
+            (LineKind::Capture, full_id, usdc("0.10"), usdc("0.10"), usdc("0.796")),
+            (LineKind::Capture, full_id, usdc("0.002"), usdc("0.002"), usdc("0.796")),
+            // The partial capture: $0.06 and its $0.0012 fee taken, the rest back in available.
+            (LineKind::Capture, partial_id, usdc("0.10"), usdc("0.06"), usdc("0.836")),
+            (LineKind::Capture, partial_id, usdc("0.002"), usdc("0.0012"), usdc("0.8368")),
+        ],
+        "{lines:?}"
+    );
+    // Every line of a payment carries its id: the holds too.
+    assert_eq!((lines[1].0, lines[1].1, lines[1].3), (LineKind::Hold, full_id, usdc("0.10")));
+    assert_eq!((lines[3].0, lines[3].1, lines[3].3), (LineKind::Hold, partial_id, usdc("0.10")));
+    assert_eq!(t.available(owner, agent).await, usdc("0.8368"));
+    t.assert_consistent().await;
+}
