@@ -183,19 +183,17 @@ pub async fn keys_of_account(
     .await
 }
 
-/// Revokes a key of `account` now (a no-op on an already revoked key); the key after.
-pub async fn revoke_key(
-    pool: &PgPool,
-    account: AccountId,
+/// Revokes a key now, in `conn`'s transaction, which holds its row lock
+/// ([`lock_key_of_account`]); returns when it was revoked.
+pub async fn revoke_locked_key(
+    conn: &mut PgConnection,
     id: ApiKeyId,
-) -> sqlx::Result<Option<KeyRow>> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "UPDATE gateway.api_keys SET revoked_at = COALESCE(revoked_at, now())
-         WHERE id = $1 AND account_id = $2 RETURNING {KEY_COLUMNS}"
-    )))
+) -> sqlx::Result<DateTime<Utc>> {
+    sqlx::query_scalar(
+        "UPDATE gateway.api_keys SET revoked_at = now() WHERE id = $1 RETURNING revoked_at",
+    )
     .bind(id.as_uuid())
-    .bind(account.as_uuid())
-    .fetch_optional(pool)
+    .fetch_one(conn)
     .await
 }
 

@@ -328,12 +328,7 @@ pub async fn revoke_key(
             format!("the key is {status}: only a key that still works can be revoked"),
         ));
     }
-    let revoked_at: DateTime<Utc> = sqlx::query_scalar(
-        "UPDATE gateway.api_keys SET revoked_at = now() WHERE id = $1 RETURNING revoked_at",
-    )
-    .bind(id.as_uuid())
-    .fetch_one(&mut *tx)
-    .await?;
+    let revoked_at = store::revoke_locked_key(&mut tx, id).await?;
     tx.commit().await?;
     row.revoked_at = Some(revoked_at);
     Ok(axum::Json(KeyView::from(&row)))
