@@ -9,7 +9,7 @@ export CARGO_TERM_COLOR ?= never
 
 CARGO ?= cargo
 
-.PHONY: help setup run build test test-rust conformance lint fmt openapi contracts contracts-check vectors bench-gateway bench-ledger bench-facilitator bench-pay bench-settlement bench-watcher clean
+.PHONY: help setup run build test test-rust conformance lint fmt fuzz fuzz-ci openapi contracts contracts-check vectors bench-gateway bench-ledger bench-facilitator bench-pay bench-settlement bench-watcher clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -24,10 +24,19 @@ run: setup ## Run the platform locally: dependencies, development chain with the
 build: ## Build everything (debug)
 	$(CARGO) build --workspace --all-targets
 
-test: setup lint test-rust ## Everything CI checks: setup, lint, every test
+test: setup lint test-rust fuzz-ci ## Everything CI checks: setup, lint, every test, a short fuzz run
 
 test-rust: ## Run the Rust tests (unit, property, golden vectors, chain, contract artifacts)
 	$(CARGO) test --workspace --no-fail-fast
+
+FUZZ_SECONDS ?= 60
+FUZZ_CI_SECONDS ?= 15
+
+fuzz: ## Run every fuzz target (fuzz/, cargo fuzz on nightly) for FUZZ_SECONDS each (60)
+	scripts/fuzz.sh $(FUZZ_SECONDS)
+
+fuzz-ci: ## The short fuzz run of `make test`: every target for FUZZ_CI_SECONDS (15)
+	scripts/fuzz.sh $(FUZZ_CI_SECONDS)
 
 conformance: setup ## Interop with the official x402 SDKs as real processes (also part of test-rust)
 	$(CARGO) test -p awx-cli --test conformance
