@@ -9,7 +9,7 @@ export CARGO_TERM_COLOR ?= never
 
 CARGO ?= cargo
 
-.PHONY: help setup run build test test-rust conformance lint fmt fuzz fuzz-ci openapi contracts contracts-check vectors bench-gateway bench-ledger bench-facilitator bench-pay bench-settlement bench-watcher clean
+.PHONY: help setup run build test test-rust conformance lint fmt fuzz fuzz-ci api-fuzz openapi contracts contracts-check vectors bench-gateway bench-ledger bench-facilitator bench-pay bench-settlement bench-watcher clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -24,7 +24,7 @@ run: setup ## Run the platform locally: dependencies, development chain with the
 build: ## Build everything (debug)
 	$(CARGO) build --workspace --all-targets
 
-test: setup lint test-rust fuzz-ci ## Everything CI checks: setup, lint, every test, a short fuzz run
+test: setup lint test-rust fuzz-ci api-fuzz ## Everything CI checks: setup, lint, every test, a short fuzz run, the API fuzz run
 
 test-rust: ## Run the Rust tests (unit, property, golden vectors, chain, contract artifacts)
 	$(CARGO) test --workspace --no-fail-fast
@@ -37,6 +37,9 @@ fuzz: ## Run every fuzz target (fuzz/, cargo fuzz on nightly) for FUZZ_SECONDS e
 
 fuzz-ci: ## The short fuzz run of `make test`: every target for FUZZ_CI_SECONDS (15)
 	scripts/fuzz.sh $(FUZZ_CI_SECONDS)
+
+api-fuzz: setup ## schemathesis over every operation of openapi/openapi.json against a running `awx dev` (debug build)
+	scripts/api-fuzz.sh
 
 conformance: setup ## Interop with the official x402 SDKs as real processes (also part of test-rust)
 	$(CARGO) test -p awx-cli --test conformance

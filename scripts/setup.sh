@@ -46,6 +46,11 @@ for tool in curl jq; do
 done
 [ ${#missing_tools[@]} -eq 0 ] || apt_install "${missing_tools[@]}"
 
+# ---------------------------------------------------------------- Python venv (tools/venv of scripts/api-fuzz.sh)
+if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  apt_install python3 python3-venv
+fi
+
 # ---------------------------------------------------------------- Node.js (for anvil, solc, SDKs)
 if ! command -v npm >/dev/null 2>&1; then
   apt_install nodejs npm

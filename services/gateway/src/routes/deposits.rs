@@ -108,6 +108,7 @@ pub struct DepositPage {
 #[into_params(parameter_in = Query)]
 pub struct DepositParams {
     /// How many (1 to 100; default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page (a deposit id).
     pub starting_after: Option<String>,

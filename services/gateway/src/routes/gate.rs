@@ -69,6 +69,19 @@ fn envelope(status: StatusCode, code: i64, msg: impl Into<String>, data: Value) 
         .into_response()
 }
 
+/// What the envelope refuses with (documentation only): Gate's envelope when the action itself
+/// refuses (codes 51001 … 51003, 10131 … 10133), the error envelope when the request is refused
+/// before the action is read (a body that is not JSON, an unknown or repeated key, the route's
+/// own rate limit).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum GateRefusal {
+    /// Gate's envelope.
+    Gate(GateResponse),
+    /// The error envelope.
+    Error(ErrorBody),
+}
+
 /// Gate's code for one of our reasons; 200 for refusals Gate has no code for.
 pub fn gate_code(reason: &ErrorReason) -> i64 {
     match reason {
@@ -131,10 +144,10 @@ fn unreadable(error: &ApiError, field: Option<&str>) -> Response {
     request_body = GateRequest,
     responses(
         (status = 200, description = "The envelope: `code` 0, or Gate's code of the refusal", body = GateResponse),
-        (status = 400, description = "Unreadable params (codes 51001, 51002, 51003). A body that is not JSON, or that holds a key twice in one object at any depth, is refused before the action is read, in the error envelope (`malformed_json`, `invalid_field` naming the key)", body = GateResponse),
+        (status = 400, description = "Unreadable params (codes 51001, 51002, 51003). A body that is not JSON, or that holds a key twice in one object at any depth, is refused before the action is read, in the error envelope (`malformed_json`, `invalid_field` naming the key, or an unknown key)", body = GateRefusal),
         (status = 413, description = "The body is larger than `http.body_bytes_max`", body = ErrorBody),
         (status = 415, description = "The body is not sent as `application/json`", body = ErrorBody),
-        (status = 429, description = "Rate limited (codes 10131, 10132, 10133)", body = GateResponse),
+        (status = 429, description = "Rate limited by Gate's limits per action (codes 10131, 10132, 10133), or by the route's own limit (the error envelope, `rate_limited`)", body = GateRefusal),
     )
 )]
 pub async fn action(

@@ -123,9 +123,10 @@ impl From<&IssuedKey> for CreatedKey {
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
     /// A display name (1 to 200 characters).
-    #[schema(example = "research agent")]
+    #[schema(example = "research agent", min_length = 1, max_length = 200)]
     pub name: String,
     /// What the key may do (at least one).
+    #[schema(min_items = 1)]
     pub scopes: Vec<Scope>,
 }
 
@@ -134,6 +135,7 @@ pub struct CreateKeyRequest {
 #[serde(default, deny_unknown_fields)]
 pub struct RotateKeyRequest {
     /// Seconds the old key keeps working (0 to 86400; default 0: it stops at once).
+    #[schema(maximum = 86400)]
     pub grace_seconds: u32,
 }
 
@@ -153,6 +155,7 @@ pub struct KeyList {
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// How many keys (1 to 100; default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
     pub starting_after: Option<String>,
@@ -360,10 +363,11 @@ pub async fn rotate_key(
     body: axum::body::Bytes,
 ) -> Result<CreatedAnswer, ApiError> {
     principal.require(Scope::Admin)?;
+    // No body, or `null` (the document's `Option<RotateKeyRequest>`), rotates with the defaults.
     let request: RotateKeyRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RotateKeyRequest::default()
     } else {
-        crate::extract::parse_json(&body)?
+        crate::extract::parse_json::<Option<RotateKeyRequest>>(&body)?.unwrap_or_default()
     };
     if request.grace_seconds > 86_400 {
         return Err(ApiError::new(ErrorCode::InvalidField, "grace_seconds must be 0 to 86400")

@@ -214,6 +214,7 @@ pub fn balance_views(
 #[into_params(parameter_in = Query)]
 pub struct StatementParams {
     /// How many lines (1 to 100; default 50).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<i64>,

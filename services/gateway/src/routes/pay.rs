@@ -124,12 +124,14 @@ impl PaymentResponse {
 #[serde(deny_unknown_fields)]
 pub struct PayRequest {
     /// The agent whose wallet pays.
+    #[schema(pattern = "^agt_[0-9a-f]{32}$")]
     pub agent_id: String,
     /// The x402 URL to pay for.
     #[schema(example = "https://paid-api.example.com/v1/data")]
     pub target_url: String,
     /// A session to pay from.
     #[serde(default)]
+    #[schema(pattern = "^ses_[0-9a-f]{32}$")]
     pub session_id: Option<String>,
     /// The CAIP-2 chain (the session's, then the agent's default, when absent).
     #[serde(default)]
@@ -385,6 +387,7 @@ impl SessionResponse {
 #[serde(deny_unknown_fields)]
 pub struct CreateSessionRequest {
     /// The agent.
+    #[schema(pattern = "^agt_[0-9a-f]{32}$")]
     pub agent_id: String,
     /// The budget in dollars.
     #[schema(example = "100.00")]

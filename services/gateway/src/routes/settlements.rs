@@ -122,6 +122,7 @@ pub struct SettlementPage {
 #[into_params(parameter_in = Query)]
 pub struct SettlementParams {
     /// How many (1 to 100; default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
     pub starting_after: Option<String>,
