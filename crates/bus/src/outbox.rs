@@ -48,13 +48,14 @@ pub async fn publish<E: Event>(
     event: &E,
 ) -> Result<Uuid, BusError> {
     check_name("topic", E::TOPIC)?;
-    let payload = serde_json::to_value(event)
+    // Serialized once: its length is what the bus limits, and Postgres reads it as jsonb.
+    let payload = serde_json::to_string(event)
         .map_err(|error| BusError::Codec(format!("event {}: {error}", E::TOPIC)))?;
-    crate::budget::check_size(&format!("event {}", E::TOPIC), payload.to_string().len())?;
+    crate::budget::check_size(&format!("event {}", E::TOPIC), payload.len())?;
     let event_id = Uuid::now_v7();
     let sql = format!(
         "WITH inserted AS (INSERT INTO {} (event_id, topic, payload, trace_context) \
-         VALUES ($1, $2, $3, $4) RETURNING 1) SELECT pg_notify($5, '') FROM inserted",
+         VALUES ($1, $2, $3::jsonb, $4) RETURNING 1) SELECT pg_notify($5, '') FROM inserted",
         schema.table("outbox")
     );
     sqlx::query(AssertSqlSafe(sql))

@@ -86,13 +86,12 @@ impl Facilitator {
                 has_more = true;
                 break;
             }
-            page.push(row);
+            page.push((row, payments));
         }
         let settlements = page
             .into_iter()
-            .map(|row| {
+            .map(|(row, payments)| {
                 let tx_hash: Option<String> = row.get(7);
-                let payments: Vec<Uuid> = row.get(11);
                 Ok(SettlementView {
                     id: SettlementId::from_uuid(row.get(0)),
                     network: row.get(1),
