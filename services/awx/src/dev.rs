@@ -60,6 +60,18 @@ pub(crate) struct DevArgs {
     /// Where the demo paid API listens.
     #[arg(long, env = "AWX_DEMO_ADDR", default_value = "127.0.0.1:8090")]
     demo_addr: String,
+    /// Run every service as its own OS process from its own binary and configuration file, as
+    /// deployed (`--replicas` of each, two gateways), instead of all in this process. The
+    /// binaries must be built (`make run-services` does it).
+    #[arg(long)]
+    processes: bool,
+    /// With `--processes`: replicas of the signer, the ledger, the settlement service and the
+    /// policy service.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=8))]
+    replicas: u16,
+    /// With `--processes`: where the second gateway listens.
+    #[arg(long, env = "AWX_SECOND_GATEWAY_ADDR", default_value = "127.0.0.1:8088")]
+    second_gateway_addr: String,
     /// Keep the database of an earlier run. By default each run starts from an empty database,
     /// because the development chain starts empty too (balances would disagree otherwise).
     #[arg(long)]
@@ -175,6 +187,13 @@ impl DevArgs {
                 option: "--demo-addr (AWX_DEMO_ADDR)",
             },
         ]);
+        if self.processes {
+            listeners.push(Listener {
+                addr: self.second_gateway_addr.clone(),
+                what: "the second gateway",
+                option: "--second-gateway-addr (AWX_SECOND_GATEWAY_ADDR)",
+            });
+        }
         listeners
     }
 }
@@ -314,7 +333,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
             .await
             .context("starting from an empty database")?;
     }
-    let services = crate::platform::start(crate::platform::PlatformArgs {
+    let platform_args = crate::platform::PlatformArgs {
         database_url: args.database_url.clone(),
         redis_url: args.redis_url.clone(),
         bus_prefix: args.bus_prefix.clone(),
@@ -361,12 +380,33 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
             interval_ms: 1_000,
             ..Default::default()
         },
-    })
-    .await
-    .context("starting the services")?;
+    };
+    let services = if args.processes {
+        Running::Processes(
+            crate::processes::ProcessPlatform::start(
+                platform_args,
+                crate::processes::ProcessOptions {
+                    bin_dir: crate::processes::own_bin_dir()?,
+                    run_dir: args.state_dir().join("processes"),
+                    replicas: usize::from(args.replicas),
+                    gateway_addrs: vec![
+                        args.gateway_addr.clone(),
+                        args.second_gateway_addr.clone(),
+                    ],
+                    claim_idle_ms: None,
+                },
+            )
+            .await
+            .context("starting the services as processes")?,
+        )
+    } else {
+        Running::InProcess(
+            crate::platform::start(platform_args).await.context("starting the services")?,
+        )
+    };
     // Relayers pay gas for settlements (give them some of the development chain's ether) and
     // mint for the faucet.
-    for relayer in &services.relayers {
+    for relayer in services.relayers() {
         awx_chain::send_native(&provider, *relayer, U256::from(10u128.pow(19)))
             .await
             .context("funding a relayer")?;
@@ -374,8 +414,10 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     services.print_summary()?;
     let demo_stop = tokio_util::sync::CancellationToken::new();
+    let (gateway_url, admin_key) = services.gateway_and_admin_key();
     let demo = crate::walkthrough::set_up(
-        &services,
+        &gateway_url,
+        &admin_key,
         crate::walkthrough::DemoChain {
             network: state.network.clone(),
             chain_id: state.chain_id,
@@ -390,7 +432,13 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     )
     .await
     .context("setting up the demo")?;
-    crate::walkthrough::print(&demo, &args.log_file())?;
+    // Under `--processes` each process has its own log in that directory.
+    let logs = if args.processes {
+        args.state_dir().join("processes").join("logs")
+    } else {
+        args.log_file()
+    };
+    crate::walkthrough::print(&demo, &logs)?;
     if !args.exit_after_start {
         awx_service_kit::shutdown::signal().await;
     }
@@ -402,6 +450,66 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     drop(provider);
     drop(anvil);
     Ok(())
+}
+
+/// The services `awx dev` started: in this process, or as processes.
+#[derive(Debug)]
+enum Running {
+    InProcess(crate::platform::Platform),
+    Processes(crate::processes::ProcessPlatform),
+}
+
+impl Running {
+    fn relayers(&self) -> &[awx_x402::Address] {
+        match self {
+            Self::InProcess(platform) => &platform.relayers,
+            Self::Processes(platform) => &platform.relayers,
+        }
+    }
+
+    /// The (first) gateway's URL and the development admin key.
+    fn gateway_and_admin_key(&self) -> (String, String) {
+        match self {
+            Self::InProcess(platform) => (platform.gateway_url.clone(), platform.admin_key.clone()),
+            Self::Processes(platform) => {
+                (platform.gateway_urls[0].clone(), platform.admin_key.clone())
+            }
+        }
+    }
+
+    fn print_summary(&self) -> anyhow::Result<()> {
+        match self {
+            Self::InProcess(platform) => platform.print_summary(),
+            Self::Processes(platform) => {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "awx dev --processes: every service runs as its own process")?;
+                for (name, pid, addr, log) in platform.processes() {
+                    let pid = pid.map_or_else(|| "-".to_owned(), |pid| pid.to_string());
+                    let addr = addr.unwrap_or_else(|| "(no port)".into());
+                    writeln!(out, "  {name:<13} pid {pid:<8} {addr:<22} log {}", log.display())?;
+                }
+                for url in &platform.gateway_urls {
+                    writeln!(out, "  gateway   {url}   (docs {url}/docs)")?;
+                }
+                let file = platform.admin_key_file.display();
+                let note = if platform.admin_key_new {
+                    format!("new; saved in {file}")
+                } else {
+                    format!("from {file}")
+                };
+                writeln!(out, "  admin key {} ({note})", platform.admin_key)?;
+                out.flush()?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        match self {
+            Self::InProcess(platform) => platform.stop().await,
+            Self::Processes(platform) => platform.stop().await,
+        }
+    }
 }
 
 fn print_summary(state: &DevChainState, state_file: &Path) -> anyhow::Result<()> {

@@ -20,6 +20,7 @@ mod ledger;
 mod ledger_bench;
 mod pay_bench;
 pub mod platform;
+pub mod processes;
 mod settlement_bench;
 mod walkthrough;
 mod watch_bench;
@@ -41,6 +42,9 @@ enum Command {
     Dev(dev::DevArgs),
     /// Administer accounts directly in the database (operators only).
     Admin(admin::AdminArgs),
+    /// Create the database if it is missing and apply the migrations not applied yet: the one
+    /// migration step of a deployment, run before the services (which do not migrate).
+    Migrate(MigrateArgs),
     /// Print the OpenAPI document of the public API.
     Openapi,
     /// Ledger operations for operators.
@@ -54,6 +58,18 @@ enum Command {
     /// The chain watcher, measured on a chain and a platform of its own (see
     /// docs/benchmarks.md).
     Watcher(WatcherArgs),
+}
+
+/// Options of `awx migrate`.
+#[derive(Debug, clap::Args)]
+struct MigrateArgs {
+    /// The Postgres URL of the platform's database.
+    #[arg(
+        long,
+        env = "AWX_DATABASE_URL",
+        default_value = "postgres://postgres:postgres@127.0.0.1:5432/awx"
+    )]
+    database_url: String,
 }
 
 /// Options of `awx watcher`.
@@ -114,6 +130,16 @@ impl Cli {
         match self.command {
             Command::Dev(args) => dev::run(args).await,
             Command::Admin(args) => admin::run(args).await,
+            Command::Migrate(args) => {
+                use std::io::Write as _;
+                let applied = processes::migrate(&args.database_url).await?;
+                let total = awx_service_kit::db::MIGRATOR.iter().count();
+                writeln!(
+                    std::io::stdout(),
+                    "awx migrate: {applied} migration(s) applied now; {total} in all, the database is current"
+                )?;
+                Ok(())
+            }
             Command::Ledger(args) => ledger::run(args).await,
             Command::Facilitator(FacilitatorArgs { command: FacilitatorCommand::Bench(args) }) => {
                 facilitator_bench::run(args).await

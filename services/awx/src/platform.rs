@@ -101,7 +101,7 @@ async fn admin_connection(url: &str) -> anyhow::Result<(sqlx::PgConnection, Stri
 }
 
 /// Creates the database named in `url` when it does not exist.
-async fn ensure_database(url: &str) -> anyhow::Result<()> {
+pub(crate) async fn ensure_database(url: &str) -> anyhow::Result<()> {
     let (mut admin, name) = admin_connection(url).await?;
     let exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
@@ -124,7 +124,7 @@ pub async fn reset_database(url: &str) -> anyhow::Result<()> {
 
 /// The development admin key: the one remembered from an earlier run if it still works, else a
 /// new one (bootstrapping the first account on a fresh database).
-async fn dev_admin_key(
+pub(crate) async fn dev_admin_key(
     pool: &sqlx::PgPool,
     settings: &GatewaySettings,
     state_dir: &std::path::Path,

@@ -11,7 +11,6 @@ use awx_x402::Address;
 use serde_json::{Value, json};
 
 use crate::demo::{self, DemoSettings};
-use crate::platform::Platform;
 
 /// The development chain, as the demo needs it.
 #[derive(Debug, Clone)]
@@ -78,15 +77,16 @@ fn text(value: &Value, pointer: &str) -> anyhow::Result<String> {
 
 /// Sets up keys, the demo API and a funded agent.
 pub(crate) async fn set_up(
-    platform: &Platform,
+    gateway_url: &str,
+    admin_key: &str,
     chain: DemoChain,
     demo_addr: &str,
     state_dir: &std::path::Path,
     stop: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<Demo> {
     let http = reqwest::Client::new();
-    let gateway = platform.gateway_url.clone();
-    let admin = platform.admin_key.clone();
+    let gateway = gateway_url.to_owned();
+    let admin = admin_key.to_owned();
     let keys = format!("{gateway}/api/v1/keys");
     let provider =
         post(&http, &keys, &admin, &json!({"name": "demo provider", "scopes": ["provider"]}))

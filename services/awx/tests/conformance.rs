@@ -15,8 +15,6 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use alloy::primitives::U256;
@@ -26,36 +24,14 @@ use awx_x402_axum::{FacilitatorConfig, PaymentInfo, PaymentLayer, PaymentOffer, 
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde_json::{Value, json};
+use support::interop::{express_server, node};
 use support::{TOKEN_NAME, TOKEN_VERSION, World};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 const AMOUNT: u128 = 10_000;
 
-fn interop(script: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../interop").join(script)
-}
-
 fn key_hex(key: &PrivateKeySigner) -> String {
     format!("0x{}", alloy::primitives::hex::encode(key.to_bytes()))
-}
-
-/// A Node command for an interop script, with the variables every script reads.
-fn node(world: &World, script: &str) -> Command {
-    let mut command = Command::new("node");
-    command
-        .arg(interop(script))
-        .env("NETWORK", &world.network)
-        .env("TOKEN", world.token.address().to_checksum(None))
-        .env("TOKEN_NAME", TOKEN_NAME)
-        .env("TOKEN_VERSION", TOKEN_VERSION)
-        .env("FACILITATOR_URL", format!("{}/api/v1/x402/facilitator", world.gateway_url))
-        .env("API_KEY", &world.provider_key)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    command
 }
 
 /// Runs a script to completion and returns the JSON line it printed.
@@ -69,22 +45,6 @@ async fn run_script(mut command: Command) -> Value {
     assert!(output.status.success(), "script failed: {stdout}\n{stderr}");
     serde_json::from_str(stdout.lines().last().unwrap_or_default())
         .unwrap_or_else(|error| panic!("{error}: {stdout}\n{stderr}"))
-}
-
-/// Starts the official express server and returns it with its port.
-async fn express_server(world: &World, pay_to: Address) -> (Child, u16) {
-    let mut command = node(world, "express-server.mjs");
-    command.env("PAY_TO", pay_to.to_checksum(None)).env("AMOUNT", AMOUNT.to_string());
-    let mut child = command.spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let line =
-        tokio::time::timeout(Duration::from_secs(60), BufReader::new(stdout).lines().next_line())
-            .await
-            .expect("express server did not start")
-            .unwrap()
-            .expect("express server exited");
-    let port = serde_json::from_str::<Value>(&line).unwrap()["port"].as_u64().unwrap();
-    (child, u16::try_from(port).unwrap())
 }
 
 /// The official fetch client paying `url` with `payer`.
@@ -113,7 +73,7 @@ fn assert_paid(paid: &Value, payer: &PrivateKeySigner, network: &str) -> String 
 async fn the_official_express_server_settles_through_awx_for_the_official_fetch_client() {
     let world = World::start().await;
     let payee = Address::random();
-    let (_server, port) = express_server(&world, payee).await;
+    let (_server, port) = express_server(&world, payee, AMOUNT, &world.gateway_url).await;
     let url = format!("http://127.0.0.1:{port}/paid");
 
     // Unpaid: the official middleware's 402, built from our `supported`.

@@ -3,13 +3,13 @@
 use awx_service_kit::config::Validate;
 use awx_service_kit::db::DatabaseSettings;
 use awx_service_kit::telemetry::TelemetrySettings;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The settlement service's name on the bus, and its Postgres schema.
 pub const SERVICE: &str = "settlement";
 
 /// A chain the facilitator works on.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkSettings {
     /// The CAIP-2 network (`eip155:8453`).
@@ -37,7 +37,7 @@ pub struct NetworkSettings {
 }
 
 /// What the chain watcher ([`crate::watcher`]) follows on one chain.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NetworkWatch {
     /// The tokens whose transfers into agents' wallets are deposits. Empty: the built-in USDC of
@@ -58,7 +58,7 @@ fn default_receipt_wait_ms() -> u64 {
 /// its total reaches `threshold_usd` or its oldest item has waited `max_delay_seconds`. Each
 /// group becomes one EIP-3009 transfer, and all transfers of a chain go out in one Multicall3
 /// `aggregate3` transaction.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BatchSettings {
     /// Whether the worker runs in this replica.
@@ -158,7 +158,7 @@ impl BatchSettings {
 
 /// The chain watcher ([`crate::watcher`]): one per chain, under a lock per chain (so several
 /// replicas are safe), following blocks `confirmations` behind the head.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WatchSettings {
     /// Whether the watcher runs in this replica.

@@ -32,13 +32,45 @@ pub(crate) const FAIL_POINT_MESSAGE: &str = "fail point reached";
 /// Cargo's own report of the artifact.
 static SETTLEMENT_BINARY: OnceCell<PathBuf> = OnceCell::const_new();
 
+/// The directory holding every service binary, built once per test binary.
+static SERVICE_BINARIES: OnceCell<PathBuf> = OnceCell::const_new();
+
+/// The packages and binaries of the five services.
+pub(crate) const SERVICE_BINARY_PACKAGES: [(&str, &str); 5] = [
+    ("awx-signer-service", "awx-signer"),
+    ("awx-ledger-service", "awx-ledger"),
+    ("awx-settlement-service", "awx-settlement"),
+    ("awx-policy-service", "awx-policy"),
+    ("awx-gateway", "awx-gateway"),
+];
+
 /// The path of the `awx-settlement` binary, built on first use.
 pub(crate) async fn settlement_binary() -> PathBuf {
-    SETTLEMENT_BINARY.get_or_init(build_settlement_binary).await.clone()
+    SETTLEMENT_BINARY
+        .get_or_init(|| async {
+            build_binaries(&[("awx-settlement-service", "awx-settlement")]).await.remove(0)
+        })
+        .await
+        .clone()
 }
 
-/// Builds `awx-settlement` in this test's profile; the executable Cargo reports.
-pub(crate) async fn build_settlement_binary() -> PathBuf {
+/// The directory of the five service binaries (`awx-signer`, …, `awx-gateway`), built on first
+/// use.
+pub(crate) async fn service_bin_dir() -> PathBuf {
+    SERVICE_BINARIES
+        .get_or_init(|| async {
+            let built = build_binaries(&SERVICE_BINARY_PACKAGES).await;
+            let dir = built[0].parent().unwrap().to_path_buf();
+            assert!(built.iter().all(|binary| binary.parent() == Some(dir.as_path())));
+            dir
+        })
+        .await
+        .clone()
+}
+
+/// Builds the binaries `(package, binary)` in this test's profile; their executables, in
+/// order, as Cargo reports them.
+pub(crate) async fn build_binaries(binaries: &[(&str, &str)]) -> Vec<PathBuf> {
     // This test runs from `<target>/<profile dir>/deps/`.
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe
@@ -50,14 +82,10 @@ pub(crate) async fn build_settlement_binary() -> PathBuf {
         .to_owned();
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut command = Command::new(env!("CARGO"));
-    command.current_dir(&workspace).args([
-        "build",
-        "--message-format=json",
-        "-p",
-        "awx-settlement-service",
-        "--bin",
-        "awx-settlement",
-    ]);
+    command.current_dir(&workspace).args(["build", "--message-format=json"]);
+    for (package, binary) in binaries {
+        command.args(["-p", package, "--bin", binary]);
+    }
     match profile_dir.as_str() {
         "debug" => {}
         "release" => {
@@ -70,18 +98,24 @@ pub(crate) async fn build_settlement_binary() -> PathBuf {
     let output = command.stdin(Stdio::null()).output().await.unwrap();
     assert!(
         output.status.success(),
-        "building awx-settlement: {}",
+        "building {binaries:?}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    String::from_utf8_lossy(&output.stdout)
+    let messages: Vec<Value> = String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|message| {
-            message["reason"] == "compiler-artifact"
-                && message["target"]["name"] == "awx-settlement"
+        .filter(|message| message["reason"] == "compiler-artifact")
+        .collect();
+    binaries
+        .iter()
+        .map(|(_, binary)| {
+            messages
+                .iter()
+                .filter(|message| message["target"]["name"] == *binary)
+                .find_map(|message| message["executable"].as_str().map(PathBuf::from))
+                .unwrap_or_else(|| panic!("cargo reported no {binary} executable"))
         })
-        .find_map(|message| message["executable"].as_str().map(PathBuf::from))
-        .expect("cargo reported no awx-settlement executable")
+        .collect()
 }
 
 /// A temporary directory holding the child's settings, removed when dropped.

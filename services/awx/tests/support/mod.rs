@@ -4,6 +4,7 @@
 #![allow(dead_code, reason = "each test binary uses part of the support module")]
 
 pub(crate) mod child;
+pub(crate) mod interop;
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -32,6 +33,9 @@ pub(crate) struct World {
     pub(crate) db: TestDb,
     pub(crate) namespace: RedisNamespace,
     pub(crate) platform: Option<Platform>,
+    /// The services as separate processes ([`World::start_processes`]), instead of `platform`.
+    pub(crate) processes: Option<awx_cli::processes::ProcessPlatform>,
+    /// The (first) gateway.
     pub(crate) gateway_url: String,
     pub(crate) admin_key: String,
     pub(crate) provider_key: String,
@@ -54,6 +58,18 @@ impl World {
 
     /// Starts everything; `adjust` may change the platform's arguments (receipt waits, say).
     pub(crate) async fn start_with(adjust: impl FnOnce(&mut PlatformArgs)) -> Self {
+        Self::start_as(adjust, None).await
+    }
+
+    /// Starts the chain, and the services as separate processes from their own binaries, as
+    /// deployed: `replicas` of the signer, the ledger, the settlement service and the policy
+    /// service, and two gateways (`World::processes` has their addresses). A command left by
+    /// a killed replica is taken over after 2 s.
+    pub(crate) async fn start_processes(replicas: usize) -> Self {
+        Self::start_as(|_| {}, Some(replicas)).await
+    }
+
+    async fn start_as(adjust: impl FnOnce(&mut PlatformArgs), processes: Option<usize>) -> Self {
         awx_test_support::init_logging();
         let anvil = Anvil::spawn(AnvilOptions::default()).await.unwrap();
         let deployer =
@@ -119,14 +135,35 @@ impl World {
             },
         };
         adjust(&mut args);
-        let platform = platform::start(args).await.unwrap();
-        for relayer in &platform.relayers {
+        let (platform, processes, relayers, gateway_url, admin_key) = match processes {
+            None => {
+                let platform = platform::start(args).await.unwrap();
+                let relayers = platform.relayers.clone();
+                let gateway_url = platform.gateway_url.clone();
+                let admin_key = platform.admin_key.clone();
+                (Some(platform), None, relayers, gateway_url, admin_key)
+            }
+            Some(replicas) => {
+                let options = awx_cli::processes::ProcessOptions {
+                    bin_dir: child::service_bin_dir().await,
+                    run_dir: state_dir.join("processes"),
+                    replicas,
+                    gateway_addrs: vec!["127.0.0.1:0".into(); 2],
+                    claim_idle_ms: Some(2_000),
+                };
+                let processes =
+                    awx_cli::processes::ProcessPlatform::start(args, options).await.unwrap();
+                let relayers = processes.relayers.clone();
+                let gateway_url = processes.gateway_urls[0].clone();
+                let admin_key = processes.admin_key.clone();
+                (None, Some(processes), relayers, gateway_url, admin_key)
+            }
+        };
+        for relayer in &relayers {
             awx_chain::send_native(&deployer, *relayer, U256::from(10u128.pow(19))).await.unwrap();
             token.configure_minter(*relayer, true).await.unwrap();
         }
         let http = reqwest::Client::new();
-        let gateway_url = platform.gateway_url.clone();
-        let admin_key = platform.admin_key.clone();
         let created: Value = http
             .post(format!("{gateway_url}/api/v1/keys"))
             .header("x-api-key", &admin_key)
@@ -145,13 +182,20 @@ impl World {
             network,
             db,
             namespace,
-            platform: Some(platform),
+            platform,
+            processes,
             gateway_url,
             admin_key,
             provider_key,
             http,
             state_dir,
         }
+    }
+
+    /// The directory of the world's own files (keys, and the processes' configuration and
+    /// logs).
+    pub(crate) fn state_dir(&self) -> &std::path::Path {
+        &self.state_dir
     }
 
     pub(crate) fn domain(&self) -> TokenDomain {
@@ -545,6 +589,9 @@ impl World {
     pub(crate) async fn stop(mut self) {
         if let Some(platform) = self.platform.take() {
             platform.stop().await.unwrap();
+        }
+        if let Some(processes) = self.processes.take() {
+            processes.stop().await.unwrap();
         }
         let _ = std::fs::remove_dir_all(&self.state_dir);
     }
