@@ -9,7 +9,7 @@ export CARGO_TERM_COLOR ?= never
 
 CARGO ?= cargo
 
-.PHONY: help setup run build test test-rust conformance lint fmt fuzz fuzz-ci api-fuzz openapi contracts contracts-check vectors bench-gateway bench-ledger bench-facilitator bench-pay bench-settlement bench-watcher clean
+.PHONY: help setup run build test test-rust conformance lint fmt fuzz fuzz-ci api-fuzz openapi contracts contracts-check vectors bench-gateway bench-ledger bench-facilitator bench-pay bench-settlement bench-watcher clean validate-deploy run-services migrate
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -21,10 +21,20 @@ run: setup ## Run the platform locally: dependencies, development chain with the
 	@echo "make run: building and starting awx dev (the first build takes a few minutes)" >&2
 	@$(CARGO) run --quiet -p awx-cli --bin awx -- dev $(ARGS)
 
+SERVICE_PACKAGES := -p awx-cli -p awx-gateway -p awx-policy-service -p awx-ledger-service -p awx-signer-service -p awx-settlement-service
+
+run-services: setup ## Run the platform as separate processes, as deployed: two replicas of each service, two gateways (8080, 8088), logs in .awx/processes/logs
+	@echo "make run-services: building the service binaries (the first build takes a few minutes)" >&2
+	@$(CARGO) build --quiet $(SERVICE_PACKAGES) --bins
+	@$(CARGO) run --quiet -p awx-cli --bin awx -- dev --processes $(ARGS)
+
+migrate: ## Create the database if missing and apply the migrations (AWX_DATABASE_URL, default the local awx database)
+	@$(CARGO) run --quiet -p awx-cli --bin awx -- migrate
+
 build: ## Build everything (debug)
 	$(CARGO) build --workspace --all-targets
 
-test: setup lint test-rust fuzz-ci api-fuzz ## Everything CI checks: setup, lint, every test, a short fuzz run, the API fuzz run
+test: setup lint validate-deploy test-rust fuzz-ci api-fuzz ## Everything CI checks: setup, lint, every test, a short fuzz run, the API fuzz run
 
 test-rust: ## Run the Rust tests (unit, property, golden vectors, chain, contract artifacts)
 	$(CARGO) test --workspace --no-fail-fast
@@ -40,6 +50,9 @@ fuzz-ci: ## The short fuzz run of `make test`: every target for FUZZ_CI_SECONDS 
 
 api-fuzz: setup ## schemathesis over every operation of openapi/openapi.json against a running `awx dev` (debug build)
 	scripts/api-fuzz.sh
+
+validate-deploy: setup ## Validate deploy/: the Kubernetes overlays (kubernetes-validate, strict) and docker-compose.yml (the compose schema)
+	scripts/validate-deploy.sh
 
 conformance: setup ## Interop with the official x402 SDKs as real processes (also part of test-rust)
 	$(CARGO) test -p awx-cli --test conformance
