@@ -22,6 +22,7 @@ use crate::auth::Principal;
 use crate::auth::key::Scope;
 use crate::error::{ApiError, ErrorBody, ErrorCode};
 use crate::extract::ApiJson;
+use crate::routes::facilitator_doc::{FacilitatorRequestDoc, SettleResponseDoc, VerifyResponseDoc};
 use crate::state::AppState;
 use crate::upstream;
 
@@ -110,9 +111,9 @@ pub fn amounts_within_max(
 #[utoipa::path(
     post, path = "/api/v1/x402/facilitator/verify", tag = "facilitator",
     security(("api_key" = ["provider", "admin"])),
-    request_body(content = Object, description = "`{x402Version, paymentPayload, paymentRequirements}` (x402 v2, or v1 for v1 payloads)"),
+    request_body(content = FacilitatorRequestDoc, description = "`{x402Version, paymentPayload, paymentRequirements}` (x402 v2 as shown; a v1 payload with v1 requirements is accepted too)"),
     responses(
-        (status = 200, description = "A VerifyResponse: `{isValid, invalidReason?, invalidMessage?, payer?}`; an invalid payment is 200 with `isValid: false`", body = Object),
+        (status = 200, description = "An invalid payment is 200 with `isValid: false` and the reason", body = VerifyResponseDoc),
         (status = 400, description = "The request cannot be read (`malformed_json`; `invalid_field` names the field, or the key an object holds twice at any depth), or an amount is above the bound: 10^9 whole tokens of a token the platform knows (10^15 atomic units of USDC), 2^128 - 1 atomic units of any other (`invalid_field` names it)", body = ErrorBody),
         (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody),
         (status = 403, description = "The key lacks the provider scope", body = ErrorBody),
@@ -141,9 +142,9 @@ pub async fn verify(
 #[utoipa::path(
     post, path = "/api/v1/x402/facilitator/settle", tag = "facilitator",
     security(("api_key" = ["provider", "admin"])),
-    request_body(content = Object, description = "`{x402Version, paymentPayload, paymentRequirements}`"),
+    request_body(content = FacilitatorRequestDoc, description = "`{x402Version, paymentPayload, paymentRequirements}` (x402 v2 as shown; a v1 payload with v1 requirements is accepted too)"),
     responses(
-        (status = 200, description = "A SettleResponse: `{success, transaction, network, payer?, errorReason?, errorMessage?}`", body = Object),
+        (status = 200, description = "A payment that did not settle is 200 with `success: false` and the reason", body = SettleResponseDoc),
         (status = 400, description = "The request cannot be read (`malformed_json`; `invalid_field` names the field, or the key an object holds twice at any depth), or an amount is above the bound: 10^9 whole tokens of a token the platform knows (10^15 atomic units of USDC), 2^128 - 1 atomic units of any other (`invalid_field` names it)", body = ErrorBody),
         (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody),
         (status = 403, description = "The key lacks the provider scope", body = ErrorBody),

@@ -5,6 +5,7 @@ pub mod agents;
 pub mod check;
 pub mod deposits;
 pub mod facilitator;
+pub mod facilitator_doc;
 pub mod gate;
 pub mod keys;
 pub mod ledger;
