@@ -440,6 +440,10 @@ async fn revoking_a_key_already_revoked_or_expired_is_a_conflict() {
     assert_eq!(get(&world, &admin, &path).await, revoked, "revoked_at is the first revocation's");
     let (status, body) = world.call(Method::GET, "/api/v1/agents", &victim, None).await;
     assert_eq!((status, body["error"]["code"].as_str()), (401, Some("api_key_revoked")));
+    // Nor can it be rotated.
+    let (status, body) = world.call(Method::POST, &format!("{path}/rotate"), &admin, None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("api_key_state")), "{body}");
+    assert_eq!(get(&world, &admin, &path).await, revoked, "rotation changed nothing");
 
     // Rotated without a grace: expired, and refused.
     let rotated = world.new_key(&["agent"]).await;

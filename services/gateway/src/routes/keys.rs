@@ -170,7 +170,7 @@ fn account_error(error: AccountError) -> ApiError {
     match error {
         AccountError::KeyNotFound => ApiError::not_found("key"),
         AccountError::KeyNotRotatable => {
-            ApiError::new(ErrorCode::Conflict, "the key is revoked or has already been rotated")
+            ApiError::new(ErrorCode::ApiKeyState, "the key is revoked or has already been rotated")
         }
         AccountError::AlreadyBootstrapped => ApiError::new(ErrorCode::Conflict, error.to_string()),
         AccountError::Database(error) => ApiError::from(error),
@@ -353,7 +353,7 @@ pub async fn revoke_key(
         (status = 401, description = "Missing, invalid or revoked API key", body = ErrorBody),
         (status = 403, description = "The key lacks the admin scope", body = ErrorBody),
         (status = 404, description = "No such key in the account", body = ErrorBody),
-        (status = 409, description = "The key is revoked or already rotated", body = ErrorBody),
+        (status = 409, description = "`api_key_state`: the key is revoked or already rotated", body = ErrorBody),
     )
 )]
 pub async fn rotate_key(

@@ -174,7 +174,8 @@ async fn rotation_issues_a_new_key_and_retires_the_old_one_after_its_grace() {
         .send()
         .await
         .unwrap();
-    assert_eq!(error_code(again).await.1, "conflict");
+    let (status, code, body) = error_code(again).await;
+    assert_eq!((status, code.as_str()), (409, "api_key_state"), "{body}");
 }
 
 #[tokio::test]
