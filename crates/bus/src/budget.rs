@@ -17,10 +17,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
 use crate::BusError;
+use crate::connection::RedisConn;
 
 /// The largest command payload, event payload or reply body the bus carries, in bytes.
 pub const MESSAGE_BYTES_MAX: usize = 1024 * 1024;
@@ -79,7 +79,7 @@ impl StreamBudget {
     /// The keeper starts with the first write and stops with `stop`.
     pub(crate) fn after_write(
         &self,
-        conn: &ConnectionManager,
+        conn: &RedisConn,
         stop: &CancellationToken,
         key: &str,
         kind: StreamKind,
@@ -99,7 +99,7 @@ impl StreamBudget {
 
 /// Measures, every [`CHECK_INTERVAL`], the streams written to since the last time.
 async fn keep(
-    conn: ConnectionManager,
+    conn: RedisConn,
     stop: CancellationToken,
     written: Arc<Mutex<HashMap<String, StreamKind>>>,
     max_bytes: u64,
@@ -120,7 +120,7 @@ async fn keep(
 
 /// Trims `key` to nine tenths of `max_bytes` when it uses more; returns the entries removed.
 pub(crate) async fn enforce(
-    mut conn: ConnectionManager,
+    mut conn: RedisConn,
     key: &str,
     kind: StreamKind,
     max_bytes: u64,

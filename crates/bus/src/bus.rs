@@ -1,7 +1,7 @@
 //! [`Bus`]: the Redis connections of one service process instance, the caller side of commands
 //! ([`Bus::send`]), and the listener that hands replies to waiting callers.
 //!
-//! Each `Bus` gets a random instance id and its own reply stream `{prefix}:reply:{instance_id}`.
+//! Each `Bus` gets a random instance id and its own reply stream `<prefix>:reply:{<instance_id>}`.
 //! The first `send` starts one background listener that reads that stream on a dedicated
 //! connection (a blocking read on the shared multiplexed connection would stall every other
 //! command on it) and completes the caller waiting on that command id. Servers trim reply
@@ -11,9 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::StreamReadReply;
-use secrecy::ExposeSecret as _;
 use tokio::sync::oneshot;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::Instrument as _;
@@ -23,6 +21,7 @@ use crate::backoff::Backoff;
 use crate::budget::{self, StreamBudget, StreamKind};
 use crate::command::Command;
 use crate::config::{BusConfig, Tuning};
+use crate::connection::RedisConn;
 use crate::names::{Keys, Schema, check_name};
 use crate::trace::TraceFields;
 use crate::wire::{CommandEnvelope, ReplyBody, ReplyEnvelope};
@@ -44,9 +43,8 @@ pub struct Bus {
 struct Inner {
     config: BusConfig,
     tuning: Tuning,
-    client: redis::Client,
-    conn: ConnectionManager,
-    reply_conn: ConnectionManager,
+    conn: RedisConn,
+    reply_conn: RedisConn,
     instance_id: Uuid,
     reply_stream: String,
     waiters: Mutex<Waiters>,
@@ -72,16 +70,12 @@ impl Bus {
     /// opened lazily, so this succeeds while Redis is down.
     pub async fn connect(config: BusConfig) -> Result<Self, BusError> {
         let tuning = config.tuning()?;
-        let client = redis::Client::open(config.redis_url.expose_secret())
-            // The error would echo the URL, which may carry a password.
-            .map_err(|_| BusError::Config("bus.redis_url is not a valid Redis URL".to_owned()))?;
-        let conn = ConnectionManager::new_lazy_with_config(
-            client.clone(),
-            manager_config(&tuning, tuning.redis_response_timeout),
-        )?;
-        let reply_conn = ConnectionManager::new_lazy_with_config(
-            client.clone(),
-            manager_config(&tuning, tuning.block.saturating_add(tuning.redis_response_timeout)),
+        let conn = tuning
+            .target
+            .connect_lazy(tuning.redis_connect_timeout, tuning.redis_response_timeout)?;
+        let reply_conn = tuning.target.connect_lazy(
+            tuning.redis_connect_timeout,
+            tuning.block.saturating_add(tuning.redis_response_timeout),
         )?;
         let instance_id = Uuid::now_v7();
         let reply_stream = tuning.keys.reply_stream(instance_id);
@@ -91,7 +85,6 @@ impl Bus {
             inner: Arc::new(Inner {
                 config,
                 tuning,
-                client,
                 conn,
                 reply_conn,
                 instance_id,
@@ -236,7 +229,7 @@ impl Bus {
     }
 
     /// A handle on the shared multiplexed connection (for short, non-blocking commands).
-    pub(crate) fn redis(&self) -> ConnectionManager {
+    pub(crate) fn redis(&self) -> RedisConn {
         self.inner.conn.clone()
     }
 
@@ -244,20 +237,19 @@ impl Bus {
     pub(crate) fn connection_with_timeout(
         &self,
         response_timeout: Duration,
-    ) -> Result<ConnectionManager, BusError> {
-        Ok(ConnectionManager::new_lazy_with_config(
-            self.inner.client.clone(),
-            manager_config(&self.inner.tuning, response_timeout),
-        )?)
+    ) -> Result<RedisConn, BusError> {
+        let tuning = &self.inner.tuning;
+        tuning.target.connect_lazy(tuning.redis_connect_timeout, response_timeout)
     }
 
-    /// A new connection of its own, for one blocking reader.
-    pub(crate) fn dedicated_connection(&self) -> Result<ConnectionManager, BusError> {
+    /// A new connection of its own, for one blocking reader (a blocking read on the shared
+    /// connection would stall every other command to that server or cluster node).
+    pub(crate) fn dedicated_connection(&self) -> Result<RedisConn, BusError> {
         let tuning = &self.inner.tuning;
-        Ok(ConnectionManager::new_lazy_with_config(
-            self.inner.client.clone(),
-            manager_config(tuning, tuning.block.saturating_add(tuning.redis_response_timeout)),
-        )?)
+        tuning.target.connect_lazy(
+            tuning.redis_connect_timeout,
+            tuning.block.saturating_add(tuning.redis_response_timeout),
+        )
     }
 
     /// Keeps `key`, just written to, within its memory budget (see [`crate::budget`]).
@@ -344,17 +336,6 @@ impl Bus {
     }
 }
 
-fn manager_config(tuning: &Tuning, response_timeout: Duration) -> ConnectionManagerConfig {
-    // Few quick reconnection attempts inside the client: the bus's loops retry with their own
-    // capped backoff, and a caller should learn quickly that Redis is unreachable.
-    ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(tuning.redis_connect_timeout))
-        .set_response_timeout(Some(response_timeout))
-        .set_number_of_retries(1)
-        .set_min_delay(Duration::from_millis(50))
-        .set_max_delay(Duration::from_secs(1))
-}
-
 /// Callers waiting for replies, by command id (several, if a caller retries an id while the
 /// first attempt still waits).
 #[derive(Default)]
@@ -420,7 +401,7 @@ impl Drop for WaiterGuard {
 /// Reads this instance's reply stream and completes waiting callers.
 struct ReplyListener {
     inner: Weak<Inner>,
-    conn: ConnectionManager,
+    conn: RedisConn,
     stream: String,
     block_ms: u64,
     backoff: Backoff,

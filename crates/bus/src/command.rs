@@ -251,7 +251,7 @@ impl CommandServer {
             pool: self.pool,
             group: self.bus.config().service.clone(),
             inbox: Inbox::new(self.bus.schema()),
-            reply_prefix: format!("{}:reply:", self.bus.keys().prefix()),
+            reply_prefix: self.bus.keys().reply_stream_start(),
             family: self.family.clone(),
             handlers: self.handlers,
         };

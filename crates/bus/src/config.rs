@@ -3,11 +3,25 @@
 
 use std::time::Duration;
 
-use secrecy::SecretString;
+use redis::IntoConnectionInfo as _;
+use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 
 use crate::BusError;
+use crate::connection::Target;
 use crate::names::{Keys, Schema, check_name};
+
+/// Whether the bus talks to one Redis server or to a Redis Cluster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedisMode {
+    /// One server (or a primary behind a proxy or failover address): `redis_url`.
+    #[default]
+    Standalone,
+    /// A Redis Cluster: `redis_url` (and `redis_cluster_seeds`) are seed nodes; the client
+    /// learns the other nodes and the slot map from them and follows the cluster's changes.
+    Cluster,
+}
 
 /// How a service uses the bus.
 ///
@@ -16,8 +30,16 @@ use crate::names::{Keys, Schema, check_name};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BusConfig {
-    /// The Redis URL; a secret, since it may carry a password.
+    /// The Redis URL; a secret, since it may carry a password. With `redis_mode = "cluster"`,
+    /// any node of the cluster (a seed: the others are discovered), database 0.
     pub redis_url: SecretString,
+    /// `"standalone"` (the default: one server at `redis_url`) or `"cluster"` (a Redis Cluster
+    /// found from `redis_url` and `redis_cluster_seeds`). The key layout is the same in both:
+    /// every key the bus uses together shares a hash tag (see [`Keys`]).
+    pub redis_mode: RedisMode,
+    /// More seed nodes of the cluster, tried when `redis_url`'s node is down (`redis_mode =
+    /// "cluster"` only; refused otherwise). URLs like `redis_url`, secrets too. Default empty.
+    pub redis_cluster_seeds: Vec<SecretString>,
     /// The prefix of every Redis key (per deployment; tests use a random one).
     pub prefix: String,
     /// The service using the bus: the consumer-group name of its command servers and event
@@ -69,6 +91,8 @@ impl Default for BusConfig {
     fn default() -> Self {
         Self {
             redis_url: SecretString::from("redis://127.0.0.1:6379"),
+            redis_mode: RedisMode::Standalone,
+            redis_cluster_seeds: Vec::new(),
             prefix: "awx".to_owned(),
             service: String::new(),
             schema: String::new(),
@@ -140,8 +164,10 @@ impl BusConfig {
             self.redis_response_timeout_ms >= 1,
             "bus.redis_response_timeout_ms must be at least 1",
         )?;
+        let target = self.target()?;
         let claim_idle = Duration::from_millis(self.claim_idle_ms);
         Ok(Tuning {
+            target,
             keys,
             schema,
             block: Duration::from_millis(self.block_ms),
@@ -168,9 +194,49 @@ impl BusConfig {
     }
 }
 
+impl BusConfig {
+    /// Where Redis is: the URLs parsed (errors never echo a URL, which may carry a password).
+    fn target(&self) -> Result<Target, BusError> {
+        match self.redis_mode {
+            RedisMode::Standalone => {
+                if !self.redis_cluster_seeds.is_empty() {
+                    return Err(BusError::Config(
+                        "bus.redis_cluster_seeds is only for bus.redis_mode = \"cluster\""
+                            .to_owned(),
+                    ));
+                }
+                let client = redis::Client::open(self.redis_url.expose_secret()).map_err(|_| {
+                    BusError::Config("bus.redis_url is not a valid Redis URL".to_owned())
+                })?;
+                Ok(Target::Single(client))
+            }
+            RedisMode::Cluster => {
+                let mut seeds = Vec::with_capacity(1 + self.redis_cluster_seeds.len());
+                let urls = std::iter::once(("bus.redis_url", &self.redis_url)).chain(
+                    self.redis_cluster_seeds.iter().map(|url| ("bus.redis_cluster_seeds", url)),
+                );
+                for (field, url) in urls {
+                    let info = url
+                        .expose_secret()
+                        .into_connection_info()
+                        .map_err(|_| BusError::Config(format!("{field}: not a valid Redis URL")))?;
+                    if info.redis_settings().db() != 0 {
+                        return Err(BusError::Config(format!(
+                            "{field}: a Redis Cluster has only database 0"
+                        )));
+                    }
+                    seeds.push(info);
+                }
+                Ok(Target::Cluster(seeds))
+            }
+        }
+    }
+}
+
 /// [`BusConfig`] after checking: names wrapped, durations as `Duration`.
 #[derive(Debug, Clone)]
 pub(crate) struct Tuning {
+    pub(crate) target: Target,
     pub(crate) keys: Keys,
     pub(crate) schema: Schema,
     pub(crate) block: Duration,
@@ -228,6 +294,39 @@ mod tests {
         config.schema = "ledger".into();
         config.service = "Ledger Service".into();
         assert!(config.validate().unwrap_err().to_string().contains("bus.service"));
+    }
+
+    #[test]
+    fn cluster_mode_takes_seed_nodes_and_checks_them() {
+        let config: BusConfig = serde_json::from_str(
+            r#"{"service": "ledger", "schema": "ledger", "redis_mode": "cluster",
+                "redis_url": "redis://10.0.0.1:7000",
+                "redis_cluster_seeds": ["redis://10.0.0.2:7000", "redis://:pw@10.0.0.3:7000"]}"#,
+        )
+        .unwrap();
+        assert_eq!(config.redis_mode, RedisMode::Cluster);
+        let Target::Cluster(seeds) = config.tuning().unwrap().target else {
+            panic!("cluster mode makes a cluster target")
+        };
+        assert_eq!(seeds.len(), 3);
+
+        let mut config = BusConfig::new("ledger", "ledger");
+        config.redis_cluster_seeds = vec![SecretString::from("redis://10.0.0.2:7000")];
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("redis_cluster_seeds") && error.contains("cluster"), "{error}");
+
+        config.redis_mode = RedisMode::Cluster;
+        config.redis_url = SecretString::from("redis://:hunter2@10.0.0.1:7000/3");
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("bus.redis_url") && error.contains("database 0"), "{error}");
+        assert!(!error.contains("hunter2"));
+        config.redis_url = SecretString::from("redis://10.0.0.1:7000");
+        config.redis_cluster_seeds = vec![SecretString::from("not a url :hunter2")];
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("bus.redis_cluster_seeds") && !error.contains("hunter2"), "{error}");
+
+        let error = serde_json::from_str::<BusConfig>(r#"{"redis_mode": "sentinel"}"#).unwrap_err();
+        assert!(error.to_string().contains("sentinel"), "{error}");
     }
 
     #[test]

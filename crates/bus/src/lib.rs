@@ -10,11 +10,24 @@
 //!
 //! Every key starts with the configured prefix ([`BusConfig::prefix`], per deployment; tests use
 //! a random one). See [`Keys`]:
-//! `{prefix}:cmd:{family}` (requests of a command family), `{prefix}:reply:{instance_id}` (the
-//! replies to one caller process instance; trimmed, with a TTL), `{prefix}:evt:{topic}` (events),
-//! `{prefix}:dlq:{stream}` (dead letters of `cmd:{family}` or `evt:{topic}`), and
-//! `{prefix}:lasterror:{group}:{stream}` (the last error per pending message, for dead letters).
+//! `<prefix>:{cmd:<family>}` (requests of a command family), `<prefix>:reply:{<instance_id>}`
+//! (the replies to one caller process instance; trimmed, with a TTL), `<prefix>:{evt:<topic>}`
+//! (events), `<prefix>:dlq:{<stream>}` (dead letters of `cmd:<family>` or `evt:<topic>`),
+//! `<prefix>:lasterror:<group>:{<stream>}` (the last error per pending message, for dead
+//! letters) and `<prefix>:rl:{<scope>}:<name>` (rate limits, [`ratelimit`]).
 //!
+//! The braces are Redis Cluster hash tags: a stream, its dead letters and its last errors share
+//! a slot (the bus pipelines commands on them together), as do the limits of one rate-limit
+//! scope (one script checks them), while different streams spread over the cluster.
+//!
+//! # Redis: one server or a cluster
+//!
+//! With `redis_mode = "standalone"` (the default) the bus talks to the server at
+//! [`BusConfig::redis_url`]; with `redis_mode = "cluster"` it talks to a Redis Cluster found from
+//! `redis_url` and [`BusConfig::redis_cluster_seeds`], routing each command by its key's slot.
+//! The commands, pipelines and scripts are the same in both modes: no command, pipeline or
+//! script spans two slots, and every blocking read reads one stream, on a connection of its own.
+
 //! # Commands
 //!
 //! A [`Command`] has a family, a name and a reply type. [`Bus::send`] adds an envelope to the
@@ -60,7 +73,7 @@
 //! [`publish`] inserts the outbox row in the caller's transaction (returning the event id) and
 //! calls `pg_notify`, so the [`OutboxRelay`] wakes at commit. The relay (one per service replica;
 //! several are safe with `FOR UPDATE SKIP LOCKED`) publishes unpublished rows in `seq` order to
-//! `{prefix}:evt:{topic}` with the event id in the message, then marks them published; while Redis
+//! `<prefix>:{evt:<topic>}` with the event id in the message, then marks them published; while Redis
 //! is unreachable the rows stay and it retries with capped backoff. Delivery is at least once. It
 //! waits on `LISTEN` with a poll fallback, and deletes published rows after a retention.
 //!
@@ -116,8 +129,9 @@
 //! - Command ids and event ids share each service's inbox (`consumer` = the service): ids must
 //!   be unique (UUIDv7, as the bus generates).
 //! - Each blocking reader (the reply listener, one per command server, one per event topic)
-//!   holds a Redis connection of its own. No command spans two keys, so stream keys can live on
-//!   different Redis Cluster slots, but the connections are not cluster-aware today.
+//!   holds a Redis connection of its own (in cluster mode, its own connection to each node).
+//! - A prefix may not contain braces (they would move the hash tags). Deployments sharing one
+//!   cluster put a family's or topic's streams in the same slot (the tag leaves the prefix out).
 //!
 //! # Example
 //!
@@ -139,6 +153,7 @@ mod budget;
 mod bus;
 mod command;
 mod config;
+mod connection;
 mod event;
 mod handler;
 mod inbox;
@@ -155,7 +170,7 @@ pub use bus::Bus;
 pub use command::{
     Command, CommandHandler, CommandHandlerFn, CommandMeta, CommandServer, command_handler_fn,
 };
-pub use config::BusConfig;
+pub use config::{BusConfig, RedisMode};
 pub use event::{Event, EventConsumer, EventHandler, EventHandlerFn, EventMeta, event_handler_fn};
 pub use handler::HandlerError;
 pub use names::{Keys, Schema};

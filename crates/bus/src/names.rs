@@ -85,27 +85,38 @@ pub(crate) fn check_name(kind: &str, name: &str) -> Result<(), BusError> {
 
 /// The Redis keys of one deployment, all under its prefix.
 ///
+/// The part in braces is the key's Redis Cluster hash tag: only it decides the slot. Each
+/// stream has its own tag (its stream name), shared by its dead-letter stream and its last-error
+/// hash, so every pipeline the bus sends for one stream (`XACK` with `HDEL`, `XADD` with
+/// `EXPIRE`) stays in one slot, while different streams spread over the cluster. No command or
+/// script touches two streams, and each blocking read reads one stream.
+///
 /// | key | what |
 /// |---|---|
-/// | `{prefix}:cmd:{family}` | the request stream of a command family |
-/// | `{prefix}:reply:{instance_id}` | the reply stream of one caller process instance (trimmed, with a TTL) |
-/// | `{prefix}:evt:{topic}` | an event stream |
-/// | `{prefix}:dlq:{stream}` | dead letters of a stream, `{stream}` being `cmd:{family}` or `evt:{topic}` |
-/// | `{prefix}:lasterror:{group}:{stream}` | a hash: the last error per pending entry id, read when dead-lettering (with a TTL) |
+/// | `<prefix>:{cmd:<family>}` | the request stream of a command family |
+/// | `<prefix>:reply:{<instance_id>}` | the reply stream of one caller process instance (trimmed, with a TTL) |
+/// | `<prefix>:{evt:<topic>}` | an event stream |
+/// | `<prefix>:dlq:{<stream>}` | dead letters of a stream, `<stream>` being `cmd:<family>` or `evt:<topic>` (same slot as the stream) |
+/// | `<prefix>:lasterror:<group>:{<stream>}` | a hash: the last error per pending entry id, read when dead-lettering (with a TTL; same slot as the stream) |
+/// | `<prefix>:rl:{<scope>}:<name>` | a rate limit's state ([`crate::ratelimit`]); the limits of one scope share a slot, as the limiter's script needs |
+///
+/// A prefix may not contain braces, so the first braces of every key are the tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keys {
     prefix: String,
 }
 
 impl Keys {
-    /// Keys under `prefix` (non-empty, at most 100 characters, no whitespace).
+    /// Keys under `prefix` (non-empty, at most 100 characters, no whitespace, no braces: the
+    /// braces of a key are its Redis Cluster hash tag).
     pub fn new(prefix: &str) -> Result<Self, BusError> {
         if prefix.is_empty()
             || prefix.len() > PREFIX_LEN_MAX
-            || prefix.chars().any(|c| c.is_whitespace() || c.is_control())
+            || prefix.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '{' | '}'))
         {
             return Err(BusError::Config(format!(
-                "prefix {prefix:?} must be 1 to {PREFIX_LEN_MAX} characters without whitespace"
+                "prefix {prefix:?} must be 1 to {PREFIX_LEN_MAX} characters without whitespace or \
+                 braces"
             )));
         }
         Ok(Self { prefix: prefix.to_owned() })
@@ -116,45 +127,72 @@ impl Keys {
         &self.prefix
     }
 
-    /// `cmd:{family}`: the name of a command family's stream, as dead-letter keys and metrics
-    /// use it.
+    /// `cmd:<family>`: the name of a command family's stream (its hash tag), as dead-letter keys
+    /// and metrics use it.
     pub fn command_stream_name(family: &str) -> String {
         format!("cmd:{family}")
     }
 
-    /// `evt:{topic}`: the name of a topic's stream.
+    /// `evt:<topic>`: the name of a topic's stream (its hash tag).
     pub fn event_stream_name(topic: &str) -> String {
         format!("evt:{topic}")
     }
 
-    /// `{prefix}:cmd:{family}`.
+    /// `<prefix>:{cmd:<family>}`.
     pub fn command_stream(&self, family: &str) -> String {
-        self.key(&Self::command_stream_name(family))
+        self.stream(&Self::command_stream_name(family))
     }
 
-    /// `{prefix}:reply:{instance_id}`.
+    /// `<prefix>:reply:{<instance_id>}`.
     pub fn reply_stream(&self, instance_id: Uuid) -> String {
-        format!("{}:reply:{}", self.prefix, instance_id.simple())
+        format!("{}:reply:{{{}}}", self.prefix, instance_id.simple())
     }
 
-    /// `{prefix}:evt:{topic}`.
+    /// The start every reply stream key has (`<prefix>:reply:`).
+    pub(crate) fn reply_stream_start(&self) -> String {
+        format!("{}:reply:", self.prefix)
+    }
+
+    /// `<prefix>:{evt:<topic>}`.
     pub fn event_stream(&self, topic: &str) -> String {
-        self.key(&Self::event_stream_name(topic))
+        self.stream(&Self::event_stream_name(topic))
     }
 
-    /// `{prefix}:dlq:{stream_name}`, where `stream_name` is `cmd:{family}` or `evt:{topic}`.
+    /// `<prefix>:{<stream_name>}`: the key of a stream named `cmd:<family>` or `evt:<topic>`.
+    pub fn stream(&self, stream_name: &str) -> String {
+        format!("{}:{{{stream_name}}}", self.prefix)
+    }
+
+    /// `<prefix>:dlq:{<stream_name>}`, where `stream_name` is `cmd:<family>` or `evt:<topic>`:
+    /// in the stream's slot.
     pub fn dead_letter_stream(&self, stream_name: &str) -> String {
-        format!("{}:dlq:{stream_name}", self.prefix)
+        format!("{}:dlq:{{{stream_name}}}", self.prefix)
     }
 
-    /// `{prefix}:lasterror:{group}:{stream_name}`.
+    /// `<prefix>:lasterror:<group>:{<stream_name>}`: in the stream's slot.
     pub(crate) fn last_errors(&self, group: &str, stream_name: &str) -> String {
-        format!("{}:lasterror:{group}:{stream_name}", self.prefix)
+        format!("{}:lasterror:{group}:{{{stream_name}}}", self.prefix)
     }
 
-    fn key(&self, stream_name: &str) -> String {
-        format!("{}:{stream_name}", self.prefix)
+    /// `<prefix>:rl:{<scope>}:<name>`: a rate limit's key; every limit of one scope shares a
+    /// slot.
+    pub fn rate_limit(&self, scope: &str, name: &str) -> String {
+        format!("{}:rl:{{{scope}}}:{name}", self.prefix)
     }
+}
+
+/// The Redis Cluster hash tag of `key`: what decides its slot (the whole key without a tag).
+#[cfg(test)]
+pub(crate) fn hash_tag(key: &str) -> &str {
+    if let Some(open) = key.find('{') {
+        let rest = &key[open + 1..];
+        if let Some(close) = rest.find('}')
+            && close > 0
+        {
+            return &rest[..close];
+        }
+    }
+    key
 }
 
 #[cfg(test)]
@@ -186,13 +224,42 @@ mod tests {
     #[test]
     fn keys_carry_the_prefix() {
         let keys = Keys::new("awx").unwrap();
-        assert_eq!(keys.command_stream("ledger"), "awx:cmd:ledger");
-        assert_eq!(keys.event_stream("payment.authorized"), "awx:evt:payment.authorized");
-        assert_eq!(keys.dead_letter_stream("cmd:ledger"), "awx:dlq:cmd:ledger");
-        assert_eq!(keys.last_errors("ledger", "cmd:ledger"), "awx:lasterror:ledger:cmd:ledger");
+        assert_eq!(keys.command_stream("ledger"), "awx:{cmd:ledger}");
+        assert_eq!(keys.event_stream("payment.authorized"), "awx:{evt:payment.authorized}");
+        assert_eq!(keys.dead_letter_stream("cmd:ledger"), "awx:dlq:{cmd:ledger}");
+        assert_eq!(keys.last_errors("ledger", "cmd:ledger"), "awx:lasterror:ledger:{cmd:ledger}");
+        assert_eq!(keys.rate_limit("pay", "global"), "awx:rl:{pay}:global");
         let id = Uuid::nil();
-        assert_eq!(keys.reply_stream(id), format!("awx:reply:{}", id.simple()));
+        assert_eq!(keys.reply_stream(id), format!("awx:reply:{{{}}}", id.simple()));
+        assert!(keys.reply_stream(id).starts_with(&keys.reply_stream_start()));
         assert!(Keys::new("").is_err());
         assert!(Keys::new("a b").is_err());
+        assert!(Keys::new("a{b").is_err(), "a brace in the prefix would move the hash tag");
+        assert!(Keys::new("a}b").is_err());
+    }
+
+    #[test]
+    fn keys_used_together_share_a_slot_and_streams_do_not() {
+        let keys = Keys::new("awx").unwrap();
+        for stream_name in ["cmd:ledger", "evt:payment.authorized"] {
+            let stream = keys.stream(stream_name);
+            // A stream, its dead letters and its last errors share one tag, so one slot.
+            assert_eq!(hash_tag(&stream), stream_name);
+            assert_eq!(hash_tag(&keys.dead_letter_stream(stream_name)), stream_name);
+            assert_eq!(hash_tag(&keys.last_errors("svc", stream_name)), stream_name);
+        }
+        // The limits of one scope (the limiter's script touches them together) share a slot.
+        assert_eq!(hash_tag(&keys.rate_limit("pay", "key:a")), "pay");
+        assert_eq!(hash_tag(&keys.rate_limit("pay", "global")), "pay");
+        // Different streams have different tags, so they spread over the cluster.
+        let streams = [
+            keys.command_stream("ledger"),
+            keys.command_stream("policy"),
+            keys.event_stream("payment.authorized"),
+            keys.reply_stream(Uuid::nil()),
+        ];
+        let tags: std::collections::HashSet<&str> =
+            streams.iter().map(|key| hash_tag(key)).collect();
+        assert_eq!(tags.len(), 4);
     }
 }

@@ -7,12 +7,12 @@
 //!
 //! The relay takes unpublished rows in `seq` order with `FOR UPDATE SKIP LOCKED` (so several
 //! replicas share the work without publishing a row twice at the same time), adds them to
-//! `{prefix}:evt:{topic}` (`XADD MAXLEN ~ stream_maxlen`, the event id in the message), marks
-//! them published and commits. If Redis fails, the transaction rolls back and the rows wait for
-//! the next attempt (capped backoff); if the commit fails after the `XADD`s, the rows are sent
-//! again later. Delivery is therefore at least once, and consumers deduplicate by event id.
-//! Order follows `seq` within one relay, but `seq` is not commit order, so consumers must not
-//! depend on order.
+//! `<prefix>:{evt:<topic>}` (`XADD MAXLEN ~ stream_maxlen`, one pipeline per topic, so one
+//! Redis Cluster slot each; the event id in the message), marks them published and commits. If
+//! Redis fails, the transaction rolls back and the rows wait for the next attempt (capped
+//! backoff); if the commit fails after the `XADD`s, the rows are sent again later. Delivery is
+//! therefore at least once, and consumers deduplicate by event id. Order follows `seq` within
+//! one relay, but `seq` is not commit order, so consumers must not depend on order.
 //!
 //! The relay waits on `LISTEN` with a poll fallback (`outbox_poll_ms`), and deletes published
 //! rows older than `outbox_retention_seconds`.
@@ -192,9 +192,10 @@ impl OutboxRelay {
         if rows.is_empty() {
             return Ok(0);
         }
-        let mut pipe = redis::pipe();
+        // One pipeline per topic, in `seq` order within it: a topic's stream is one key (one
+        // Redis Cluster slot), and a pipeline must stay in one slot.
         let mut seqs = Vec::with_capacity(rows.len());
-        let mut per_topic: Vec<(String, u64)> = Vec::new();
+        let mut per_topic: Vec<(String, redis::Pipeline, u64)> = Vec::new();
         for (seq, event_id, topic, payload, trace_context) in rows {
             let envelope = EventEnvelope {
                 id: event_id,
@@ -202,8 +203,16 @@ impl OutboxRelay {
                 payload: payload.to_string(),
                 trace: TraceFields::from_json(&trace_context),
             };
+            let index = match per_topic.iter().position(|(t, _, _)| *t == topic) {
+                Some(index) => index,
+                None => {
+                    per_topic.push((topic, redis::pipe(), 0));
+                    per_topic.len() - 1
+                }
+            };
+            let (topic, pipe, count) = &mut per_topic[index];
             let xadd = pipe.cmd("XADD");
-            xadd.arg(tuning.keys.event_stream(&topic))
+            xadd.arg(tuning.keys.event_stream(topic))
                 .arg("MAXLEN")
                 .arg("~")
                 .arg(tuning.stream_maxlen)
@@ -212,20 +221,20 @@ impl OutboxRelay {
                 xadd.arg(name).arg(value);
             }
             xadd.ignore();
+            *count = count.saturating_add(1);
             seqs.push(seq);
-            match per_topic.iter_mut().find(|(t, _)| *t == topic) {
-                Some((_, count)) => *count = count.saturating_add(1),
-                None => per_topic.push((topic, 1)),
-            }
         }
-        // On error the transaction rolls back (dropped) and the rows stay unpublished.
-        pipe.query_async::<()>(&mut self.bus.redis()).await?;
+        // On error the transaction rolls back (dropped) and the rows stay unpublished (a topic
+        // sent before the error is sent again: delivery is at least once).
+        for (_, pipe, _) in &per_topic {
+            pipe.query_async::<()>(&mut self.bus.redis()).await?;
+        }
         sqlx::query(AssertSqlSafe(self.mark_published.as_str()))
             .bind(&seqs)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        for (topic, count) in per_topic {
+        for (topic, _, count) in per_topic {
             self.bus.after_write(&tuning.keys.event_stream(&topic), StreamKind::Event);
             telemetry::events_published(&topic, count);
         }

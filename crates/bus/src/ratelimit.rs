@@ -16,8 +16,8 @@
 use std::time::Duration;
 
 use redis::Script;
-use redis::aio::ConnectionManager;
 
+use crate::connection::RedisConn;
 use crate::{Bus, BusError};
 
 /// One limit to check: a Redis key and its rate.
@@ -89,7 +89,7 @@ return out
 /// Runs the GCRA script against Redis.
 #[derive(Clone)]
 pub struct SharedLimiter {
-    connection: ConnectionManager,
+    connection: RedisConn,
     script: Script,
 }
 
@@ -109,10 +109,10 @@ impl SharedLimiter {
         })
     }
 
-    /// The key of a limit: `{prefix}:rl:{<scope>}:<name>`. The braces make `scope` the Redis
+    /// The key of a limit: `<prefix>:rl:{<scope>}:<name>`. The braces make `scope` the Redis
     /// Cluster hash tag, so every limit of one scope lives in one slot.
     pub fn key(bus: &Bus, scope: &str, name: &str) -> String {
-        format!("{}:rl:{{{scope}}}:{name}", bus.keys().prefix())
+        bus.keys().rate_limit(scope, name)
     }
 
     /// Checks, and if all conform counts, one request against every limit in `limits`.

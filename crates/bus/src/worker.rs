@@ -27,7 +27,6 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::streams::{
     StreamAutoClaimReply, StreamInfoConsumersReply, StreamPendingCountReply, StreamReadReply,
 };
@@ -38,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::bus::{Bus, duration_ms, now_unix_ms};
+use crate::connection::RedisConn;
 use crate::{BusError, telemetry};
 
 /// Longest last-error text kept per message.
@@ -111,7 +111,7 @@ impl<P: Processor> StreamWorker<P> {
         Self {
             shared: Arc::new(Shared {
                 bus: bus.clone(),
-                stream: format!("{}:{stream_name}", keys.prefix()),
+                stream: keys.stream(&stream_name),
                 dead_letter_stream: keys.dead_letter_stream(&stream_name),
                 last_errors: keys.last_errors(&group, &stream_name),
                 stream_name,
@@ -295,7 +295,7 @@ impl<P: Processor> Shared<P> {
 
     async fn read(
         &self,
-        reader: &mut ConnectionManager,
+        reader: &mut RedisConn,
         count: usize,
         block: Duration,
     ) -> Result<Vec<Delivery>, RedisError> {

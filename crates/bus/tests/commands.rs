@@ -1,6 +1,7 @@
 //! Commands end to end on real Redis and Postgres: replies, rejections, idempotent replays,
 //! recovery from handlers killed before and after their commit, work sharing in a group,
-//! deadlines, dead letters and graceful shutdown.
+//! deadlines, dead letters and graceful shutdown. Each test runs twice: on the shared Redis server
+//! (`single::…`) and on a private three-node Redis Cluster (`cluster::…`).
 
 #![allow(
     clippy::unwrap_used,
@@ -9,6 +10,7 @@
     reason = "test helpers fail the test by panicking, like the tests themselves"
 )]
 
+#[macro_use]
 mod common;
 
 use std::collections::{HashMap, HashSet};
@@ -18,12 +20,12 @@ use std::time::Duration;
 
 use awx_bus::{
     Bus, BusConfig, BusError, Command, CommandHandler, CommandMeta, CommandServer, HandlerError,
-    Keys, command_handler_fn,
+    command_handler_fn,
 };
-use awx_test_support::{RedisNamespace, TestDb, redis_url};
+use awx_test_support::TestDb;
 use common::{
-    config, drained, effect_count, entries, group_drained, group_state, inbox_count, replica_pool,
-    wait_until, within,
+    TestRedis, Topology, drained, effect_count, entries, group_drained, group_state, inbox_count,
+    replica_pool, wait_until, within,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
@@ -189,18 +191,16 @@ impl Server {
     }
 }
 
-fn stream(ns: &RedisNamespace) -> String {
-    format!("{}:cmd:{FAMILY}", ns.prefix())
+fn stream(redis: &TestRedis) -> String {
+    redis.keys().command_stream(FAMILY)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn round_trip_rejection_and_idempotent_replay() {
+async fn round_trip_rejection_and_idempotent_replay(topology: Topology) {
     let db = common::database().await;
-    let ns = RedisNamespace::new();
-    let url = redis_url();
+    let redis = TestRedis::new(topology).await;
     let ledger = Ledger::new("a", Behaviour::Normal);
-    let server = Server::start(&db, config(&url, ns.prefix()), ledger.clone()).await;
-    let caller = Bus::connect(config(&url, ns.prefix())).await.unwrap();
+    let server = Server::start(&db, redis.config(), ledger.clone()).await;
+    let caller = Bus::connect(redis.config()).await.unwrap();
 
     // A typed reply.
     let reply = caller.send(&deposit("alice", 5), WAIT).await.unwrap();
@@ -234,25 +234,23 @@ async fn round_trip_rejection_and_idempotent_replay() {
     // A command name without a handler gets an error reply (and a dead letter), not a crash.
     let error = caller.send(&Withdraw { account: "alice".into() }, WAIT).await.unwrap_err();
     assert!(matches!(&error, BusError::Failed { message } if message.contains("unknown command")));
-    let dead = entries(&url, &format!("{}:dlq:cmd:{FAMILY}", ns.prefix())).await;
+    let dead = entries(&redis, &redis.keys().dead_letter_stream(&format!("cmd:{FAMILY}"))).await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0]["name"], "withdraw");
     let reply = caller.send(&deposit("alice", 1), WAIT).await.unwrap();
     assert_eq!(reply.balance, 13, "the server carries on");
 
-    wait_until("everything is acknowledged", WAIT, || drained(&url, &stream(&ns))).await;
+    wait_until("everything is acknowledged", WAIT, || drained(&redis, &stream(&redis))).await;
     server.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn handler_killed_mid_command_is_completed_once_by_another_server() {
+async fn handler_killed_mid_command_is_completed_once_by_another_server(topology: Topology) {
     let db = common::database().await;
-    let ns = RedisNamespace::new();
-    let url = redis_url();
+    let redis = TestRedis::new(topology).await;
     let (entered_tx, entered_rx) = oneshot::channel();
     let ledger = Ledger::new("a", Behaviour::HangFirst(Arc::new(Mutex::new(Some(entered_tx)))));
-    let first = Server::start(&db, config(&url, ns.prefix()), ledger.clone()).await;
-    let caller = Bus::connect(config(&url, ns.prefix())).await.unwrap();
+    let first = Server::start(&db, redis.config(), ledger.clone()).await;
+    let caller = Bus::connect(redis.config()).await.unwrap();
 
     let id = Uuid::now_v7();
     let sending = {
@@ -264,7 +262,7 @@ async fn handler_killed_mid_command_is_completed_once_by_another_server() {
     first.kill().await;
     assert_eq!(effect_count(&db.pool, id).await, 0, "nothing committed by the killed server");
 
-    let second = Server::start(&db, config(&url, ns.prefix()), ledger.on("b")).await;
+    let second = Server::start(&db, redis.config(), ledger.on("b")).await;
     let reply = within("the reply", WAIT, sending).await.unwrap().unwrap();
     assert_eq!(reply, Balance { balance: 4, server: "b".into() });
     assert_eq!(effect_count(&db.pool, id).await, 1, "executed exactly once");
@@ -276,26 +274,24 @@ async fn handler_killed_mid_command_is_completed_once_by_another_server() {
             .unwrap();
     assert_eq!(delivery, 2, "completed on the redelivery");
     assert_eq!(ledger.calls(), 2);
-    wait_until("nothing stays pending", WAIT, || drained(&url, &stream(&ns))).await;
+    wait_until("nothing stays pending", WAIT, || drained(&redis, &stream(&redis))).await;
     second.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn server_killed_after_commit_before_ack_replays_the_stored_reply() {
+async fn server_killed_after_commit_before_ack_replays_the_stored_reply(topology: Topology) {
     let db = common::database().await;
-    let ns = RedisNamespace::new();
-    let url = redis_url();
+    let redis = TestRedis::new(topology).await;
     let ledger = Ledger::new("a", Behaviour::Normal);
-    let first = Server::start(&db, config(&url, ns.prefix()), ledger.clone()).await;
-    let caller = Bus::connect(config(&url, ns.prefix())).await.unwrap();
+    let first = Server::start(&db, redis.config(), ledger.clone()).await;
+    let caller = Bus::connect(redis.config()).await.unwrap();
 
     // The caller's reply stream is made unwritable, so the server commits and then cannot
     // send the reply: it must not acknowledge, exactly as if it died right after the commit.
-    let mut redis = common::redis_conn(&url).await;
+    let mut conn = redis.conn().await;
     let () = redis::cmd("SET")
         .arg(caller.reply_stream())
         .arg("not a stream")
-        .query_async(&mut redis)
+        .query_async(&mut conn)
         .await
         .unwrap();
     let id = Uuid::now_v7();
@@ -306,11 +302,11 @@ async fn server_killed_after_commit_before_ack_replays_the_stored_reply() {
     wait_until("the command is committed", WAIT, || async { inbox_count(&db.pool, id).await == 1 })
         .await;
     first.kill().await;
-    let (pending, _) = group_state(&url, &stream(&ns), "svc").await.unwrap();
+    let (pending, _) = group_state(&redis, &stream(&redis), "svc").await.unwrap();
     assert_eq!(pending, 1, "committed but never acknowledged");
 
-    let () = redis::cmd("DEL").arg(caller.reply_stream()).query_async(&mut redis).await.unwrap();
-    let second = Server::start(&db, config(&url, ns.prefix()), ledger.on("b")).await;
+    let () = redis::cmd("DEL").arg(caller.reply_stream()).query_async(&mut conn).await.unwrap();
+    let second = Server::start(&db, redis.config(), ledger.on("b")).await;
     let reply = within("the reply", WAIT, sending).await.unwrap().unwrap();
     assert_eq!(
         reply,
@@ -319,21 +315,19 @@ async fn server_killed_after_commit_before_ack_replays_the_stored_reply() {
     );
     assert_eq!(ledger.calls(), 1, "not executed again");
     assert_eq!(effect_count(&db.pool, id).await, 1);
-    wait_until("nothing stays pending", WAIT, || drained(&url, &stream(&ns))).await;
+    wait_until("nothing stays pending", WAIT, || drained(&redis, &stream(&redis))).await;
     second.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_slow_handler_keeps_its_message_and_is_not_reclaimed() {
+async fn a_slow_handler_keeps_its_message_and_is_not_reclaimed(topology: Topology) {
     let db = common::database().await;
-    let ns = RedisNamespace::new();
-    let url = redis_url();
+    let redis = TestRedis::new(topology).await;
     // Five times the claim idle time: without lease renewal the message would be reclaimed
     // again and again and dead-lettered (max_deliveries 3) before the handler finished.
     let ledger = Ledger::new("a", Behaviour::Slow(Duration::from_secs(2)));
-    let first = Server::start(&db, config(&url, ns.prefix()), ledger.clone()).await;
-    let second = Server::start(&db, config(&url, ns.prefix()), ledger.on("b")).await;
-    let caller = Bus::connect(config(&url, ns.prefix())).await.unwrap();
+    let first = Server::start(&db, redis.config(), ledger.clone()).await;
+    let second = Server::start(&db, redis.config(), ledger.on("b")).await;
+    let caller = Bus::connect(redis.config()).await.unwrap();
 
     let id = Uuid::now_v7();
     let reply = caller.send_with_id(&deposit("gina", 2), id, WAIT).await.unwrap();
@@ -346,21 +340,19 @@ async fn a_slow_handler_keeps_its_message_and_is_not_reclaimed() {
             .await
             .unwrap();
     assert_eq!(delivery, 1, "handled on its first delivery");
-    let dead = entries(&url, &format!("{}:dlq:cmd:{FAMILY}", ns.prefix())).await;
+    let dead = entries(&redis, &redis.keys().dead_letter_stream(&format!("cmd:{FAMILY}"))).await;
     assert!(dead.is_empty(), "nothing dead-lettered: {dead:?}");
-    wait_until("nothing stays pending", WAIT, || drained(&url, &stream(&ns))).await;
+    wait_until("nothing stays pending", WAIT, || drained(&redis, &stream(&redis))).await;
     // A second run (the other server reclaiming the message mid-way) would have blocked on the
     // inbox row and then replayed the reply: one reply means one run.
-    assert_eq!(entries(&url, caller.reply_stream()).await.len(), 1, "one run, one reply");
+    assert_eq!(entries(&redis, caller.reply_stream()).await.len(), 1, "one run, one reply");
     first.shutdown().await;
     second.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_servers_in_one_group_share_the_work() {
+async fn two_servers_in_one_group_share_the_work(topology: Topology) {
     let db = common::database().await;
-    let ns = RedisNamespace::new();
-    let url = redis_url();
+    let redis = TestRedis::new(topology).await;
     let handled: Arc<Mutex<Vec<(Uuid, &'static str)>>> = Arc::default();
     // A handler from a closure; each server tags its work.
     let handler = |server: &'static str| {
@@ -387,7 +379,7 @@ async fn two_servers_in_one_group_share_the_work() {
     };
     let mut servers = Vec::new();
     for name in ["a", "b"] {
-        let bus = Bus::connect(config(&url, ns.prefix())).await.unwrap();
+        let bus = Bus::connect(redis.config()).await.unwrap();
         let server = CommandServer::new(&bus, replica_pool(&db).await, FAMILY)
             .unwrap()
             .handle(handler(name))
@@ -395,7 +387,7 @@ async fn two_servers_in_one_group_share_the_work() {
         let stop = CancellationToken::new();
         servers.push(Server { task: tokio::spawn(server.run(stop.clone())), bus, stop });
     }
-    let caller = Bus::connect(config(&url, ns.prefix())).await.unwrap();
+    let caller = Bus::connect(redis.config()).await.unwrap();
 
     let sends = (0..200).map(|n| {
         let caller = caller.clone();
@@ -424,18 +416,16 @@ async fn two_servers_in_one_group_share_the_work() {
             .await
             .unwrap();
     assert_eq!((rows, distinct), (200, 200));
-    wait_until("nothing stays pending", WAIT, || drained(&url, &stream(&ns))).await;
+    wait_until("nothing stays pending", WAIT, || drained(&redis, &stream(&redis))).await;
     for server in servers {
         server.shutdown().await;
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn expired_commands_are_answered_timed_out_and_never_executed() {
+async fn expired_commands_are_answered_timed_out_and_never_executed(topology: Topology) {
     let db = common::database().await;
-    let ns = RedisNamespace::new();
-    let url = redis_url();
-    let caller = Bus::connect(config(&url, ns.prefix())).await.unwrap();
+    let redis = TestRedis::new(topology).await;
+    let caller = Bus::connect(redis.config()).await.unwrap();
 
     // No server yet: the caller gives up at its deadline (plus grace).
     let late = Uuid::now_v7();
@@ -447,9 +437,11 @@ async fn expired_commands_are_answered_timed_out_and_never_executed() {
 
     // A server that starts later reads it, sees the deadline passed, and does not execute it.
     let ledger = Ledger::new("a", Behaviour::Normal);
-    let server = Server::start(&db, config(&url, ns.prefix()), ledger.clone()).await;
-    wait_until("the late command is read and acknowledged", WAIT, || drained(&url, &stream(&ns)))
-        .await;
+    let server = Server::start(&db, redis.config(), ledger.clone()).await;
+    wait_until("the late command is read and acknowledged", WAIT, || {
+        drained(&redis, &stream(&redis))
+    })
+    .await;
     assert_eq!(ledger.calls(), 0, "the handler never ran");
     assert_eq!(effect_count(&db.pool, late).await, 0);
     assert_eq!(inbox_count(&db.pool, late).await, 0, "a retry with a new deadline could still run");
@@ -458,7 +450,7 @@ async fn expired_commands_are_answered_timed_out_and_never_executed() {
     // A handler still running at the deadline is cut off, rolled back, and the server answers
     // "timed out" itself.
     let slow = Ledger::new("slow", Behaviour::Hang);
-    let server = Server::start(&db, config(&url, ns.prefix()), slow.clone()).await;
+    let server = Server::start(&db, redis.config(), slow.clone()).await;
     let cut = Uuid::now_v7();
     let error = caller
         .send_with_id(&deposit("dave", 2), cut, Duration::from_millis(1_500))
@@ -466,20 +458,18 @@ async fn expired_commands_are_answered_timed_out_and_never_executed() {
         .unwrap_err();
     assert!(matches!(error, BusError::Timeout { server_answered: true, .. }), "{error:?}");
     assert_eq!(slow.calls(), 1);
-    wait_until("nothing stays pending", WAIT, || drained(&url, &stream(&ns))).await;
+    wait_until("nothing stays pending", WAIT, || drained(&redis, &stream(&redis))).await;
     assert_eq!(effect_count(&db.pool, cut).await, 0, "the handler's write was rolled back");
     assert_eq!(inbox_count(&db.pool, cut).await, 0);
     server.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_command_that_keeps_failing_is_dead_lettered_and_its_caller_answered() {
+async fn a_command_that_keeps_failing_is_dead_lettered_and_its_caller_answered(topology: Topology) {
     let db = common::database().await;
-    let ns = RedisNamespace::new();
-    let url = redis_url();
+    let redis = TestRedis::new(topology).await;
     let ledger = Ledger::new("a", Behaviour::AlwaysTransient);
-    let server = Server::start(&db, config(&url, ns.prefix()), ledger.clone()).await;
-    let caller = Bus::connect(config(&url, ns.prefix())).await.unwrap();
+    let server = Server::start(&db, redis.config(), ledger.clone()).await;
+    let caller = Bus::connect(redis.config()).await.unwrap();
 
     let id = Uuid::now_v7();
     // The deadline is far away; the answer must come from the dead-lettering, well before it.
@@ -498,26 +488,23 @@ async fn a_command_that_keeps_failing_is_dead_lettered_and_its_caller_answered()
     assert_eq!(effect_count(&db.pool, id).await, 0);
     assert_eq!(inbox_count(&db.pool, id).await, 0);
 
-    let dead =
-        entries(&url, &Keys::new(ns.prefix()).unwrap().dead_letter_stream("cmd:testledger")).await;
+    let dead = entries(&redis, &redis.keys().dead_letter_stream("cmd:testledger")).await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0]["id"], id.to_string());
     assert_eq!(dead[0]["dlq_deliveries"], "4");
     assert_eq!(dead[0]["dlq_group"], "svc");
     assert!(dead[0]["dlq_error"].contains("ledger unavailable (test)"), "{:?}", dead[0]);
-    wait_until("the message is acknowledged", WAIT, || drained(&url, &stream(&ns))).await;
+    wait_until("the message is acknowledged", WAIT, || drained(&redis, &stream(&redis))).await;
     server.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn shutdown_lets_in_flight_commands_finish() {
+async fn shutdown_lets_in_flight_commands_finish(topology: Topology) {
     let db = common::database().await;
-    let ns = RedisNamespace::new();
-    let url = redis_url();
+    let redis = TestRedis::new(topology).await;
     let permits = Arc::new(Semaphore::new(0));
     let ledger = Ledger::new("a", Behaviour::WaitForPermit(Arc::clone(&permits)));
-    let server = Server::start(&db, config(&url, ns.prefix()), ledger.clone()).await;
-    let caller = Bus::connect(config(&url, ns.prefix())).await.unwrap();
+    let server = Server::start(&db, redis.config(), ledger.clone()).await;
+    let caller = Bus::connect(redis.config()).await.unwrap();
 
     let id = Uuid::now_v7();
     let sending = {
@@ -533,6 +520,53 @@ async fn shutdown_lets_in_flight_commands_finish() {
     let reply = within("the reply", WAIT, sending).await.unwrap().unwrap();
     assert_eq!(reply.balance, 3);
     assert_eq!(effect_count(&db.pool, id).await, 1);
-    assert!(group_drained(&url, &stream(&ns), "svc").await, "acknowledged before stopping");
+    assert!(group_drained(&redis, &stream(&redis), "svc").await, "acknowledged before stopping");
     drop(server.bus);
+}
+
+on_both_topologies!(
+    round_trip_rejection_and_idempotent_replay,
+    handler_killed_mid_command_is_completed_once_by_another_server,
+    server_killed_after_commit_before_ack_replays_the_stored_reply,
+    a_slow_handler_keeps_its_message_and_is_not_reclaimed,
+    two_servers_in_one_group_share_the_work,
+    expired_commands_are_answered_timed_out_and_never_executed,
+    a_command_that_keeps_failing_is_dead_lettered_and_its_caller_answered,
+    shutdown_lets_in_flight_commands_finish,
+);
+
+/// On a real cluster: the keys one pipeline or script uses together hash to one slot, and the
+/// streams of different families, topics and callers to different slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_keys_used_together_share_a_slot_and_streams_spread() {
+    let redis = TestRedis::new(Topology::Cluster).await;
+    let mut conn = redis.conn().await;
+    let keys = redis.keys();
+    let mut slots = HashMap::new();
+    for key in [
+        keys.command_stream(FAMILY),
+        keys.dead_letter_stream(&format!("cmd:{FAMILY}")),
+        keys.command_stream("other"),
+        keys.event_stream("test.credited"),
+        keys.dead_letter_stream("evt:test.credited"),
+        keys.reply_stream(Uuid::now_v7()),
+        awx_bus::ratelimit::SharedLimiter::key(
+            &Bus::connect(redis.config()).await.unwrap(),
+            "pay",
+            "key:a",
+        ),
+        keys.rate_limit("pay", "global"),
+    ] {
+        let slot: u16 =
+            redis::cmd("CLUSTER").arg("KEYSLOT").arg(&key).query_async(&mut conn).await.unwrap();
+        slots.insert(key, slot);
+    }
+    let slot = |key: String| slots[&key];
+    let command = slot(keys.command_stream(FAMILY));
+    assert_eq!(slot(keys.dead_letter_stream(&format!("cmd:{FAMILY}"))), command);
+    let event = slot(keys.event_stream("test.credited"));
+    assert_eq!(slot(keys.dead_letter_stream("evt:test.credited")), event);
+    assert_eq!(slot(keys.rate_limit("pay", "key:a")), slot(keys.rate_limit("pay", "global")));
+    let distinct: HashSet<u16> = [command, slot(keys.command_stream("other")), event].into();
+    assert_eq!(distinct.len(), 3, "different streams, different slots: {slots:?}");
 }

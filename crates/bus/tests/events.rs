@@ -1,6 +1,8 @@
 //! Events end to end on real Redis and Postgres: the transactional outbox and its relay
-//! (through a Redis outage, with LISTEN/NOTIFY, in order, with retention), deduplication by
-//! event id, and dead letters.
+//! (through a Redis outage, with LISTEN/NOTIFY, in order, several topics in one batch, with
+//! retention), deduplication by event id, and dead letters. Each test but the Postgres-only
+//! retention test runs twice: on a Redis server (`single::…`) and on a three-node Redis Cluster
+//! (`cluster::…`; the outage tests kill and restart every node).
 
 #![allow(
     clippy::unwrap_used,
@@ -9,6 +11,7 @@
     reason = "test helpers fail the test by panicking, like the tests themselves"
 )]
 
+#[macro_use]
 mod common;
 
 use std::collections::{HashMap, HashSet};
@@ -20,10 +23,10 @@ use awx_bus::{
     Bus, BusConfig, BusError, Event, EventConsumer, EventHandler, EventMeta, HandlerError,
     OutboxRelay, Schema, event_handler_fn, publish,
 };
-use awx_test_support::{RedisNamespace, RedisServer, TestDb, redis_url};
+use awx_test_support::TestDb;
 use common::{
-    config, drained, effect_count, entries, group_drained, inbox_count, replica_pool, wait_until,
-    within,
+    PrivateRedis, TestRedis, Topology, drained, effect_count, entries, group_drained, inbox_count,
+    replica_pool, wait_until, within,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
@@ -139,15 +142,15 @@ async fn applied(pool: &PgPool) -> HashMap<Uuid, i64> {
 }
 
 fn event_stream(prefix: &str) -> String {
-    format!("{prefix}:evt:{TOPIC}")
+    awx_bus::Keys::new(prefix).unwrap().event_stream(TOPIC)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn outbox_rows_survive_a_redis_outage_and_are_all_delivered() {
+async fn outbox_rows_survive_a_redis_outage_and_are_all_delivered(topology: Topology) {
     let db = common::database().await;
-    let mut redis = tokio::task::block_in_place(RedisServer::spawn);
-    let url = redis.url();
-    let service = Service::start(&db, config(&url, "outage"), Projection::new(false)).await;
+    let mut redis =
+        tokio::task::spawn_blocking(move || PrivateRedis::start(topology)).await.unwrap();
+    let redis_probe = redis.probe();
+    let service = Service::start(&db, redis_probe.config("outage"), Projection::new(false)).await;
 
     let warm_up = publish_committed(&db.pool, &credited(0)).await;
     wait_until("the first event is applied", WAIT, || async {
@@ -173,7 +176,7 @@ async fn outbox_rows_survive_a_redis_outage_and_are_all_delivered() {
 
     // Redis comes back empty: the relay publishes everything and the consumer recreates its
     // group and applies everything.
-    tokio::task::block_in_place(|| redis.start());
+    tokio::task::block_in_place(|| redis.start_again());
     wait_until("all 21 events are applied", WAIT, || async { applied(&db.pool).await.len() == 21 })
         .await;
     let applied = applied(&db.pool).await;
@@ -186,34 +189,32 @@ async fn outbox_rows_survive_a_redis_outage_and_are_all_delivered() {
             .unwrap();
     assert_eq!(unpublished, 0);
     service.bus.ping().await.unwrap();
-    wait_until("nothing stays pending", WAIT, || drained(&url, &event_stream("outage"))).await;
+    wait_until("nothing stays pending", WAIT, || drained(&redis_probe, &event_stream("outage")))
+        .await;
     service.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_service_started_while_redis_is_down_catches_up_when_it_comes_up() {
+async fn a_service_started_while_redis_is_down_catches_up_when_it_comes_up(topology: Topology) {
     let db = common::database().await;
-    let mut redis = tokio::task::block_in_place(RedisServer::spawn);
+    let mut redis =
+        tokio::task::spawn_blocking(move || PrivateRedis::start(topology)).await.unwrap();
     tokio::task::block_in_place(|| redis.stop());
-    let url = redis.url();
-    let service = Service::start(&db, config(&url, "late"), Projection::new(false)).await;
+    let service = Service::start(&db, redis.probe().config("late"), Projection::new(false)).await;
     assert!(service.bus.ping().await.is_err());
     let id = publish_committed(&db.pool, &credited(5)).await;
 
-    tokio::task::block_in_place(|| redis.start());
+    tokio::task::block_in_place(|| redis.start_again());
     wait_until("the event is applied", WAIT, || async { effect_count(&db.pool, id).await == 1 })
         .await;
     service.bus.ping().await.unwrap();
     service.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_same_event_delivered_twice_is_applied_once() {
+async fn the_same_event_delivered_twice_is_applied_once(topology: Topology) {
     let db = common::database().await;
-    let ns = RedisNamespace::new();
-    let url = redis_url();
+    let redis = TestRedis::new(topology).await;
     let projection = Projection::new(false);
-    let service = Service::start(&db, config(&url, ns.prefix()), projection.clone()).await;
+    let service = Service::start(&db, redis.config(), projection.clone()).await;
 
     let id = publish_committed(&db.pool, &credited(7)).await;
     wait_until("the event is applied", WAIT, || async { effect_count(&db.pool, id).await == 1 })
@@ -226,12 +227,12 @@ async fn the_same_event_delivered_twice_is_applied_once() {
         .execute(&db.pool)
         .await
         .unwrap();
-    let stream = event_stream(ns.prefix());
+    let stream = event_stream(redis.prefix());
     wait_until("the duplicate is published and consumed", WAIT, || async {
-        entries(&url, &stream).await.len() == 2 && group_drained(&url, &stream, "svc").await
+        entries(&redis, &stream).await.len() == 2 && group_drained(&redis, &stream, "svc").await
     })
     .await;
-    let entries = entries(&url, &stream).await;
+    let entries = entries(&redis, &stream).await;
     assert!(entries.iter().all(|entry| entry["id"] == id.to_string()), "same event id twice");
     assert_eq!(projection.calls(), 1, "the handler ran once");
     assert_eq!(effect_count(&db.pool, id).await, 1, "applied once");
@@ -239,39 +240,39 @@ async fn the_same_event_delivered_twice_is_applied_once() {
     service.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_event_that_keeps_failing_is_dead_lettered() {
+async fn an_event_that_keeps_failing_is_dead_lettered(topology: Topology) {
     let db = common::database().await;
-    let ns = RedisNamespace::new();
-    let url = redis_url();
+    let redis = TestRedis::new(topology).await;
     let projection = Projection::new(true);
-    let service = Service::start(&db, config(&url, ns.prefix()), projection.clone()).await;
+    let service = Service::start(&db, redis.config(), projection.clone()).await;
 
     let id = publish_committed(&db.pool, &credited(3)).await;
     let dlq = service.bus.keys().dead_letter_stream(&format!("evt:{TOPIC}"));
     wait_until("the event is dead-lettered", WAIT, || async {
-        entries(&url, &dlq).await.len() == 1
+        entries(&redis, &dlq).await.len() == 1
     })
     .await;
-    let dead = entries(&url, &dlq).await;
+    let dead = entries(&redis, &dlq).await;
     assert_eq!(dead[0]["id"], id.to_string());
     assert_eq!(dead[0]["dlq_deliveries"], "4");
     assert!(dead[0]["dlq_error"].contains("projection unavailable (test)"), "{:?}", dead[0]);
     assert_eq!(projection.calls(), 3, "max_deliveries attempts");
     assert_eq!(effect_count(&db.pool, id).await, 0, "every attempt rolled back");
     assert_eq!(inbox_count(&db.pool, id).await, 0);
-    wait_until("the event is acknowledged", WAIT, || drained(&url, &event_stream(ns.prefix())))
-        .await;
+    wait_until("the event is acknowledged", WAIT, || {
+        drained(&redis, &event_stream(redis.prefix()))
+    })
+    .await;
     service.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_notification_wakes_the_relay_and_only_committed_events_are_published_in_order() {
+async fn a_notification_wakes_the_relay_and_only_committed_events_are_published_in_order(
+    topology: Topology,
+) {
     let db = common::database().await;
-    let ns = RedisNamespace::new();
-    let url = redis_url();
+    let redis = TestRedis::new(topology).await;
     // Polling is an hour apart, so only the notification at commit can wake the relay in time.
-    let config = BusConfig { outbox_poll_ms: 3_600_000, ..config(&url, ns.prefix()) };
+    let config = BusConfig { outbox_poll_ms: 3_600_000, ..redis.config() };
     let seen: Arc<std::sync::Mutex<Vec<Uuid>>> = Arc::default();
     let handler = {
         let seen = Arc::clone(&seen);
@@ -313,13 +314,13 @@ async fn a_notification_wakes_the_relay_and_only_committed_events_are_published_
     }
     tx.commit().await.unwrap();
 
-    let stream = event_stream(ns.prefix());
+    let stream = event_stream(redis.prefix());
     wait_until("the events are published and consumed", WAIT, || async {
-        entries(&url, &stream).await.len() == 5 && group_drained(&url, &stream, "svc").await
+        entries(&redis, &stream).await.len() == 5 && group_drained(&redis, &stream, "svc").await
     })
     .await;
     let on_stream: Vec<String> =
-        entries(&url, &stream).await.iter().map(|e| e["id"].clone()).collect();
+        entries(&redis, &stream).await.iter().map(|e| e["id"].clone()).collect();
     assert_eq!(on_stream, ids.iter().map(Uuid::to_string).collect::<Vec<_>>());
     let mut seen = seen.lock().unwrap().clone();
     seen.sort();
@@ -329,11 +330,52 @@ async fn a_notification_wakes_the_relay_and_only_committed_events_are_published_
     within("the consumer to stop", WAIT, consumer).await.unwrap().unwrap();
 }
 
+/// Events of another topic, to publish next to [`Credited`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Debited {
+    account: String,
+    amount: i64,
+}
+
+impl Event for Debited {
+    const TOPIC: &'static str = "test.debited";
+}
+
+async fn events_of_several_topics_in_one_batch_all_arrive_in_order(topology: Topology) {
+    let db = common::database().await;
+    let redis = TestRedis::new(topology).await;
+    let bus = Bus::connect(redis.config()).await.unwrap();
+    // Interleaved topics in one transaction, so one relay batch: on a cluster the two streams
+    // live in different slots, which one pipeline could not reach.
+    let mut tx = db.pool.begin().await.unwrap();
+    let (mut credits, mut debits) = (Vec::new(), Vec::new());
+    for n in 1..=6 {
+        credits.push(publish(&mut tx, bus.schema(), &credited(n)).await.unwrap().to_string());
+        let debit = Debited { account: format!("acct-{n}"), amount: n };
+        debits.push(publish(&mut tx, bus.schema(), &debit).await.unwrap().to_string());
+    }
+    tx.commit().await.unwrap();
+    let relay = OutboxRelay::new(&bus, db.pool.clone());
+    assert_eq!(relay.relay_pending().await.unwrap(), 12);
+    let ids = |entries: Vec<HashMap<String, String>>| -> Vec<String> {
+        entries.into_iter().map(|entry| entry["id"].clone()).collect()
+    };
+    assert_eq!(ids(entries(&redis, &redis.keys().event_stream(TOPIC)).await), credits);
+    assert_eq!(ids(entries(&redis, &redis.keys().event_stream("test.debited")).await), debits);
+    let unpublished: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM bustest.outbox WHERE published_at IS NULL")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(unpublished, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn published_rows_are_deleted_after_the_retention() {
     let db = common::database().await;
-    let ns = RedisNamespace::new();
-    let config = BusConfig { outbox_retention_seconds: 60, ..config(&redis_url(), ns.prefix()) };
+    // Postgres only: the shared server is enough.
+    let redis = TestRedis::new(Topology::Single).await;
+    let config = BusConfig { outbox_retention_seconds: 60, ..redis.config() };
     let bus = Bus::connect(config).await.unwrap();
     for (published_ago_seconds, label) in
         [(Some(120), "old"), (Some(10), "recent"), (None, "pending")]
@@ -359,3 +401,12 @@ async fn published_rows_are_deleted_after_the_retention() {
             .unwrap();
     assert_eq!(left, ["recent", "pending"]);
 }
+
+on_both_topologies!(
+    the_same_event_delivered_twice_is_applied_once,
+    an_event_that_keeps_failing_is_dead_lettered,
+    a_notification_wakes_the_relay_and_only_committed_events_are_published_in_order,
+    outbox_rows_survive_a_redis_outage_and_are_all_delivered,
+    a_service_started_while_redis_is_down_catches_up_when_it_comes_up,
+    events_of_several_topics_in_one_batch_all_arrive_in_order,
+);

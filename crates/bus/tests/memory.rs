@@ -1,6 +1,8 @@
 //! Redis memory stays bounded however much is written: streams nobody reads (a service down)
 //! are kept within `stream_max_bytes` by their writers, and a message above the bus's maximum
-//! is refused before anything is written.
+//! is refused before anything is written. Each test runs on a Redis server (`single::…`) and on
+//! a three-node Redis Cluster (`cluster::…`), where `MEMORY USAGE` and `XTRIM` go to the node
+//! owning the stream.
 
 #![allow(
     clippy::unwrap_used,
@@ -9,13 +11,13 @@
     reason = "test helpers fail the test by panicking, like the tests themselves"
 )]
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
 
 use awx_bus::{Bus, BusConfig, BusError, Command, Event, MESSAGE_BYTES_MAX, OutboxRelay};
-use awx_test_support::{RedisNamespace, redis_url};
-use common::{config, redis_conn, wait_until};
+use common::{Probe, TestRedis, Topology, wait_until};
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 
@@ -43,20 +45,20 @@ impl Event for Noted {
     const TOPIC: &'static str = "noted";
 }
 
-fn budget_config(ns: &RedisNamespace) -> BusConfig {
-    BusConfig { stream_max_bytes: BUDGET, reply_grace_ms: 1, ..config(&redis_url(), ns.prefix()) }
+fn budget_config(redis: &TestRedis) -> BusConfig {
+    BusConfig { stream_max_bytes: BUDGET, reply_grace_ms: 1, ..redis.config() }
 }
 
-async fn memory_usage(key: &str) -> u64 {
-    let mut conn = redis_conn(&redis_url()).await;
+async fn memory_usage(redis: &Probe, key: &str) -> u64 {
+    let mut conn = redis.conn().await;
     let used: Option<u64> =
         redis::cmd("MEMORY").arg("USAGE").arg(key).query_async(&mut conn).await.unwrap();
     used.unwrap_or(0)
 }
 
 /// How many entries were ever added to `key`, and how many it holds.
-async fn added_and_held(key: &str) -> (u64, u64) {
-    let mut conn = redis_conn(&redis_url()).await;
+async fn added_and_held(redis: &Probe, key: &str) -> (u64, u64) {
+    let mut conn = redis.conn().await;
     let info: redis::Value =
         redis::cmd("XINFO").arg("STREAM").arg(key).query_async(&mut conn).await.unwrap();
     let map: std::collections::HashMap<String, redis::Value> =
@@ -70,11 +72,10 @@ fn text(n: usize) -> String {
     format!("{n:08}-{}", "x".repeat(2_048))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_command_stream_nobody_reads_stays_within_its_budget() {
-    let ns = RedisNamespace::new();
-    let bus = Bus::connect(budget_config(&ns)).await.unwrap();
-    let stream = format!("{}:cmd:nobody", ns.prefix());
+async fn a_command_stream_nobody_reads_stays_within_its_budget(topology: Topology) {
+    let redis = TestRedis::new(topology).await;
+    let bus = Bus::connect(budget_config(&redis)).await.unwrap();
+    let stream = redis.keys().command_stream("nobody");
     // About 6 MiB of commands, six times the budget, as fast as they can be sent.
     let sent = 3_000_usize;
     futures::stream::iter(0..sent)
@@ -87,14 +88,14 @@ async fn a_command_stream_nobody_reads_stays_within_its_budget() {
         })
         .await;
     wait_until("the stream is back within its budget", Duration::from_secs(10), || async {
-        memory_usage(&stream).await <= BUDGET
+        memory_usage(&redis, &stream).await <= BUDGET
     })
     .await;
-    let (added, held) = added_and_held(&stream).await;
+    let (added, held) = added_and_held(&redis, &stream).await;
     assert_eq!(added, u64::try_from(sent).unwrap());
     assert!(held > 0 && held < added / 3, "{held} of {added} entries kept");
     // The newest command is kept; the oldest were trimmed.
-    let mut conn = redis_conn(&redis_url()).await;
+    let mut conn = redis.conn().await;
     let newest: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
         .arg(&stream)
         .arg("+")
@@ -109,12 +110,11 @@ async fn a_command_stream_nobody_reads_stays_within_its_budget() {
     assert!(newest_sent.iter().any(|prefix| payload.contains(prefix)), "{payload:.40}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_event_stream_nobody_reads_stays_within_its_budget() {
+async fn an_event_stream_nobody_reads_stays_within_its_budget(topology: Topology) {
     let db = common::database().await;
-    let ns = RedisNamespace::new();
-    let bus = Bus::connect(budget_config(&ns)).await.unwrap();
-    let stream = format!("{}:evt:noted", ns.prefix());
+    let redis = TestRedis::new(topology).await;
+    let bus = Bus::connect(budget_config(&redis)).await.unwrap();
+    let stream = redis.keys().event_stream("noted");
     let relay = OutboxRelay::new(&bus, db.pool.clone());
     for round in 0..2 {
         let mut tx = db.pool.begin().await.unwrap();
@@ -127,28 +127,27 @@ async fn an_event_stream_nobody_reads_stays_within_its_budget() {
         while relay.relay_pending().await.unwrap() > 0 {}
     }
     wait_until("the event stream is back within its budget", Duration::from_secs(10), || async {
-        memory_usage(&stream).await <= BUDGET
+        memory_usage(&redis, &stream).await <= BUDGET
     })
     .await;
-    let (added, held) = added_and_held(&stream).await;
+    let (added, held) = added_and_held(&redis, &stream).await;
     assert_eq!(added, 3_000);
     assert!(held > 0 && held < 1_000, "{held} of {added} entries kept");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_message_above_the_maximum_is_refused_before_anything_is_written() {
+async fn a_message_above_the_maximum_is_refused_before_anything_is_written(topology: Topology) {
     let db = common::database().await;
-    let ns = RedisNamespace::new();
-    let bus = Bus::connect(budget_config(&ns)).await.unwrap();
+    let redis = TestRedis::new(topology).await;
+    let bus = Bus::connect(budget_config(&redis)).await.unwrap();
     let big = "x".repeat(MESSAGE_BYTES_MAX);
 
     let error = bus.send(&Note { text: big.clone() }, Duration::from_millis(100)).await;
     let Err(BusError::TooLarge { what, bytes, max }) = error else { panic!("{error:?}") };
     assert_eq!((what.as_str(), max), ("command note", MESSAGE_BYTES_MAX));
     assert!(bytes > MESSAGE_BYTES_MAX);
-    let mut conn = redis_conn(&redis_url()).await;
+    let mut conn = redis.conn().await;
     let exists: bool = redis::cmd("EXISTS")
-        .arg(format!("{}:cmd:nobody", ns.prefix()))
+        .arg(redis.keys().command_stream("nobody"))
         .query_async(&mut conn)
         .await
         .unwrap();
@@ -168,3 +167,9 @@ async fn a_message_above_the_maximum_is_refused_before_anything_is_written() {
     let result = bus.send(&Note { text: fits }, Duration::from_millis(1)).await;
     assert!(matches!(result, Err(BusError::Timeout { .. })), "{result:?}");
 }
+
+on_both_topologies!(
+    a_command_stream_nobody_reads_stays_within_its_budget,
+    an_event_stream_nobody_reads_stays_within_its_budget,
+    a_message_above_the_maximum_is_refused_before_anything_is_written,
+);

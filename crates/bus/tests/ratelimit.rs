@@ -1,5 +1,7 @@
 //! The shared GCRA limiter against a real Redis: bursts, sustained rates, several limits at
-//! once, and a refused request that costs no quota.
+//! once, and a refused request that costs no quota. Each test runs on a Redis server
+//! (`single::…`) and on a three-node Redis Cluster (`cluster::…`), where the limits of one
+//! scope share a hash tag, as the multi-key script needs.
 
 #![allow(
     clippy::unwrap_used,
@@ -8,25 +10,35 @@
     reason = "tests fail by panicking"
 )]
 
+#[macro_use]
+mod common;
+
 use std::time::Duration;
 
 use awx_bus::ratelimit::{LimitSpec, SharedLimiter};
 use awx_bus::{Bus, BusConfig};
-use awx_test_support::RedisNamespace;
+use common::{PrivateRedis, Probe, TestRedis, Topology};
 
-async fn limiter(namespace: &RedisNamespace) -> (Bus, SharedLimiter) {
-    let mut config = BusConfig::new("ratelimit-test", "ratelimit_test");
-    config.redis_url = secrecy::SecretString::from(awx_test_support::redis_url());
-    config.prefix = namespace.prefix().to_owned();
-    let bus = Bus::connect(config).await.unwrap();
+/// A bus configuration of the limiter's tests on `redis`, under `prefix`.
+fn limiter_config(redis: &Probe, prefix: &str) -> BusConfig {
+    let base = redis.config(prefix);
+    BusConfig {
+        redis_url: base.redis_url,
+        redis_mode: base.redis_mode,
+        prefix: base.prefix,
+        ..BusConfig::new("ratelimit-test", "ratelimit_test")
+    }
+}
+
+async fn limiter(redis: &TestRedis) -> (Bus, SharedLimiter) {
+    let bus = Bus::connect(limiter_config(redis, redis.prefix())).await.unwrap();
     let limiter = SharedLimiter::new(&bus, Duration::from_secs(1)).unwrap();
     (bus, limiter)
 }
 
-#[tokio::test]
-async fn a_burst_passes_at_once_and_then_the_rate() {
-    let namespace = RedisNamespace::new();
-    let (bus, limiter) = limiter(&namespace).await;
+async fn a_burst_passes_at_once_and_then_the_rate(topology: Topology) {
+    let redis = TestRedis::new(topology).await;
+    let (bus, limiter) = limiter(&redis).await;
     let spec =
         LimitSpec { key: SharedLimiter::key(&bus, "ping", "global"), per_second: 10, burst: 5 };
     let mut remaining = Vec::new();
@@ -45,10 +57,9 @@ async fn a_burst_passes_at_once_and_then_the_rate() {
     assert!(limiter.check(std::slice::from_ref(&spec)).await.unwrap().allowed);
 }
 
-#[tokio::test]
-async fn all_limits_must_conform_and_a_refusal_costs_nothing() {
-    let namespace = RedisNamespace::new();
-    let (bus, limiter) = limiter(&namespace).await;
+async fn all_limits_must_conform_and_a_refusal_costs_nothing(topology: Topology) {
+    let redis = TestRedis::new(topology).await;
+    let (bus, limiter) = limiter(&redis).await;
     let tight =
         LimitSpec { key: SharedLimiter::key(&bus, "pay", "key:a"), per_second: 1, burst: 1 };
     let loose =
@@ -63,14 +74,10 @@ async fn all_limits_must_conform_and_a_refusal_costs_nothing() {
     assert_eq!(alone.limits[0].remaining, 1, "only two of the loose limit's three were used");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreachable_redis_is_an_error_not_a_pass() {
-    let mut server = awx_test_support::RedisServer::spawn();
-    let namespace = RedisNamespace::on(&server.url());
-    let mut config = BusConfig::new("ratelimit-test", "ratelimit_test");
-    config.redis_url = secrecy::SecretString::from(server.url());
-    config.prefix = namespace.prefix().to_owned();
-    let bus = Bus::connect(config).await.unwrap();
+async fn an_unreachable_redis_is_an_error_not_a_pass(topology: Topology) {
+    let mut server =
+        tokio::task::spawn_blocking(move || PrivateRedis::start(topology)).await.unwrap();
+    let bus = Bus::connect(limiter_config(&server.probe(), "ratelimit")).await.unwrap();
     let limiter = SharedLimiter::new(&bus, Duration::from_millis(250)).unwrap();
     let spec =
         LimitSpec { key: SharedLimiter::key(&bus, "ping", "global"), per_second: 1, burst: 1 };
@@ -78,3 +85,9 @@ async fn an_unreachable_redis_is_an_error_not_a_pass() {
     tokio::task::block_in_place(|| server.stop());
     assert!(limiter.check(std::slice::from_ref(&spec)).await.is_err());
 }
+
+on_both_topologies!(
+    a_burst_passes_at_once_and_then_the_rate,
+    all_limits_must_conform_and_a_refusal_costs_nothing,
+    an_unreachable_redis_is_an_error_not_a_pass,
+);

@@ -5,7 +5,7 @@
 //!   the test ends.
 //! - [`RedisNamespace`]: a random key prefix per test on the shared Redis, its keys deleted at the
 //!   end; [`RedisServer`]: a private `redis-server` on a free port, for tests that stop and restart
-//!   Redis.
+//!   Redis; [`RedisCluster`]: a private three-node Redis Cluster on loopback.
 //! - [`free_port`], [`init_logging`].
 //!
 //! Connection settings: `AWX_TEST_DATABASE_URL` (default
@@ -22,7 +22,7 @@ mod postgres;
 mod redis_support;
 
 pub use postgres::{TestDb, admin_database_url};
-pub use redis_support::{RedisNamespace, RedisServer, redis_url};
+pub use redis_support::{RedisCluster, RedisNamespace, RedisServer, redis_url};
 
 /// A loopback port that was free a moment ago (bind to port 0 where the server allows it; this
 /// is for servers that need a port number up front, such as `redis-server`).

@@ -68,9 +68,7 @@ async fn migrate_creates_the_database_and_applies_each_migration_once() {
     };
     let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../migrations"))
         .unwrap()
-        .filter(|entry| {
-            entry.as_ref().unwrap().path().extension().is_some_and(|ext| ext == "sql")
-        })
+        .filter(|entry| entry.as_ref().unwrap().path().extension().is_some_and(|ext| ext == "sql"))
         .count();
     assert!(files > 10, "{files} migrations");
 

@@ -2,7 +2,9 @@
 //! to use them: the printed admin key works against the printed gateway, the printed agent pays
 //! the printed demo API, the printed walkthrough runs as written, the keys it saves are
 //! owner-only files, its console is free of colour codes and INFO lines (they go to a log file),
-//! SIGTERM stops it cleanly, and a busy port stops it before the database is touched.
+//! SIGTERM stops it cleanly, and a busy port stops it before the database is touched. With
+//! `--processes` (what `make run-services` runs) every service is its own process, and all of
+//! them are gone when it stops.
 
 #![allow(
     clippy::unwrap_used,
@@ -10,6 +12,8 @@
     clippy::panic,
     reason = "tests fail by panicking"
 )]
+
+mod support;
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
@@ -225,5 +229,61 @@ async fn a_busy_port_is_reported_before_the_database_is_touched() {
     assert!(!state_dir.join("devchain.json").exists());
     drop(busy);
     pool.close().await;
+    let _ = std::fs::remove_dir_all(&state_dir);
+}
+
+#[tokio::test]
+async fn awx_dev_with_processes_runs_each_service_as_its_own_process_and_stops_them_all() {
+    // The service binaries, beside `awx` (as `make run-services` builds them).
+    let bin_dir = support::child::service_bin_dir().await;
+    assert_eq!(Some(bin_dir.as_path()), std::path::Path::new(env!("CARGO_BIN_EXE_awx")).parent());
+    let db = TestDb::new().await;
+    let state_dir =
+        std::env::temp_dir().join(format!("awx-dev-test-{}", uuid::Uuid::new_v4().simple()));
+    let output = awx_dev(&db, &state_dir)
+        .args(["--processes", "--second-gateway-addr", "127.0.0.1:0", "--exit-after-start"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+
+    let mut names = Vec::new();
+    for line in stdout.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.len() >= 3 && words[1] == "pid" {
+            let pid: i32 = words[2].parse().unwrap();
+            // Gone: stopped with the platform.
+            let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok();
+            assert!(!alive, "{} (pid {pid}) outlived awx dev", words[0]);
+            names.push(words[0].to_owned());
+        }
+    }
+    let expected: Vec<String> = ["signer", "ledger", "settlement", "policy", "gateway"]
+        .iter()
+        .flat_map(|service| [format!("{service}-1"), format!("{service}-2")])
+        .collect();
+    assert_eq!(names, expected, "{stdout}");
+    let gateways: Vec<&str> =
+        stdout.lines().filter_map(|line| line.trim().strip_prefix("gateway   http://")).collect();
+    assert_eq!(gateways.len(), 2, "{stdout}");
+    assert_ne!(gateways[0], gateways[1]);
+    assert!(stdout.contains("Walkthrough"), "{stdout}");
+
+    for service in ["signer", "ledger", "settlement", "policy", "gateway"] {
+        let config = state_dir.join("processes/config").join(format!("{service}.toml"));
+        let config: toml::Table =
+            toml::from_str(&std::fs::read_to_string(config).unwrap()).unwrap();
+        assert_eq!(config["database"]["migrate"].as_bool(), Some(false), "{service}");
+        let text = toml::to_string(&config).unwrap();
+        for secret in ["dev-kek", "dev-decision-key"] {
+            let value = std::fs::read_to_string(state_dir.join(secret)).unwrap();
+            assert!(!text.contains(value.trim()), "{service}.toml holds {secret}");
+        }
+        let log = std::fs::read_to_string(
+            state_dir.join("processes/logs").join(format!("{service}-1.log")),
+        )
+        .unwrap();
+        assert!(log.lines().all(|line| serde_json::from_str::<serde_json::Value>(line).is_ok()));
+    }
     let _ = std::fs::remove_dir_all(&state_dir);
 }

@@ -7,7 +7,9 @@
 //! 1. An in-process flood guard (`governor`) admits up to `flood_factor` times the per-key rate
 //!    and sheds the rest without asking Redis, so a flood costs no Redis round trips.
 //! 2. The shared limiter (`awx_bus::ratelimit`, GCRA) checks the per-key and global limits in one atomic Redis
-//!    script: these are the limits that hold across replicas.
+//!    script: these are the limits that hold across replicas. It uses the bus's Redis settings
+//!    (`bus.redis_url`, `bus.redis_mode`), so it works on a Redis Cluster too: both keys of an
+//!    action carry the action as their hash tag (`<prefix>:rl:{<action>}:…`), one slot per action.
 //! 3. If Redis is unreachable the gateway does not stop limiting: each replica enforces its share
 //!    of each limit locally (`rate / replicas_expected`), and counts the fallback in
 //!    `gateway_rate_limit_fallback_total`. After a failure it stays local for a second before
