@@ -23,7 +23,7 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use awx_types::Amount;
@@ -51,21 +51,26 @@ struct Paid {
     retry_attempts: u32,
 }
 
-/// One client: pays `url` as `agent` through the gateways in turn, with an `Idempotency-Key`
-/// per payment, and retries the URL with the signature, until `stop`. A payment that cannot be
-/// completed within [`RETRY_FOR`] is reported as an error.
-async fn client(
-    worker: usize,
+/// What the clients share: where and what to pay, the stop flag and the count of payments
+/// served.
+struct Stream {
     gateways: Vec<String>,
     key: String,
     agent: String,
     url: String,
-    stop: Arc<AtomicBool>,
-) -> (Vec<Paid>, Vec<String>) {
+    stop: AtomicBool,
+    served: AtomicUsize,
+}
+
+/// One client: pays `url` as `agent` through the gateways in turn, with an `Idempotency-Key`
+/// per payment, and retries the URL with the signature, until `stop`. A payment that cannot be
+/// completed within [`RETRY_FOR`] is reported as an error.
+async fn client(worker: usize, stream: Arc<Stream>) -> (Vec<Paid>, Vec<String>) {
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
     let mut paid = Vec::new();
     let mut errors = Vec::new();
     let mut turn = worker;
+    let Stream { gateways, key, agent, url, stop, served: served_count } = &*stream;
     while !stop.load(Ordering::Relaxed) {
         let idempotency_key = uuid::Uuid::new_v4().to_string();
         let started = Instant::now();
@@ -76,7 +81,7 @@ async fn client(
             let gateway = &gateways[turn % gateways.len()];
             let sent = http
                 .post(format!("{gateway}/api/v1/x402/pay"))
-                .header("x-api-key", &key)
+                .header("x-api-key", key.as_str())
                 .header("idempotency-key", &idempotency_key)
                 .json(&json!({"agent_id": agent, "target_url": url}))
                 .send()
@@ -119,7 +124,7 @@ async fn client(
         let mut retry_attempts = 0;
         let served = loop {
             retry_attempts += 1;
-            let sent = http.get(&url).header(&header, &signature).send().await;
+            let sent = http.get(url.as_str()).header(&header, &signature).send().await;
             let failure = match sent {
                 Ok(response) if response.status().as_u16() == 200 => {
                     let body: Value = response.json().await.unwrap();
@@ -136,9 +141,28 @@ async fn client(
         };
         if served {
             paid.push(Paid { ledger_id, at, pay_attempts, retry_attempts });
+            served_count.fetch_add(1, Ordering::Relaxed);
         }
     }
     (paid, errors)
+}
+
+/// Waits until the clients have served `more` payments beyond `from` (and at least `least`
+/// has passed); the count then.
+async fn served_beyond(served: &AtomicUsize, from: usize, more: usize, least: Duration) -> usize {
+    let started = Instant::now();
+    loop {
+        let now = served.load(Ordering::Relaxed);
+        if now >= from + more && started.elapsed() >= least {
+            return now;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "{now} payments served, want {}",
+            from + more
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// How many bus commands the process `name` has handled since it started, from its metrics.
@@ -221,20 +245,18 @@ async fn payments_through_replicas_killed_and_restarted_are_captured_exactly_onc
     assert_eq!(session_view["spent"], "0.01", "{session_view}");
 
     // The stream, with a policy replica and a ledger replica killed and restarted in it.
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..WORKERS)
-        .map(|worker| {
-            tokio::spawn(client(
-                worker,
-                gateways.clone(),
-                key.clone(),
-                agent.clone(),
-                url.clone(),
-                stop.clone(),
-            ))
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stream = Arc::new(Stream {
+        gateways: gateways.clone(),
+        key: key.clone(),
+        agent: agent.clone(),
+        url: url.clone(),
+        stop: AtomicBool::new(false),
+        served: AtomicUsize::new(0),
+    });
+    let clients: Vec<_> =
+        (0..WORKERS).map(|worker| tokio::spawn(client(worker, stream.clone()))).collect();
+    let served = &stream.served;
+    let count = served_beyond(served, 0, 3, Duration::from_secs(2)).await;
     // Both replicas of each were serving.
     for name in ["policy-1", "policy-2", "ledger-1", "ledger-2"] {
         assert!(commands_handled(&world, name).await > 0, "{name} handled nothing");
@@ -243,16 +265,21 @@ async fn payments_through_replicas_killed_and_restarted_are_captured_exactly_onc
     processes.kill("policy-1").await.unwrap();
     processes.kill("ledger-1").await.unwrap();
     let killed_at = Instant::now();
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Payments go on while they are down (commands they held are taken over).
+    let count = served_beyond(served, count, 3, Duration::from_secs(4)).await;
     processes.restart("policy-1").await.unwrap();
     processes.restart("ledger-1").await.unwrap();
     let restarted_at = Instant::now();
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    // The restarted replicas took their share again.
+    // The restarted replicas take their share again.
+    let deadline = Instant::now() + Duration::from_secs(60);
     for name in ["policy-1", "ledger-1"] {
-        assert!(commands_handled(&world, name).await > 0, "{name} handled nothing after restart");
+        while commands_handled(&world, name).await == 0 {
+            assert!(Instant::now() < deadline, "{name} handled nothing after its restart");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
-    stop.store(true, Ordering::Relaxed);
+    served_beyond(served, count, 3, Duration::from_secs(2)).await;
+    stream.stop.store(true, Ordering::Relaxed);
     let mut paid = Vec::new();
     let mut errors = Vec::new();
     for client in clients {
