@@ -37,8 +37,9 @@ WORKERS="${API_FUZZ_WORKERS:-2}"
 DB_NAME="awx_api_fuzz_$$"
 PG_ADMIN="postgres://postgres:postgres@127.0.0.1:5432/postgres"
 PREFIX="api-fuzz-$$"
-VENV=tools/venv
 REQUIREMENTS=tools/requirements-api-fuzz.txt
+# shellcheck source=scripts/venv.sh
+source scripts/venv.sh
 
 log() { printf 'api-fuzz: %s\n' "$*" >&2; }
 die() { printf 'api-fuzz: error: %s\n' "$*" >&2; exit 1; }
@@ -47,15 +48,7 @@ die() { printf 'api-fuzz: error: %s\n' "$*" >&2; exit 1; }
 [[ "$TIMEOUT_SECONDS" =~ ^[1-9][0-9]*$ ]] || die "API_FUZZ_TIMEOUT_SECONDS must be a positive integer"
 
 # ---------------------------------------------------------------- schemathesis in tools/venv
-req_sum="$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)"
-stamp="$VENV/.awx-installed"
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$req_sum" ] || [ ! -x "$VENV/bin/schemathesis" ]; then
-  log "installing schemathesis into $VENV (pip, $REQUIREMENTS)"
-  python3 -c 'import ensurepip, venv' 2>/dev/null || die "python3 -m venv is unavailable: run scripts/setup.sh (it installs python3-venv)"
-  [ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQUIREMENTS"
-  echo "$req_sum" > "$stamp"
-fi
+venv_install "$REQUIREMENTS" schemathesis
 
 # ---------------------------------------------------------------- the platform
 cargo build --quiet -p awx-cli

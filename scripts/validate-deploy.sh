@@ -22,20 +22,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 KUBERNETES_VERSION="${KUBERNETES_VERSION:-1.33.0}"
-VENV=tools/venv
 REQUIREMENTS=tools/requirements-deploy.txt
+# shellcheck source=scripts/venv.sh
+source scripts/venv.sh
 
 log() { printf 'validate-deploy: %s\n' "$*" >&2; }
 die() { printf 'validate-deploy: error: %s\n' "$*" >&2; exit 1; }
 
-req_sum="$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)"
-stamp="$VENV/.awx-installed-deploy"
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$req_sum" ] || [ ! -x "$VENV/bin/kubernetes-validate" ]; then
-  log "installing kubernetes-validate and jsonschema into $VENV (pip, $REQUIREMENTS)"
-  python3 -c 'import ensurepip, venv' 2>/dev/null || die "python3 -m venv is unavailable: run scripts/setup.sh (it installs python3-venv)"
-  [ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQUIREMENTS"
-  echo "$req_sum" > "$stamp"
-fi
+venv_install "$REQUIREMENTS" kubernetes-validate
 
 exec "$VENV/bin/python" scripts/validate_deploy.py "$KUBERNETES_VERSION" "$@"
