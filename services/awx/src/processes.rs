@@ -445,7 +445,7 @@ impl ProcessPlatform {
         self.spawn(index).await
     }
 
-    /// Whether every process is still running; the names of those that exited.
+    /// The processes that have exited by themselves (name and status); empty while all run.
     pub fn exited(&mut self) -> Vec<String> {
         self.replicas
             .iter_mut()
