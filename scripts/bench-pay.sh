@@ -18,10 +18,7 @@ STATE="$(mktemp -d /tmp/awx-bench-pay.XXXXXX)"
 
 scripts/setup.sh
 cargo build --release --quiet -p awx-cli
-psql -q "$ADMIN" -c "DROP DATABASE IF EXISTS awx_bench_pgbench WITH (FORCE)" -c "CREATE DATABASE awx_bench_pgbench"
-echo "== pgbench (TPC-B-like, scale 10, 8 clients, ${SECONDS_EACH}s)"
-PGPASSWORD=postgres pgbench -q -h 127.0.0.1 -U postgres -i -s 10 awx_bench_pgbench >/dev/null 2>&1
-PGPASSWORD=postgres pgbench -h 127.0.0.1 -U postgres -M prepared -c 8 -j 2 -T "$SECONDS_EACH" awx_bench_pgbench | grep -E 'tps|latency average'
+scripts/pgbench-reference.sh "$SECONDS_EACH"
 
 cat >"$STATE/gateway.toml" <<'TOML'
 [rate_limits]

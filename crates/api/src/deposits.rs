@@ -74,6 +74,7 @@ pub struct DepositList {
 impl Command for ListDeposits {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "settlement.deposits.list";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Query;
     type Reply = DepositList;
 }
 

@@ -5,8 +5,9 @@
 //! Business failures are answers (`isValid: false`, `success: false` with the official reason
 //! strings); a rejection means the request could not be read or answered now (see [`codes`]).
 //!
-//! Payments whose payer is one of our agents' wallets are answered by the policy service
-//! (`awx_api::policy::OwnPayment`), asked before any chain call; a settled one is queued for net
+//! Payments whose payer is one of our agents' wallets (registered with [`RegisterWallet`]) are
+//! answered by the policy service (`awx_api::policy::OwnVerify`, `OwnPayment`), asked before any
+//! chain call; other payers' payments never reach the policy service; a settled one is queued for net
 //! settlement and its answer carries `extensions.awx = {"settlement": "deferred", "paymentId",
 //! "settleBy"}` with an empty `transaction`.
 
@@ -34,6 +35,32 @@ pub mod codes {
     pub const FAUCET_UNAVAILABLE: &str = "faucet_unavailable";
 }
 
+/// Records that `address` is the wallet of one of our agents (`agent_id`), so the facilitator
+/// answers that payer's payments through the policy service and never on chain. The policy
+/// service sends it when an agent is created, before the agent exists, so no payment of an agent
+/// can reach the facilitator before its wallet is known. Idempotent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterWallet {
+    /// The agent.
+    pub agent_id: AgentId,
+    /// Its wallet.
+    pub address: Address,
+}
+
+/// The answer to [`RegisterWallet`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalletRegistered {
+    /// The wallet was not registered before this command.
+    pub new: bool,
+}
+
+impl Command for RegisterWallet {
+    const FAMILY: &'static str = FAMILY;
+    const NAME: &'static str = "settlement.wallet.register";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Change;
+    type Reply = WalletRegistered;
+}
+
 /// Verifies a payment against the provider's requirements.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verify {
@@ -46,6 +73,7 @@ pub struct Verify {
 impl Command for Verify {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "facilitator.verify";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Query;
     type Reply = VerifyResponse;
 }
 
@@ -62,6 +90,7 @@ pub struct Settle {
 impl Command for Settle {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "facilitator.settle";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Change;
     type Reply = SettleResponse;
 }
 
@@ -72,6 +101,7 @@ pub struct Supported {}
 impl Command for Supported {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "facilitator.supported";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Query;
     type Reply = SupportedResponse;
 }
 
@@ -106,6 +136,7 @@ pub struct FaucetReply {
 impl Command for Faucet {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "settlement.faucet";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Change;
     type Reply = FaucetReply;
 }
 
@@ -170,6 +201,7 @@ pub struct ItemSettlement {
 impl Command for PaymentSettlement {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "settlement.payment";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Query;
     type Reply = Option<ItemSettlement>;
 }
 
@@ -226,6 +258,7 @@ pub struct SettlementList {
 impl Command for ListSettlements {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "settlement.list";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Query;
     type Reply = SettlementList;
 }
 
@@ -257,6 +290,7 @@ pub struct AuthorizationStatus {
 impl Command for AuthorizationState {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "settlement.authorization_state";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Query;
     type Reply = AuthorizationStatus;
 }
 
@@ -282,5 +316,6 @@ pub struct ExternalRecorded {
 impl Command for RecordExternal {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "settlement.record_external";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Change;
     type Reply = ExternalRecorded;
 }

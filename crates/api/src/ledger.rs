@@ -93,6 +93,7 @@ pub struct DepositReply {
 impl Command for Deposit {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "ledger.deposit";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Change;
     type Reply = DepositReply;
 }
 
@@ -133,6 +134,7 @@ pub struct WithdrawalHeld {
 impl Command for HoldWithdrawal {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "ledger.hold_withdrawal";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Change;
     type Reply = WithdrawalHeld;
 }
 
@@ -165,6 +167,7 @@ pub struct DepositReversed {
 impl Command for ReverseDeposit {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "ledger.reverse_deposit";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Change;
     type Reply = DepositReversed;
 }
 
@@ -210,6 +213,7 @@ pub struct HoldReply {
 impl Command for Hold {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "ledger.hold";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Change;
     type Reply = HoldReply;
 }
 
@@ -241,6 +245,7 @@ pub struct CaptureReply {
 impl Command for Capture {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "ledger.capture";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Change;
     type Reply = CaptureReply;
 }
 
@@ -270,6 +275,7 @@ pub struct VoidReply {
 impl Command for Void {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "ledger.void";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Change;
     type Reply = VoidReply;
 }
 
@@ -304,6 +310,7 @@ pub struct PayoutReply {
 impl Command for PayoutSettled {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "ledger.payout_settled";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Change;
     type Reply = PayoutReply;
 }
 
@@ -334,6 +341,7 @@ pub struct FeesCollectedReply {
 impl Command for FeesCollected {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "ledger.fees_collected";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Change;
     type Reply = FeesCollectedReply;
 }
 
@@ -367,6 +375,7 @@ pub struct BalancesReply {
 impl Command for Balances {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "ledger.balances";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Query;
     type Reply = BalancesReply;
 }
 
@@ -451,6 +460,7 @@ pub struct StatementReply {
 impl Command for Statement {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "ledger.statement";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Query;
     type Reply = StatementReply;
 }
 
@@ -494,6 +504,7 @@ pub struct FeeTiersReply {
 impl Command for FeeTiers {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "ledger.fee_tiers";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Query;
     type Reply = FeeTiersReply;
 }
 
@@ -516,5 +527,6 @@ pub struct HoldStatusReply {
 impl Command for HoldStatus {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "ledger.hold_status";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Query;
     type Reply = HoldStatusReply;
 }

@@ -51,6 +51,9 @@ pub mod codes {
     pub const SIGNER_UNAVAILABLE: &str = "signer_unavailable";
     /// The ledger did not answer in time; nothing stays reserved.
     pub const LEDGER_UNAVAILABLE: &str = "ledger_unavailable";
+    /// The settlement service did not record a new agent's wallet in time; the agent was not
+    /// created (retry with the same id).
+    pub const SETTLEMENT_UNAVAILABLE: &str = "settlement_unavailable";
     /// The id was used before for something else.
     pub const CONFLICT: &str = "conflict";
     /// The withdrawal's address is not on the account's withdrawal allow-list.
@@ -119,6 +122,7 @@ pub struct CreateAgent {
 impl Command for CreateAgent {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "policy.agent.create";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Change;
     type Reply = AgentView;
 }
 
@@ -134,6 +138,7 @@ pub struct GetAgent {
 impl Command for GetAgent {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "policy.agent.get";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Query;
     type Reply = AgentView;
 }
 
@@ -154,6 +159,7 @@ pub struct AgentList {
 impl Command for ListAgents {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "policy.agent.list";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Query;
     type Reply = AgentList;
 }
 
@@ -170,6 +176,7 @@ pub struct DeleteAgent {
 impl Command for DeleteAgent {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "policy.agent.delete";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Change;
     type Reply = AgentView;
 }
 
@@ -187,6 +194,7 @@ pub struct SetPolicy {
 impl Command for SetPolicy {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "policy.policy.set";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Change;
     type Reply = AgentView;
 }
 
@@ -239,6 +247,7 @@ pub struct CreateSession {
 impl Command for CreateSession {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "policy.session.create";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Change;
     type Reply = SessionView;
 }
 
@@ -254,6 +263,7 @@ pub struct GetSession {
 impl Command for GetSession {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "policy.session.get";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Query;
     type Reply = SessionView;
 }
 
@@ -269,6 +279,7 @@ pub struct RevokeSession {
 impl Command for RevokeSession {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "policy.session.revoke";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Change;
     type Reply = SessionView;
 }
 
@@ -356,6 +367,7 @@ pub const REDIRECT_HOPS_MAX: usize = 10;
 impl Command for Pay {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "policy.pay";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Change;
     type Reply = PaymentView;
 }
 
@@ -371,6 +383,7 @@ pub struct GetPayment {
 impl Command for GetPayment {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "policy.payment.get";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Query;
     type Reply = PaymentView;
 }
 
@@ -392,6 +405,7 @@ pub struct Decide {
 impl Command for Decide {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "policy.payment.decide";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Change;
     type Reply = PaymentView;
 }
 
@@ -480,6 +494,27 @@ pub enum OwnPaymentReply {
 impl Command for OwnPayment {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "policy.own_payment";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Change;
+    type Reply = OwnPaymentReply;
+}
+
+/// Verifies a payment whose payer may be one of our agents' wallets: a query (it changes
+/// nothing), answered [`OwnPaymentReply::NotOurs`] or [`OwnPaymentReply::Verified`]. Settling is
+/// [`OwnPayment`] with [`OwnAction::Settle`], a state change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OwnVerify {
+    /// The provider's account.
+    pub provider: AccountId,
+    /// The payment, in v2 form.
+    pub payload: PaymentPayload,
+    /// The provider's requirements, in v2 form.
+    pub requirements: PaymentRequirements,
+}
+
+impl Command for OwnVerify {
+    const FAMILY: &'static str = FAMILY;
+    const NAME: &'static str = "policy.own_payment.verify";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Query;
     type Reply = OwnPaymentReply;
 }
 
@@ -546,6 +581,7 @@ pub struct NetDecision {
 impl Command for NetDecide {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "policy.net_decide";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Change;
     type Reply = NetDecision;
 }
 
@@ -581,6 +617,7 @@ pub struct WithdrawDecide {
 impl Command for WithdrawDecide {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "policy.withdraw_decide";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Change;
     type Reply = NetDecision;
 }
 
@@ -607,6 +644,7 @@ pub struct WithdrawalAddresses {
 impl Command for SetWithdrawalAddresses {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "policy.withdrawal_addresses.set";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Change;
     type Reply = WithdrawalAddresses;
 }
 
@@ -620,6 +658,7 @@ pub struct GetWithdrawalAddresses {
 impl Command for GetWithdrawalAddresses {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "policy.withdrawal_addresses.get";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Query;
     type Reply = WithdrawalAddresses;
 }
 
@@ -656,6 +695,7 @@ pub struct WalletOwners {
 impl Command for LookupWallets {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "policy.wallets.lookup";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Query;
     type Reply = WalletOwners;
 }
 
@@ -705,6 +745,7 @@ pub struct AuthorizationUsedReply {
 impl Command for AuthorizationUsed {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "policy.authorization_used";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Change;
     type Reply = AuthorizationUsedReply;
 }
 

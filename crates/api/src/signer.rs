@@ -84,6 +84,7 @@ pub struct SignedTransaction {
 impl Command for SignTransaction {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "signer.sign_transaction";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Change;
     type Reply = SignedTransaction;
 }
 
@@ -101,6 +102,7 @@ pub struct RelayersReply {
 impl Command for Relayers {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "signer.relayers";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Query;
     type Reply = RelayersReply;
 }
 
@@ -121,6 +123,7 @@ pub struct WalletReply {
 impl Command for CreateWallet {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "signer.create_wallet";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Change;
     type Reply = WalletReply;
 }
 
@@ -160,6 +163,7 @@ pub struct AuthorizationSigned {
 impl Command for SignAuthorization {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "signer.sign_authorization";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Change;
     type Reply = AuthorizationSigned;
 }
 
@@ -198,5 +202,6 @@ pub struct SignNetTransfer {
 impl Command for SignNetTransfer {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "signer.sign_net_transfer";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Change;
     type Reply = AuthorizationSigned;
 }

@@ -79,6 +79,7 @@ pub struct WithdrawalView {
 impl Command for RequestWithdrawal {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "settlement.withdrawals.request";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Change;
     type Reply = WithdrawalView;
 }
 
@@ -96,6 +97,7 @@ pub struct GetWithdrawal {
 impl Command for GetWithdrawal {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "settlement.withdrawals.get";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Query;
     type Reply = Option<WithdrawalView>;
 }
 
@@ -124,6 +126,7 @@ pub struct WithdrawalList {
 impl Command for ListWithdrawals {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "settlement.withdrawals.list";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Query;
     type Reply = WithdrawalList;
 }
 

@@ -34,9 +34,25 @@ use crate::bus::{Bus, now_unix_ms};
 use crate::handler::{HandlerError, catch_panic};
 use crate::inbox::Inbox;
 use crate::names::{Keys, check_name};
+use crate::query::{ErasedQuery, QueryHandler, TypedQuery};
 use crate::wire::{CommandEnvelope, ReplyBody, ReplyEnvelope};
 use crate::worker::{Delivery, Disposition, Processor, StreamWorker};
 use crate::{BusError, telemetry};
+
+/// What a command does to the serving service's state; every command declares it
+/// ([`Command::KIND`]), and the server registers it accordingly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A state change: exactly once, through the inbox. A [`CommandHandler`] runs it in the
+    /// server's transaction, with the inbox row and the stored reply; a redelivery or a retry
+    /// of the same id gets the stored reply. Registered with [`CommandServer::handle`].
+    Change,
+    /// A question that changes nothing (a view, a verification, a lookup): a [`QueryHandler`]
+    /// answers it without an inbox row and without a transaction of the server's, so it writes
+    /// nothing; a redelivery or a retry simply asks again. Registered with
+    /// [`CommandServer::answer`].
+    Query,
+}
 
 /// A command: a request to the service that serves its family, answered with a
 /// [`Command::Reply`].
@@ -45,6 +61,9 @@ pub trait Command: Serialize + DeserializeOwned + Send + Sync + 'static {
     const FAMILY: &'static str;
     /// The command's name within its family, e.g. `hold.place`; selects the handler.
     const NAME: &'static str;
+    /// Whether it changes state (exactly once, through the inbox) or only asks (no inbox row,
+    /// no transaction). There is no default: each command chooses.
+    const KIND: Kind;
     /// What a successful command returns.
     type Reply: Serialize + DeserializeOwned + Send + 'static;
 }
@@ -134,7 +153,7 @@ where
 }
 
 /// What a type-erased handler call produced.
-enum Called {
+pub(crate) enum Called {
     Ok(serde_json::Value),
     Failed(HandlerError),
     /// The payload does not decode as the command, or the reply does not encode: retrying
@@ -194,7 +213,23 @@ pub struct CommandServer {
     bus: Bus,
     pool: PgPool,
     family: String,
-    handlers: HashMap<&'static str, Arc<dyn ErasedHandler>>,
+    handlers: HashMap<&'static str, Registered>,
+}
+
+/// A registered handler: of a state change, or of a query.
+#[derive(Clone)]
+enum Registered {
+    Change(Arc<dyn ErasedHandler>),
+    Query(Arc<dyn ErasedQuery>),
+}
+
+impl Registered {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Change(handler) => handler.name(),
+            Self::Query(handler) => handler.name(),
+        }
+    }
 }
 
 impl std::fmt::Debug for CommandServer {
@@ -215,11 +250,21 @@ impl CommandServer {
         Ok(Self { bus: bus.clone(), pool, family: family.to_owned(), handlers: HashMap::new() })
     }
 
-    /// Registers the handler of command `C` (of this server's family, registered once).
-    pub fn handle<C: Command, H: CommandHandler<C>>(
-        mut self,
-        handler: H,
-    ) -> Result<Self, BusError> {
+    /// Registers the handler of the state change `C` (of this server's family, registered
+    /// once; [`Kind::Change`]).
+    pub fn handle<C: Command, H: CommandHandler<C>>(self, handler: H) -> Result<Self, BusError> {
+        let typed = Typed::<C, H> { handler, _command: PhantomData };
+        self.register::<C>(Kind::Change, Registered::Change(Arc::new(typed)))
+    }
+
+    /// Registers the handler of the query `C` (of this server's family, registered once;
+    /// [`Kind::Query`]).
+    pub fn answer<C: Command, H: QueryHandler<C>>(self, handler: H) -> Result<Self, BusError> {
+        let typed = TypedQuery::<C, H>::new(handler);
+        self.register::<C>(Kind::Query, Registered::Query(Arc::new(typed)))
+    }
+
+    fn register<C: Command>(mut self, kind: Kind, handler: Registered) -> Result<Self, BusError> {
         check_name("command name", C::NAME)?;
         if C::FAMILY != self.family {
             return Err(BusError::Config(format!(
@@ -229,11 +274,18 @@ impl CommandServer {
                 self.family
             )));
         }
+        if C::KIND != kind {
+            return Err(BusError::Config(format!(
+                "command {} is a {:?}: register it with {}",
+                C::NAME,
+                C::KIND,
+                if C::KIND == Kind::Query { "answer" } else { "handle" }
+            )));
+        }
         if self.handlers.contains_key(C::NAME) {
             return Err(BusError::Config(format!("command {} has a handler already", C::NAME)));
         }
-        let typed = Typed::<C, H> { handler, _command: PhantomData };
-        self.handlers.insert(C::NAME, Arc::new(typed));
+        self.handlers.insert(C::NAME, handler);
         Ok(self)
     }
 
@@ -268,7 +320,7 @@ struct CommandProcessor {
     group: String,
     inbox: Inbox,
     reply_prefix: String,
-    handlers: HashMap<&'static str, Arc<dyn ErasedHandler>>,
+    handlers: HashMap<&'static str, Registered>,
 }
 
 impl Processor for CommandProcessor {
@@ -301,8 +353,14 @@ impl Processor for CommandProcessor {
         );
         envelope.trace.set_parent_of(&span);
         let started = std::time::Instant::now();
-        let (disposition, outcome) =
-            self.execute(&*handler, &envelope, delivery.count).instrument(span.clone()).await;
+        let (disposition, outcome) = match &handler {
+            Registered::Change(handler) => {
+                self.execute(&**handler, &envelope, delivery.count).instrument(span.clone()).await
+            }
+            Registered::Query(handler) => {
+                self.answer(&**handler, &envelope, delivery.count).instrument(span.clone()).await
+            }
+        };
         span.record("outcome", outcome);
         telemetry::command_handled(&self.family, handler.name(), outcome);
         if matches!(outcome, "ok" | "rejected") {
@@ -325,6 +383,45 @@ impl Processor for CommandProcessor {
 }
 
 impl CommandProcessor {
+    /// A query: no transaction, no inbox row; the handler's answer (or rejection) is sent and
+    /// the message acknowledged. Past the deadline it is not asked; a transient failure is
+    /// redelivered like a command's.
+    async fn answer(
+        &self,
+        handler: &dyn ErasedQuery,
+        envelope: &CommandEnvelope,
+        delivery: u64,
+    ) -> (Disposition, &'static str) {
+        let Some(remaining) = time_left(envelope.deadline_ms) else {
+            return (self.reply_then_ack(envelope, ReplyBody::TimedOut).await, "expired");
+        };
+        let meta = CommandMeta {
+            command_id: envelope.id,
+            deadline_unix_ms: envelope.deadline_ms,
+            delivery,
+        };
+        let called = tokio::time::timeout(
+            remaining,
+            catch_panic(handler.call(&self.pool, &envelope.payload, meta)),
+        )
+        .await;
+        let (body, outcome) = match called {
+            Err(_elapsed) => {
+                return (self.reply_then_ack(envelope, ReplyBody::TimedOut).await, "expired");
+            }
+            Ok(Err(panic)) => return (Disposition::Retry(panic), "transient"),
+            Ok(Ok(Called::Ok(reply))) => (ReplyBody::Ok { reply }, "ok"),
+            Ok(Ok(Called::Failed(HandlerError::Rejected { code, message }))) => {
+                (ReplyBody::Rejected { code, message }, "rejected")
+            }
+            Ok(Ok(Called::Failed(HandlerError::Transient(error)))) => {
+                return (Disposition::Retry(error), "transient");
+            }
+            Ok(Ok(Called::Unusable(error))) => return (Disposition::DeadLetter(error), "failed"),
+        };
+        (self.reply_then_ack(envelope, body).await, outcome)
+    }
+
     /// Steps 1 to 5 of the module docs; returns the disposition and the outcome label.
     async fn execute(
         &self,

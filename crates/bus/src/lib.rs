@@ -39,12 +39,19 @@
 //! command id, so a caller can retry the same command: it is never executed twice, and a retry
 //! gets the original reply (or rejection).
 //!
+//! Every command declares its [`Kind`]: a state change ([`Kind::Change`], below) or a query
+//! ([`Kind::Query`]: a view, a verification, a lookup). A query is answered by a
+//! [`QueryHandler`] with the server's pool and no transaction of the server's: no inbox row, no
+//! stored reply, nothing written; a redelivered query is simply asked again. The server refuses
+//! to register a query with [`CommandServer::handle`] or a change with
+//! [`CommandServer::answer`], so a new command has to choose.
+//!
 //! A [`CommandServer`] serves one family in a consumer group named after the service
 //! ([`BusConfig::service`]), with a [`CommandHandler`] per command name. Each command is
 //! processed inside one Postgres transaction the server opens: the inbox row is inserted first
 //! (`INSERT … ON CONFLICT DO NOTHING`, so a concurrent duplicate blocks until the first commits);
 //! if the command was processed before, the stored reply is sent again and the handler does not
-//! run. Past its deadline a command is not executed: the server answers "timed out" (the caller
+//! run (this and what follows is for state changes; a query skips the inbox and the transaction). Past its deadline a command is not executed: the server answers "timed out" (the caller
 //! gets `Timeout`) and acknowledges it. Otherwise the handler runs on the transaction, bounded by
 //! the deadline; the deadline is checked again just before the commit. Then the reply is stored on
 //! the inbox row, the transaction commits, the reply is sent, and the message acknowledged.
@@ -159,6 +166,7 @@ mod handler;
 mod inbox;
 mod names;
 mod outbox;
+mod query;
 pub mod ratelimit;
 mod telemetry;
 mod trace;
@@ -168,13 +176,14 @@ mod worker;
 pub use budget::MESSAGE_BYTES_MAX;
 pub use bus::Bus;
 pub use command::{
-    Command, CommandHandler, CommandHandlerFn, CommandMeta, CommandServer, command_handler_fn,
+    Command, CommandHandler, CommandHandlerFn, CommandMeta, CommandServer, Kind, command_handler_fn,
 };
 pub use config::{BusConfig, RedisMode};
 pub use event::{Event, EventConsumer, EventHandler, EventHandlerFn, EventMeta, event_handler_fn};
 pub use handler::HandlerError;
 pub use names::{Keys, Schema};
 pub use outbox::{OutboxRelay, publish};
+pub use query::QueryHandler;
 
 /// Errors of the bus.
 #[derive(Debug, thiserror::Error)]

@@ -1,4 +1,5 @@
 //! Commands end to end on real Redis and Postgres: replies, rejections, idempotent replays,
+//! queries answered without the inbox,
 //! recovery from handlers killed before and after their commit, work sharing in a group,
 //! deadlines, dead letters and graceful shutdown. Each test runs twice: on the shared Redis server
 //! (`single::…`) and on a private three-node Redis Cluster (`cluster::…`).
@@ -20,7 +21,7 @@ use std::time::Duration;
 
 use awx_bus::{
     Bus, BusConfig, BusError, Command, CommandHandler, CommandMeta, CommandServer, HandlerError,
-    command_handler_fn,
+    Kind, QueryHandler, command_handler_fn,
 };
 use awx_test_support::TestDb;
 use common::{
@@ -52,6 +53,7 @@ struct Balance {
 impl Command for Deposit {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "deposit";
+    const KIND: Kind = Kind::Change;
     type Reply = Balance;
 }
 
@@ -64,7 +66,73 @@ struct Withdraw {
 impl Command for Withdraw {
     const FAMILY: &'static str = FAMILY;
     const NAME: &'static str = "withdraw";
+    const KIND: Kind = Kind::Change;
     type Reply = Balance;
+}
+
+/// A query: an account's balance, read without the inbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct AskBalance {
+    account: String,
+}
+
+impl Command for AskBalance {
+    const FAMILY: &'static str = FAMILY;
+    const NAME: &'static str = "balance.ask";
+    const KIND: Kind = Kind::Query;
+    type Reply = Balance;
+}
+
+/// Answers [`AskBalance`] from `bustest.effects`; an account without effects is refused.
+#[derive(Clone, Default)]
+struct Balances {
+    calls: Arc<AtomicUsize>,
+}
+
+impl QueryHandler<AskBalance> for Balances {
+    async fn handle(
+        &self,
+        pool: &sqlx::PgPool,
+        query: AskBalance,
+        _meta: CommandMeta,
+    ) -> Result<Balance, HandlerError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let balance: Option<i64> = sqlx::query_scalar(
+            "SELECT sum(amount)::bigint FROM bustest.effects WHERE account = $1",
+        )
+        .bind(&query.account)
+        .fetch_one(pool)
+        .await?;
+        let balance =
+            balance.ok_or_else(|| HandlerError::reject("no_account", "no such account"))?;
+        Ok(Balance { balance, server: "query".into() })
+    }
+}
+
+/// A query handler of a state change: registering it must fail.
+struct Confused;
+
+impl QueryHandler<Deposit> for Confused {
+    async fn handle(
+        &self,
+        _pool: &sqlx::PgPool,
+        _query: Deposit,
+        _meta: CommandMeta,
+    ) -> Result<Balance, HandlerError> {
+        Err(HandlerError::transient("never registered"))
+    }
+}
+
+/// A command handler of a query: registering it must fail.
+impl CommandHandler<AskBalance> for Confused {
+    async fn handle(
+        &self,
+        _tx: &mut PgConnection,
+        _query: AskBalance,
+        _meta: CommandMeta,
+    ) -> Result<Balance, HandlerError> {
+        Err(HandlerError::transient("never registered"))
+    }
 }
 
 fn deposit(account: &str, amount: i64) -> Deposit {
@@ -242,6 +310,76 @@ async fn round_trip_rejection_and_idempotent_replay(topology: Topology) {
 
     wait_until("everything is acknowledged", WAIT, || drained(&redis, &stream(&redis))).await;
     server.shutdown().await;
+}
+
+async fn queries_are_answered_without_the_inbox_and_changes_with_it(topology: Topology) {
+    let db = common::database().await;
+    let redis = TestRedis::new(topology).await;
+    let bus = Bus::connect(redis.config()).await.unwrap();
+    let pool = replica_pool(&db).await;
+
+    // Each command is registered as what it declares, or not at all.
+    let refused = CommandServer::new(&bus, pool.clone(), FAMILY)
+        .unwrap()
+        .handle::<AskBalance, _>(Confused)
+        .unwrap_err();
+    assert!(
+        matches!(&refused, BusError::Config(message) if message.contains("answer")),
+        "{refused}"
+    );
+    let refused = CommandServer::new(&bus, pool.clone(), FAMILY)
+        .unwrap()
+        .answer::<Deposit, _>(Confused)
+        .unwrap_err();
+    assert!(
+        matches!(&refused, BusError::Config(message) if message.contains("handle")),
+        "{refused}"
+    );
+
+    let balances = Balances::default();
+    let server = CommandServer::new(&bus, pool, FAMILY)
+        .unwrap()
+        .handle::<Deposit, _>(Ledger::new("a", Behaviour::Normal))
+        .unwrap()
+        .answer::<AskBalance, _>(balances.clone())
+        .unwrap();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(server.run(stop.clone()));
+    let caller = Bus::connect(redis.config()).await.unwrap();
+
+    let change = Uuid::now_v7();
+    caller.send_with_id(&deposit("bob", 9), change, WAIT).await.unwrap();
+    assert_eq!(inbox_count(&db.pool, change).await, 1, "a change goes through the inbox");
+
+    // A query: answered, and nothing written for it.
+    let query = Uuid::now_v7();
+    let ask = AskBalance { account: "bob".into() };
+    let answer = caller.send_with_id(&ask, query, WAIT).await.unwrap();
+    assert_eq!(answer, Balance { balance: 9, server: "query".into() });
+    assert_eq!(inbox_count(&db.pool, query).await, 0, "a query leaves no inbox row");
+    // The same id again is simply asked again (there is no stored reply to replay), and sees
+    // what changed in between.
+    caller.send(&deposit("bob", 1), WAIT).await.unwrap();
+    let again = caller.send_with_id(&ask, query, WAIT).await.unwrap();
+    assert_eq!(again.balance, 10);
+    assert_eq!(balances.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(inbox_count(&db.pool, query).await, 0);
+
+    // A refusal reaches the caller with its code, and is not stored either.
+    let refused_id = Uuid::now_v7();
+    let error = caller
+        .send_with_id(&AskBalance { account: "nobody".into() }, refused_id, WAIT)
+        .await
+        .unwrap_err();
+    assert!(matches!(&error, BusError::Rejected { code, .. } if code == "no_account"), "{error:?}");
+    assert_eq!(inbox_count(&db.pool, refused_id).await, 0);
+    let inbox_rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM bustest.inbox").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(inbox_rows, 2, "only the two deposits are in the inbox");
+
+    wait_until("everything is acknowledged", WAIT, || drained(&redis, &stream(&redis))).await;
+    stop.cancel();
+    within("the server to stop", WAIT, task).await.unwrap().unwrap();
 }
 
 async fn handler_killed_mid_command_is_completed_once_by_another_server(topology: Topology) {
@@ -526,6 +664,7 @@ async fn shutdown_lets_in_flight_commands_finish(topology: Topology) {
 
 on_both_topologies!(
     round_trip_rejection_and_idempotent_replay,
+    queries_are_answered_without_the_inbox_and_changes_with_it,
     handler_killed_mid_command_is_completed_once_by_another_server,
     server_killed_after_commit_before_ack_replays_the_stored_reply,
     a_slow_handler_keeps_its_message_and_is_not_reclaimed,

@@ -33,6 +33,7 @@ struct Note {
 impl Command for Note {
     const FAMILY: &'static str = "nobody";
     const NAME: &'static str = "note";
+    const KIND: awx_bus::Kind = awx_bus::Kind::Change;
     type Reply = ();
 }
 

@@ -38,7 +38,11 @@ impl Default for DatabaseSettings {
 
 /// Connects a pool and, if configured, runs the migrations.
 pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, sqlx::Error> {
+    // No ping before each acquire (sqlx's default): it costs a round trip per transaction. A
+    // connection that died while idle fails its first statement instead, which every caller
+    // treats as a transient database error (a bus command is redelivered), and is dropped.
     let pool = PgPoolOptions::new()
+        .test_before_acquire(false)
         .max_connections(settings.max_connections)
         .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
         .connect(settings.url.expose_secret())

@@ -1,9 +1,17 @@
 //! `awx facilitator bench`: the facilitator for outside payers, measured through the gateway of
 //! a running `awx dev` (see `scripts/bench-facilitator.sh` and docs/benchmarks.md).
 //!
-//! - `verify`: workers post valid payments to `/verify` for a while (each answer must be
-//!   `isValid: true`); throughput and latency. Each verify is the offline checks, the signer's
-//!   check and a simulation on the chain.
+//! - `verify`: workers post valid payments of outside payers to `/verify` for a while (each
+//!   answer must be `isValid: true`; each worker signs one payment and posts it again and again,
+//!   as verify does not use the nonce up); throughput and latency. Each verify is the offline
+//!   checks, the wallet lookup, the signer's check and a simulation on the chain.
+//! - `verify-own`: the same with our own agents' payments (one agent per worker pays the demo
+//!   route once with `/x402/pay`; its `PAYMENT-SIGNATURE` is what is verified): no chain call,
+//!   the policy service compares the payment with what it issued.
+//!
+//! With `--platform-pid` and `--database-url`, each measured phase also prints its cost per
+//! operation ([`crate::bench_cost`]): CPU per process group, and Postgres transactions and rows
+//! written.
 //! - `settle`: settles one at a time (latency from request to answer, receipt included), then
 //!   workers settling concurrently (throughput). Each answer must be `success: true`, and the
 //!   payee's balance on chain must have risen by exactly what was settled.
@@ -28,8 +36,10 @@ use crate::bench::{say, summary, timed_workers};
 /// What to measure.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub(crate) enum BenchMode {
-    /// Verify throughput and latency.
+    /// Verify throughput and latency, outside payers.
     Verify,
+    /// Verify throughput and latency, our own agents' payments.
+    VerifyOwn,
     /// Settle latency (one at a time), then concurrent settle throughput.
     Settle,
 }
@@ -55,6 +65,16 @@ pub(crate) struct BenchArgs {
     /// Settles measured one at a time (settle mode).
     #[arg(long, default_value_t = 50)]
     sequential: usize,
+    /// The demo paid route our agents pay (verify-own mode).
+    #[arg(long, default_value = "http://127.0.0.1:8090/v1/weather")]
+    demo_url: String,
+    /// The platform's process, whose CPU is counted (with `--database-url`).
+    #[arg(long)]
+    platform_pid: Option<u32>,
+    /// The platform's database, whose transactions and writes are counted (with
+    /// `--platform-pid`).
+    #[arg(long)]
+    database_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -232,7 +252,8 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     say(&format!(
         "facilitator bench: {} through {}, {} workers, chain {} at {}",
         match args.mode {
-            BenchMode::Verify => "verify",
+            BenchMode::Verify => "verify (outside payers)",
+            BenchMode::VerifyOwn => "verify (our agents' payments)",
             BenchMode::Settle => "settle",
         },
         args.gateway,
@@ -240,14 +261,35 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         state.network,
         state.rpc_url
     ))?;
+    let cost = match (args.platform_pid, &args.database_url) {
+        (Some(pid), Some(url)) => Some(crate::bench_cost::Cost::new(pid, url.clone())?),
+        _ => None,
+    };
     match args.mode {
-        BenchMode::Verify => {
+        BenchMode::Verify | BenchMode::VerifyOwn => {
+            let bodies = if matches!(args.mode, BenchMode::Verify) {
+                payers.iter().map(|payer| bench.payment(payer)).collect::<anyhow::Result<_>>()?
+            } else {
+                own_payments(&bench, &state_dir, &args.demo_url, args.workers).await?
+            };
             // Warm-up: connections, caches.
-            for payer in &payers {
-                bench.call("verify", &bench.payment(payer)?).await?;
+            for body in &bodies {
+                let (answer, _) = bench.call("verify", body).await?;
+                ensure!(answer["isValid"] == true, "verify failed: {answer}");
             }
-            let (samples, wall) = concurrent(&bench, &payers, "verify", args.seconds).await?;
+            let before = match &cost {
+                Some(cost) => Some(cost.settle().await?),
+                None => None,
+            };
+            let (samples, wall) = verify_concurrently(&bench, bodies, args.seconds).await?;
+            let count = samples.len();
             say(&summary("verify (concurrent)", samples, wall))?;
+            if let (Some(cost), Some(before)) = (&cost, before) {
+                let after = cost.settle().await?;
+                for line in cost.report("verify", &before, &after, count) {
+                    say(&line)?;
+                }
+            }
         }
         BenchMode::Settle => {
             let before = token.balance_of(payee).await?;
@@ -275,6 +317,86 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Each worker verifies its own body again and again until the time is up; every answer must be
+/// `isValid: true`.
+async fn verify_concurrently(
+    bench: &Arc<Bench>,
+    bodies: Vec<Value>,
+    seconds: u64,
+) -> anyhow::Result<(Vec<Duration>, Duration)> {
+    let states = bodies.into_iter().map(|body| (bench.clone(), Arc::new(body))).collect();
+    timed_workers(states, seconds, move |(bench, body)| async move {
+        let (answer, took) = bench.call("verify", &body).await?;
+        ensure!(answer["isValid"] == true, "verify failed: {answer}");
+        Ok(took)
+    })
+    .await
+}
+
+/// One payment of our own per worker: an agent (open policy, funded from the faucet) pays the
+/// demo route with `/x402/pay`; the verify body is its `PAYMENT-SIGNATURE` with the offer it
+/// accepted.
+async fn own_payments(
+    bench: &Bench,
+    state_dir: &std::path::Path,
+    demo_url: &str,
+    workers: usize,
+) -> anyhow::Result<Vec<Value>> {
+    let admin = std::fs::read_to_string(state_dir.join("dev-admin-key"))
+        .context("reading the development admin key (is `awx dev` running?)")?;
+    let admin = admin.trim();
+    let post = |path: String, key: String, body: Value| async move {
+        let response = bench
+            .http
+            .post(format!("{}{path}", bench.gateway))
+            .header("x-api-key", key)
+            .json(&body)
+            .send()
+            .await?;
+        let status = response.status();
+        let answer: Value = response.json().await?;
+        ensure!(status.is_success(), "POST {path}: HTTP {status}: {answer}");
+        anyhow::Ok(answer)
+    };
+    let created = post(
+        "/api/v1/keys".into(),
+        admin.into(),
+        json!({"name": "facilitator bench agents", "scopes": ["agent"]}),
+    )
+    .await?;
+    let agent_key = created["api_key"].as_str().context("no api_key")?.to_owned();
+    let mut bodies = Vec::new();
+    for index in 0..workers.max(1) {
+        let agent = post(
+            "/api/v1/agents".into(),
+            admin.into(),
+            json!({"name": format!("verify-bench-{index}")}),
+        )
+        .await?;
+        let id = agent["id"].as_str().context("no agent id")?.to_owned();
+        post(format!("/api/v1/agents/{id}/fund"), admin.into(), json!({"amount": "10.00"})).await?;
+        let paid = post(
+            "/api/v1/x402/pay".into(),
+            agent_key.clone(),
+            json!({"agent_id": id, "target_url": demo_url}),
+        )
+        .await?;
+        ensure!(paid["status"] == "completed", "pay: {paid}");
+        let signature = paid["payment_signature"].as_str().context("no payment_signature")?;
+        let awx_x402::AnyPaymentPayload::V2(payload) =
+            awx_x402::header::decode_payment_payload(signature)?
+        else {
+            bail!("the demo route was paid with a v1 payment");
+        };
+        bodies.push(json!({
+            "x402Version": 2,
+            "paymentPayload": payload,
+            "paymentRequirements": payload.accepted,
+        }));
+    }
+    Ok(bodies)
 }
 
 /// Each worker pays with its own payer until the time is up; every answer must be a success.

@@ -12,6 +12,7 @@
 
 mod admin;
 mod bench;
+mod bench_cost;
 pub mod chain_check;
 mod demo;
 mod dev;

@@ -36,7 +36,10 @@ fn rejection(code: &str, message: String) -> ApiError {
         "session_state" => ErrorCode::SessionState,
         "agent_state" => ErrorCode::AgentState,
         "conflict" => ErrorCode::Conflict,
-        "signer_unavailable" | "ledger_unavailable" | "policy_unavailable" => {
+        "signer_unavailable"
+        | "ledger_unavailable"
+        | "policy_unavailable"
+        | "settlement_unavailable" => {
             return ApiError::new(ErrorCode::ServiceUnavailable, message).with_retry_after(1);
         }
         "invalid_request" => ErrorCode::InvalidRequest,
@@ -131,6 +134,7 @@ mod tests {
             (awx_api::facilitator::codes::INVALID_REQUEST, ErrorCode::InvalidRequest),
             (policy::codes::LEDGER_UNAVAILABLE, ErrorCode::ServiceUnavailable),
             (policy::codes::SIGNER_UNAVAILABLE, ErrorCode::ServiceUnavailable),
+            (policy::codes::SETTLEMENT_UNAVAILABLE, ErrorCode::ServiceUnavailable),
             (policy::codes::SIGNER_REFUSED, ErrorCode::SignerRefused),
         ] {
             assert_eq!(rejection(code, "why".into()).code(), expected, "{code}");

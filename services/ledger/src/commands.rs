@@ -8,8 +8,8 @@ use awx_api::ledger::{
     Balances, Capture, Deposit, FeeTiers, FeesCollected, Hold, HoldStatus, HoldWithdrawal,
     PayoutSettled, ReverseDeposit, Statement, Void,
 };
-use awx_bus::{Command, CommandHandler, CommandMeta, CommandServer, HandlerError};
-use sqlx::PgConnection;
+use awx_bus::{Command, CommandHandler, CommandMeta, CommandServer, HandlerError, QueryHandler};
+use sqlx::{PgConnection, PgPool};
 
 use crate::error::LedgerFailure;
 use crate::ops::Ledger;
@@ -46,6 +46,25 @@ macro_rules! handle {
     };
 }
 
+/// A query's handler reads on a connection of the pool, outside any transaction of the bus's.
+macro_rules! answer {
+    ($query:ty, |$ledger:ident, $conn:ident, $value:ident| $body:expr) => {
+        impl QueryHandler<$query> for LedgerHandlers {
+            async fn handle(
+                &self,
+                pool: &PgPool,
+                $value: $query,
+                _meta: CommandMeta,
+            ) -> Result<<$query as Command>::Reply, HandlerError> {
+                let $ledger = &self.ledger;
+                let mut connection = pool.acquire().await.map_err(HandlerError::transient)?;
+                let $conn = &mut *connection;
+                $body.await.map_err(handler_error)
+            }
+        }
+    };
+}
+
 handle!(Deposit, |ledger, conn, command| ledger.deposit(conn, &command));
 handle!(ReverseDeposit, |ledger, conn, command| ledger.reverse_deposit(conn, &command));
 handle!(Hold, |ledger, conn, command| ledger.hold(conn, &command));
@@ -54,10 +73,10 @@ handle!(Capture, |ledger, conn, command| ledger.capture(conn, &command));
 handle!(Void, |ledger, conn, command| ledger.void(conn, &command, false));
 handle!(PayoutSettled, |ledger, conn, command| ledger.payout_settled(conn, &command));
 handle!(FeesCollected, |ledger, conn, command| ledger.fees_collected(conn, &command));
-handle!(Balances, |ledger, conn, query| ledger.balances(conn, &query));
-handle!(Statement, |ledger, conn, query| ledger.statement(conn, &query));
-handle!(FeeTiers, |ledger, conn, query| ledger.fee_tiers(conn, &query));
-handle!(HoldStatus, |ledger, conn, query| ledger.hold_status(conn, &query));
+answer!(Balances, |ledger, conn, query| ledger.balances(conn, &query));
+answer!(Statement, |ledger, conn, query| ledger.statement(conn, &query));
+answer!(FeeTiers, |ledger, conn, query| ledger.fee_tiers(conn, &query));
+answer!(HoldStatus, |ledger, conn, query| ledger.hold_status(conn, &query));
 
 impl LedgerHandlers {
     /// Handlers over `ledger`.
@@ -76,9 +95,9 @@ impl LedgerHandlers {
             .handle::<Void, _>(self.clone())?
             .handle::<PayoutSettled, _>(self.clone())?
             .handle::<FeesCollected, _>(self.clone())?
-            .handle::<HoldStatus, _>(self.clone())?
-            .handle::<Balances, _>(self.clone())?
-            .handle::<Statement, _>(self.clone())?
-            .handle::<FeeTiers, _>(self)
+            .answer::<HoldStatus, _>(self.clone())?
+            .answer::<Balances, _>(self.clone())?
+            .answer::<Statement, _>(self.clone())?
+            .answer::<FeeTiers, _>(self)
     }
 }

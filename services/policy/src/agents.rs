@@ -254,6 +254,24 @@ pub(crate) async fn create(
                 format!("the signer did not create the wallet: {other}"),
             ),
         })?;
+    // The facilitator must know the wallet as ours before the agent exists: from then on a
+    // payment of this agent is never treated as an outside payer's (settled on chain directly).
+    engine
+        .bus
+        .send(
+            &awx_api::facilitator::RegisterWallet {
+                agent_id: command.agent_id,
+                address: wallet.address,
+            },
+            engine.upstream_timeout(),
+        )
+        .await
+        .map_err(|error| {
+            Failure::reject(
+                codes::SETTLEMENT_UNAVAILABLE,
+                format!("the settlement service did not record the agent's wallet: {error}"),
+            )
+        })?;
     let mut tx = engine.pool.begin().await?;
     let inserted = sqlx::query(
         "INSERT INTO policy.agents (id, owner, name, address, default_chain) VALUES ($1, $2, $3, $4, $5)

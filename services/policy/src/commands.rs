@@ -10,12 +10,12 @@ use std::sync::Arc;
 use awx_api::policy::{
     AgentList, AgentView, AuthorizationUsed, AuthorizationUsedReply, CreateAgent, CreateSession,
     Decide, DeleteAgent, GetAgent, GetPayment, GetSession, GetWithdrawalAddresses, ListAgents,
-    LookupWallets, NetDecide, NetDecision, OwnPayment, OwnPaymentReply, Pay, PaymentView,
-    RevokeSession, SessionView, SetPolicy, SetWithdrawalAddresses, WalletOwners, WithdrawDecide,
-    WithdrawalAddresses,
+    LookupWallets, NetDecide, NetDecision, OwnPayment, OwnPaymentReply, OwnVerify, Pay,
+    PaymentView, RevokeSession, SessionView, SetPolicy, SetWithdrawalAddresses, WalletOwners,
+    WithdrawDecide, WithdrawalAddresses,
 };
-use awx_bus::{CommandHandler, CommandMeta, CommandServer, HandlerError};
-use sqlx::PgConnection;
+use awx_bus::{CommandHandler, CommandMeta, CommandServer, HandlerError, QueryHandler};
+use sqlx::{PgConnection, PgPool};
 
 use crate::engine::Engine;
 use crate::{agents, approvals, net, own, pay, sessions, watch, withdrawals};
@@ -42,13 +42,26 @@ macro_rules! handler {
     };
 }
 
+/// A query: answered outside the bus's inbox and transaction; it reads only.
+macro_rules! query {
+    ($command:ty, $reply:ty, |$engine:ident, $c:ident| $body:expr) => {
+        impl QueryHandler<$command> for PolicyHandlers {
+            async fn handle(
+                &self,
+                _pool: &PgPool,
+                $c: $command,
+                _meta: CommandMeta,
+            ) -> Result<$reply, HandlerError> {
+                let $engine = &*self.engine;
+                $body.await.map_err(HandlerError::from)
+            }
+        }
+    };
+}
+
 handler!(CreateAgent, AgentView, |engine, command| agents::create(engine, &command));
-handler!(GetAgent, AgentView, |engine, command| agents::get(
-    engine,
-    command.owner,
-    command.agent_id
-));
-handler!(ListAgents, AgentList, |engine, command| async move {
+query!(GetAgent, AgentView, |engine, command| agents::get(engine, command.owner, command.agent_id));
+query!(ListAgents, AgentList, |engine, command| async move {
     agents::list(engine, command.owner).await.map(|agents| AgentList { agents })
 });
 handler!(DeleteAgent, AgentView, |engine, command| agents::delete(
@@ -58,7 +71,7 @@ handler!(DeleteAgent, AgentView, |engine, command| agents::delete(
 ));
 handler!(SetPolicy, AgentView, |engine, command| agents::set_policy(engine, &command));
 handler!(CreateSession, SessionView, |engine, command| sessions::create(engine, &command));
-handler!(GetSession, SessionView, |engine, command| sessions::get(
+query!(GetSession, SessionView, |engine, command| sessions::get(
     engine,
     command.owner,
     command.session_id
@@ -69,13 +82,14 @@ handler!(RevokeSession, SessionView, |engine, command| sessions::revoke(
     command.session_id
 ));
 handler!(Pay, PaymentView, |engine, command| pay::pay(engine, &command));
-handler!(GetPayment, PaymentView, |engine, command| approvals::get(
+query!(GetPayment, PaymentView, |engine, command| approvals::get(
     engine,
     command.owner,
     command.ledger_id
 ));
 handler!(Decide, PaymentView, |engine, command| approvals::decide(engine, &command));
 handler!(OwnPayment, OwnPaymentReply, |engine, command| own::own_payment(engine, &command));
+query!(OwnVerify, OwnPaymentReply, |engine, query| own::own_verify(engine, &query));
 handler!(NetDecide, NetDecision, |engine, command| net::net_decide(engine, &command));
 handler!(WithdrawDecide, NetDecision, |engine, command| withdrawals::withdraw_decide(
     engine, &command
@@ -83,10 +97,10 @@ handler!(WithdrawDecide, NetDecision, |engine, command| withdrawals::withdraw_de
 handler!(SetWithdrawalAddresses, WithdrawalAddresses, |engine, command| {
     withdrawals::set_addresses(engine, &command)
 });
-handler!(GetWithdrawalAddresses, WithdrawalAddresses, |engine, command| {
+query!(GetWithdrawalAddresses, WithdrawalAddresses, |engine, command| {
     withdrawals::get_addresses(engine, &command)
 });
-handler!(LookupWallets, WalletOwners, |engine, command| watch::lookup_wallets(engine, &command));
+query!(LookupWallets, WalletOwners, |engine, command| watch::lookup_wallets(engine, &command));
 handler!(AuthorizationUsed, AuthorizationUsedReply, |engine, command| watch::authorization_used(
     engine, &command
 ));
@@ -102,26 +116,27 @@ impl PolicyHandlers {
     pub fn server(
         self,
         bus: &awx_bus::Bus,
-        inbox_pool: sqlx::PgPool,
+        inbox_pool: PgPool,
     ) -> Result<CommandServer, awx_bus::BusError> {
         CommandServer::new(bus, inbox_pool, awx_api::policy::FAMILY)?
             .handle::<CreateAgent, _>(self.clone())?
-            .handle::<GetAgent, _>(self.clone())?
-            .handle::<ListAgents, _>(self.clone())?
+            .answer::<GetAgent, _>(self.clone())?
+            .answer::<ListAgents, _>(self.clone())?
             .handle::<DeleteAgent, _>(self.clone())?
             .handle::<SetPolicy, _>(self.clone())?
             .handle::<CreateSession, _>(self.clone())?
-            .handle::<GetSession, _>(self.clone())?
+            .answer::<GetSession, _>(self.clone())?
             .handle::<RevokeSession, _>(self.clone())?
             .handle::<Pay, _>(self.clone())?
-            .handle::<GetPayment, _>(self.clone())?
+            .answer::<GetPayment, _>(self.clone())?
             .handle::<Decide, _>(self.clone())?
             .handle::<OwnPayment, _>(self.clone())?
+            .answer::<OwnVerify, _>(self.clone())?
             .handle::<NetDecide, _>(self.clone())?
             .handle::<WithdrawDecide, _>(self.clone())?
             .handle::<SetWithdrawalAddresses, _>(self.clone())?
-            .handle::<GetWithdrawalAddresses, _>(self.clone())?
-            .handle::<LookupWallets, _>(self.clone())?
+            .answer::<GetWithdrawalAddresses, _>(self.clone())?
+            .answer::<LookupWallets, _>(self.clone())?
             .handle::<AuthorizationUsed, _>(self)
     }
 }

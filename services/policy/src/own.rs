@@ -9,9 +9,14 @@
 //! used, as the chain would.
 
 use awx_api::ledger::Capture;
-use awx_api::policy::{Captured, OwnAction, OwnPayment, OwnPaymentReply, PaymentCaptured};
+use awx_api::policy::{
+    Captured, OwnAction, OwnPayment, OwnPaymentReply, OwnVerify, PaymentCaptured,
+};
 use awx_types::{Amount, LedgerId};
-use awx_x402::{ErrorReason, ExactEvmPayload, SettleFailure, SettleResponse, VerifyResponse};
+use awx_x402::{
+    ErrorReason, ExactEvmPayload, PaymentPayload, PaymentRequirements, SettleFailure,
+    SettleResponse, VerifyResponse,
+};
 
 use crate::agents;
 use crate::engine::{Engine, now_unix};
@@ -72,14 +77,15 @@ pub(crate) fn captured(payment: &Payment, captured_at_unix: i64) -> Result<Captu
 
 /// Checks the payment against what we issued; `Ok` when it is ours and held.
 fn check(
-    command: &OwnPayment,
+    payload: &PaymentPayload,
+    requirements: &PaymentRequirements,
     payment: &Payment,
     eip3009: &awx_x402::Eip3009Payload,
 ) -> Result<(), Box<VerifyResponse>> {
     let payer = payment.payer.to_checksum(None);
     let now = u64::try_from(now_unix()).unwrap_or(0);
     // The protocol's own checks first (scheme, network, recipient, amount, time window).
-    if let Err(refused) = awx_x402::check_exact_evm(&command.payload, &command.requirements, now) {
+    if let Err(refused) = awx_x402::check_exact_evm(payload, requirements, now) {
         return Err(invalid(refused.reason, refused.message, &payer));
     }
     let issued = payment.nonce == Some(eip3009.authorization.nonce)
@@ -97,8 +103,8 @@ fn check(
             &payer,
         ));
     }
-    if command.requirements.network != payment.network
-        || command.requirements.asset.to_lowercase() != payment.token.to_string().to_lowercase()
+    if requirements.network != payment.network
+        || requirements.asset.to_lowercase() != payment.token.to_string().to_lowercase()
     {
         return Err(invalid(
             ErrorReason::InvalidExactEvmNetworkMismatch,
@@ -124,6 +130,37 @@ fn check(
             &payer,
         )),
     }
+}
+
+/// Verifies a payment whose payer may be one of our wallets, reading only: the payment issued
+/// for (payer, nonce) first (one indexed read; only our agents have payments), and only when
+/// there is none, whether the payer is one of our wallets at all.
+pub(crate) async fn own_verify(
+    engine: &Engine,
+    query: &OwnVerify,
+) -> Result<OwnPaymentReply, Failure> {
+    let Ok(ExactEvmPayload::Eip3009(eip3009)) = ExactEvmPayload::from_json(&query.payload.payload)
+    else {
+        return Ok(OwnPaymentReply::NotOurs);
+    };
+    let from = eip3009.authorization.from;
+    let mut conn = engine.pool.acquire().await?;
+    let found =
+        payments::by_payer_nonce(&mut conn, from, eip3009.authorization.nonce, false).await?;
+    drop(conn);
+    let Some(payment) = found else {
+        if agents::by_address(engine, from).await?.is_none() {
+            return Ok(OwnPaymentReply::NotOurs);
+        }
+        let response = invalid(
+            ErrorReason::InvalidExactEvmSignature,
+            "the payer is an awx wallet and awx issued no authorization with this nonce",
+            &from.to_checksum(None),
+        );
+        return Ok(OwnPaymentReply::Verified { response: *response });
+    };
+    let verdict = check(&query.payload, &query.requirements, &payment, &eip3009);
+    Ok(answer(OwnAction::Verify, verdict, &payment))
 }
 
 /// Answers the facilitator about a payment whose payer may be one of our wallets.
@@ -184,7 +221,7 @@ pub(crate) async fn own_payment(
             replay: true,
         });
     }
-    let verdict = check(command, &payment, &eip3009);
+    let verdict = check(&command.payload, &command.requirements, &payment, &eip3009);
     if command.action == OwnAction::Verify || verdict.is_err() {
         tx.commit().await?;
         return Ok(answer(command.action, verdict, &payment));

@@ -8,16 +8,17 @@ use std::sync::Arc;
 use awx_api::deposits::{DepositList, ListDeposits};
 use awx_api::facilitator::{
     AuthorizationState, AuthorizationStatus, ExternalRecorded, Faucet, FaucetReply, ItemSettlement,
-    ListSettlements, PaymentSettlement, RecordExternal, Settle, SettlementList, Supported, Verify,
-    codes,
+    ListSettlements, PaymentSettlement, RecordExternal, RegisterWallet, Settle, SettlementList,
+    Supported, Verify, WalletRegistered, codes,
 };
 use awx_api::withdrawals::{
     GetWithdrawal, ListWithdrawals, RequestWithdrawal, WithdrawalList, WithdrawalView,
 };
-use awx_bus::{CommandHandler, CommandMeta, CommandServer, HandlerError};
-use sqlx::PgConnection;
+use awx_bus::{CommandHandler, CommandMeta, CommandServer, HandlerError, QueryHandler};
+use sqlx::{PgConnection, PgPool};
 
 use crate::facilitator::{Facilitator, FacilitatorError};
+use crate::own_wallets::RegisterError;
 
 /// The handlers of the facilitator's commands.
 #[derive(Debug, Clone)]
@@ -52,10 +53,10 @@ fn handler_error(error: FacilitatorError) -> HandlerError {
     }
 }
 
-impl CommandHandler<Verify> for FacilitatorHandlers {
+impl QueryHandler<Verify> for FacilitatorHandlers {
     async fn handle(
         &self,
-        _tx: &mut PgConnection,
+        _pool: &PgPool,
         command: Verify,
         _meta: CommandMeta,
     ) -> Result<awx_x402::VerifyResponse, HandlerError> {
@@ -74,10 +75,10 @@ impl CommandHandler<Settle> for FacilitatorHandlers {
     }
 }
 
-impl CommandHandler<Supported> for FacilitatorHandlers {
+impl QueryHandler<Supported> for FacilitatorHandlers {
     async fn handle(
         &self,
-        _tx: &mut PgConnection,
+        _pool: &PgPool,
         _command: Supported,
         _meta: CommandMeta,
     ) -> Result<awx_x402::SupportedResponse, HandlerError> {
@@ -96,10 +97,10 @@ impl CommandHandler<Faucet> for FacilitatorHandlers {
     }
 }
 
-impl CommandHandler<PaymentSettlement> for FacilitatorHandlers {
+impl QueryHandler<PaymentSettlement> for FacilitatorHandlers {
     async fn handle(
         &self,
-        _tx: &mut PgConnection,
+        _pool: &PgPool,
         query: PaymentSettlement,
         _meta: CommandMeta,
     ) -> Result<Option<ItemSettlement>, HandlerError> {
@@ -107,10 +108,10 @@ impl CommandHandler<PaymentSettlement> for FacilitatorHandlers {
     }
 }
 
-impl CommandHandler<ListSettlements> for FacilitatorHandlers {
+impl QueryHandler<ListSettlements> for FacilitatorHandlers {
     async fn handle(
         &self,
-        _tx: &mut PgConnection,
+        _pool: &PgPool,
         query: ListSettlements,
         _meta: CommandMeta,
     ) -> Result<SettlementList, HandlerError> {
@@ -118,10 +119,10 @@ impl CommandHandler<ListSettlements> for FacilitatorHandlers {
     }
 }
 
-impl CommandHandler<AuthorizationState> for FacilitatorHandlers {
+impl QueryHandler<AuthorizationState> for FacilitatorHandlers {
     async fn handle(
         &self,
-        _tx: &mut PgConnection,
+        _pool: &PgPool,
         query: AuthorizationState,
         _meta: CommandMeta,
     ) -> Result<AuthorizationStatus, HandlerError> {
@@ -140,10 +141,10 @@ impl CommandHandler<RecordExternal> for FacilitatorHandlers {
     }
 }
 
-impl CommandHandler<ListDeposits> for FacilitatorHandlers {
+impl QueryHandler<ListDeposits> for FacilitatorHandlers {
     async fn handle(
         &self,
-        _tx: &mut PgConnection,
+        _pool: &PgPool,
         query: ListDeposits,
         _meta: CommandMeta,
     ) -> Result<DepositList, HandlerError> {
@@ -162,10 +163,10 @@ impl CommandHandler<RequestWithdrawal> for FacilitatorHandlers {
     }
 }
 
-impl CommandHandler<GetWithdrawal> for FacilitatorHandlers {
+impl QueryHandler<GetWithdrawal> for FacilitatorHandlers {
     async fn handle(
         &self,
-        _tx: &mut PgConnection,
+        _pool: &PgPool,
         query: GetWithdrawal,
         _meta: CommandMeta,
     ) -> Result<Option<WithdrawalView>, HandlerError> {
@@ -173,14 +174,31 @@ impl CommandHandler<GetWithdrawal> for FacilitatorHandlers {
     }
 }
 
-impl CommandHandler<ListWithdrawals> for FacilitatorHandlers {
+impl QueryHandler<ListWithdrawals> for FacilitatorHandlers {
     async fn handle(
         &self,
-        _tx: &mut PgConnection,
+        _pool: &PgPool,
         query: ListWithdrawals,
         _meta: CommandMeta,
     ) -> Result<WithdrawalList, HandlerError> {
         self.facilitator.list_withdrawals(&query).await.map_err(handler_error)
+    }
+}
+
+impl CommandHandler<RegisterWallet> for FacilitatorHandlers {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        command: RegisterWallet,
+        _meta: CommandMeta,
+    ) -> Result<WalletRegistered, HandlerError> {
+        match crate::own_wallets::register(tx, command.agent_id, command.address).await {
+            Ok(new) => Ok(WalletRegistered { new }),
+            Err(RegisterError::OtherAgent(message)) => {
+                Err(HandlerError::reject(codes::INVALID_REQUEST, message))
+            }
+            Err(RegisterError::Database(error)) => Err(HandlerError::database(&error)),
+        }
     }
 }
 
@@ -195,20 +213,21 @@ impl FacilitatorHandlers {
     pub fn server(
         self,
         bus: &awx_bus::Bus,
-        inbox_pool: sqlx::PgPool,
+        inbox_pool: PgPool,
     ) -> Result<CommandServer, awx_bus::BusError> {
         CommandServer::new(bus, inbox_pool, awx_api::facilitator::FAMILY)?
-            .handle::<Verify, _>(self.clone())?
+            .answer::<Verify, _>(self.clone())?
             .handle::<Settle, _>(self.clone())?
-            .handle::<Supported, _>(self.clone())?
+            .answer::<Supported, _>(self.clone())?
             .handle::<Faucet, _>(self.clone())?
-            .handle::<PaymentSettlement, _>(self.clone())?
-            .handle::<ListSettlements, _>(self.clone())?
-            .handle::<AuthorizationState, _>(self.clone())?
+            .answer::<PaymentSettlement, _>(self.clone())?
+            .answer::<ListSettlements, _>(self.clone())?
+            .answer::<AuthorizationState, _>(self.clone())?
             .handle::<RecordExternal, _>(self.clone())?
-            .handle::<ListDeposits, _>(self.clone())?
+            .handle::<RegisterWallet, _>(self.clone())?
+            .answer::<ListDeposits, _>(self.clone())?
             .handle::<RequestWithdrawal, _>(self.clone())?
-            .handle::<GetWithdrawal, _>(self.clone())?
-            .handle::<ListWithdrawals, _>(self)
+            .answer::<GetWithdrawal, _>(self.clone())?
+            .answer::<ListWithdrawals, _>(self)
     }
 }

@@ -1,8 +1,9 @@
 //! The facilitator: verify, settle, supported.
 //!
-//! Every request is first normalized to v2 shapes, then the policy service is asked whether the
-//! payer is one of our agents' wallets ([`crate::own`]); if it is, its answer is the answer and
-//! no chain is called.
+//! Every request is first normalized to v2 shapes; when its payer (`authorization.from`) is one
+//! of our agents' wallets ([`crate::own_wallets`], known in this service without a round trip),
+//! the policy service answers ([`crate::own`]) and no chain is called. Other payers' payments
+//! never reach the policy service.
 //!
 //! For outside payers, verify follows the reference facilitator (x402-v2.md §5.1): the offline
 //! checks of `awx-x402`, the signature (an EOA's recovers to the payer; a contract wallet's is
@@ -17,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use awx_api::policy::{OwnAction, OwnPaymentReply};
+use awx_api::policy::OwnPaymentReply;
 use awx_chain::{ChainClient, ChainError, RevertKind};
 use awx_types::AccountId;
 use awx_x402::{
@@ -107,6 +108,8 @@ pub struct Facilitator {
     pub settings: SettlementSettings,
     chains: BTreeMap<String, Chain>,
     relayers: RwLock<Vec<Address>>,
+    /// Which payers are our agents' wallets.
+    pub(crate) own_wallets: crate::own_wallets::OwnWallets,
 }
 
 /// Seconds since the epoch.
@@ -206,7 +209,14 @@ impl Facilitator {
                 },
             );
         }
-        Ok(Self { pool, bus, settings, chains, relayers: RwLock::new(Vec::new()) })
+        Ok(Self {
+            pool,
+            bus,
+            settings,
+            chains,
+            relayers: RwLock::new(Vec::new()),
+            own_wallets: crate::own_wallets::OwnWallets::default(),
+        })
     }
 
     /// The chain of a CAIP-2 network, if served.
@@ -399,20 +409,22 @@ impl Facilitator {
     }
 
     /// Verifies a payment: the policy service's verdict for our own agents' payments, the
-    /// checks and a simulation on chain for anyone else's.
+    /// checks and a simulation on chain for anyone else's. Nothing is written either way.
     pub async fn verify(
         &self,
         provider: AccountId,
         request: &FacilitatorRequest,
     ) -> Result<VerifyResponse, FacilitatorError> {
         let normalized = normalize(request)?;
-        match self.own_payment(OwnAction::Verify, provider, &normalized).await? {
-            OwnPaymentReply::NotOurs => {}
-            OwnPaymentReply::Verified { response } => return Ok(response),
-            OwnPaymentReply::Settled { .. } => {
-                return Err(FacilitatorError::PolicyUnavailable(
-                    "the policy service answered a verify with a settlement".into(),
-                ));
+        if self.is_own_payer(&normalized).await? {
+            match self.own_verify(provider, &normalized).await? {
+                OwnPaymentReply::NotOurs => {}
+                OwnPaymentReply::Verified { response } => return Ok(response),
+                OwnPaymentReply::Settled { .. } => {
+                    return Err(FacilitatorError::PolicyUnavailable(
+                        "the policy service answered a verify with a settlement".into(),
+                    ));
+                }
             }
         }
         Ok(match self.check(normalized, true).await? {

@@ -35,6 +35,7 @@ pub mod external;
 pub mod facilitator;
 pub mod faucet;
 pub mod own;
+pub mod own_wallets;
 pub mod resumer;
 pub mod settle;
 pub mod views;

@@ -1,7 +1,8 @@
 //! Payments our own agents made. Their wallets' keys are ours and their funds are held in the
-//! ledger, so the policy service answers for them: before any chain call, verify and settle send
-//! it `awx_api::policy::OwnPayment`. `NotOurs` leaves the payment to the on-chain path; otherwise
-//! its answer is the answer. A settled payment's capture is queued here (`settlement.items`, one
+//! ledger, so the policy service answers for them: when the payer is one of our wallets
+//! ([`crate::own_wallets`]), verify asks it `awx_api::policy::OwnVerify` (a query: nothing is
+//! written) and settle sends it `awx_api::policy::OwnPayment` (the capture), before any chain
+//! call. `NotOurs` leaves the payment to the on-chain path; otherwise its answer is the answer. A settled payment's capture is queued here (`settlement.items`, one
 //! row per payment) for net settlement on chain later, and the answer says so:
 //! `extensions.awx = {"settlement": "deferred", "paymentId": "ldg_…", "settleBy": <Unix s>}`,
 //! with an empty `transaction`.
@@ -12,10 +13,10 @@
 
 use std::time::Duration;
 
-use awx_api::policy::{Captured, OwnAction, OwnPayment, OwnPaymentReply};
+use awx_api::policy::{Captured, OwnAction, OwnPayment, OwnPaymentReply, OwnVerify};
 use awx_bus::BusError;
 use awx_types::{AccountId, Amount};
-use awx_x402::{NormalizedRequest, SettleResponse};
+use awx_x402::{ExactEvmPayload, NormalizedRequest, SettleResponse};
 use sqlx::Row as _;
 
 use crate::facilitator::{Facilitator, FacilitatorError};
@@ -38,8 +39,37 @@ pub fn settle_by_unix(
 }
 
 impl Facilitator {
-    /// Asks the policy service whether a payment is one of our agents' (and, if so, for its
-    /// verdict or its capture). No answer in time is [`FacilitatorError::PolicyUnavailable`].
+    /// Whether the payment's payer (`authorization.from`, before any signature check: the
+    /// policy service compares the signature with the one it issued) is one of our agents'
+    /// wallets. A payload that is not an EIP-3009 authorization is nobody's.
+    pub(crate) async fn is_own_payer(
+        &self,
+        normalized: &NormalizedRequest,
+    ) -> Result<bool, FacilitatorError> {
+        let Ok(ExactEvmPayload::Eip3009(payload)) =
+            ExactEvmPayload::from_json(&normalized.payload.payload)
+        else {
+            return Ok(false);
+        };
+        Ok(self.own_wallets.contains(&self.pool, payload.authorization.from).await?)
+    }
+
+    /// Asks the policy service for its verdict on one of our agents' payments (a query).
+    pub(crate) async fn own_verify(
+        &self,
+        provider: AccountId,
+        normalized: &NormalizedRequest,
+    ) -> Result<OwnPaymentReply, FacilitatorError> {
+        let query = OwnVerify {
+            provider,
+            payload: normalized.payload.clone(),
+            requirements: normalized.requirements.clone(),
+        };
+        self.ask_policy(&query).await
+    }
+
+    /// Asks the policy service to capture one of our agents' payments (or for its verdict, with
+    /// [`OwnAction::Verify`]).
     pub(crate) async fn own_payment(
         &self,
         action: OwnAction,
@@ -52,8 +82,17 @@ impl Facilitator {
             payload: normalized.payload.clone(),
             requirements: normalized.requirements.clone(),
         };
+        self.ask_policy(&command).await
+    }
+
+    /// Sends `command` to the policy service. No answer in time is
+    /// [`FacilitatorError::PolicyUnavailable`].
+    async fn ask_policy<C: awx_bus::Command<Reply = OwnPaymentReply>>(
+        &self,
+        command: &C,
+    ) -> Result<OwnPaymentReply, FacilitatorError> {
         let timeout = Duration::from_millis(self.settings.policy_timeout_ms);
-        match self.bus.send(&command, timeout).await {
+        match self.bus.send(command, timeout).await {
             Ok(reply) => Ok(reply),
             Err(BusError::Rejected { code, message })
                 if code == awx_api::policy::codes::INVALID_REQUEST =>

@@ -127,15 +127,17 @@ impl Facilitator {
         request: &FacilitatorRequest,
     ) -> Result<SettleResponse, FacilitatorError> {
         let normalized = normalize(request)?;
-        match self.own_payment(OwnAction::Settle, provider, &normalized).await? {
-            OwnPaymentReply::NotOurs => {}
-            OwnPaymentReply::Settled { response, captured, replay } => {
-                return self.deferred(provider, response, captured, replay).await;
-            }
-            OwnPaymentReply::Verified { .. } => {
-                return Err(FacilitatorError::PolicyUnavailable(
-                    "the policy service answered a settle with a verification".into(),
-                ));
+        if self.is_own_payer(&normalized).await? {
+            match self.own_payment(OwnAction::Settle, provider, &normalized).await? {
+                OwnPaymentReply::NotOurs => {}
+                OwnPaymentReply::Settled { response, captured, replay } => {
+                    return self.deferred(provider, response, captured, replay).await;
+                }
+                OwnPaymentReply::Verified { .. } => {
+                    return Err(FacilitatorError::PolicyUnavailable(
+                        "the policy service answered a settle with a verification".into(),
+                    ));
+                }
             }
         }
         let network = normalized.payload.accepted.network.clone();

@@ -9,7 +9,7 @@ use awx_api::signer::{
     AuthorizationSigned, CreateWallet, Relayers, RelayersReply, SignAuthorization, SignNetTransfer,
     SignTransaction, SignedTransaction, WalletReply,
 };
-use awx_bus::{CommandHandler, CommandMeta, CommandServer, HandlerError};
+use awx_bus::{CommandHandler, CommandMeta, CommandServer, HandlerError, QueryHandler};
 use sqlx::{PgConnection, PgPool};
 
 use crate::custody::Custody;
@@ -42,10 +42,10 @@ impl CommandHandler<SignTransaction> for SignerHandlers {
     }
 }
 
-impl CommandHandler<Relayers> for SignerHandlers {
+impl QueryHandler<Relayers> for SignerHandlers {
     async fn handle(
         &self,
-        _conn: &mut PgConnection,
+        _pool: &PgPool,
         _query: Relayers,
         _meta: CommandMeta,
     ) -> Result<RelayersReply, HandlerError> {
@@ -104,6 +104,6 @@ impl SignerHandlers {
             .handle::<CreateWallet, _>(self.clone())?
             .handle::<SignAuthorization, _>(self.clone())?
             .handle::<SignNetTransfer, _>(self.clone())?
-            .handle::<Relayers, _>(self)
+            .answer::<Relayers, _>(self)
     }
 }
