@@ -36,8 +36,16 @@ build: ## Build everything (debug)
 
 test: setup lint validate-deploy test-rust fuzz-ci api-fuzz ## Everything CI checks: setup, lint, every test, a short fuzz run, the API fuzz run
 
-test-rust: ## Run the Rust tests (unit, property, golden vectors, chain, contract artifacts)
-	$(CARGO) test --workspace --no-fail-fast
+TEST_THREADS ?= 4
+
+test-rust: ## Run the Rust tests (unit, property, golden vectors, chain, contract artifacts): cargo nextest, TEST_THREADS (4) tests at a time across all test binaries, then the doc tests
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+	  $(CARGO) nextest run --workspace --no-fail-fast --test-threads $(TEST_THREADS); \
+	else \
+	  echo "cargo-nextest is not installed: running the tests with cargo test, one test binary at a time (slower)"; \
+	  $(CARGO) test --workspace --no-fail-fast --lib --bins --tests -- --test-threads $(TEST_THREADS); \
+	fi
+	$(CARGO) test --workspace --doc
 
 FUZZ_SECONDS ?= 60
 FUZZ_CI_SECONDS ?= 15

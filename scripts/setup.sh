@@ -12,6 +12,7 @@ cd "$(dirname "$0")/.."
 PG_PORT="${AWX_PG_PORT:-5432}"
 REDIS_PORT="${AWX_REDIS_PORT:-6379}"
 PG_MAJOR_MIN=15
+PG_CONNECTIONS_MIN=400
 REDIS_MAJOR_MIN=7
 
 log() { printf 'setup: %s\n' "$*" >&2; }
@@ -83,6 +84,19 @@ if ! PGPASSWORD=postgres psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres
 fi
 pg_version="$(PGPASSWORD=postgres psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -Atqc 'show server_version_num')"
 [ "$pg_version" -ge $((PG_MAJOR_MIN * 10000)) ] || die "Postgres on port $PG_PORT is version $pg_version, need $PG_MAJOR_MIN+"
+# The test suite runs several whole platforms at once (each service with its pools), which needs
+# more than Postgres's default 100 connections: raise the limit once (ALTER SYSTEM) and restart.
+pg_sql() { PGPASSWORD=postgres psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -Atqc "$1"; }
+if [ "$(pg_sql 'show max_connections')" -lt "$PG_CONNECTIONS_MIN" ]; then
+  cluster="$(pg_lsclusters -h 2>/dev/null | awk -v port="$PG_PORT" '$3 == port {print $1" "$2; exit}')"
+  [ -n "$cluster" ] || die "Postgres on port $PG_PORT allows $(pg_sql 'show max_connections') connections, the tests need $PG_CONNECTIONS_MIN, and it is not a cluster pg_ctlcluster can restart: raise max_connections by hand"
+  log "raising Postgres max_connections to $PG_CONNECTIONS_MIN (restarts Postgres $cluster)"
+  pg_sql "ALTER SYSTEM SET max_connections = $PG_CONNECTIONS_MIN" >/dev/null
+  # shellcheck disable=SC2086 # the version and the cluster's name are two arguments
+  as_root pg_ctlcluster --skip-systemctl-redirect $cluster restart
+  for _ in $(seq 1 60); do pg_up && break; sleep 0.5; done
+  pg_up || die "Postgres did not come back on 127.0.0.1:$PG_PORT after the restart"
+fi
 
 # ---------------------------------------------------------------- Redis
 redis_up() { command -v redis-cli >/dev/null 2>&1 && [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = "PONG" ]; }

@@ -8,13 +8,12 @@ use std::sync::{Arc, Mutex};
 use awx_api::deposits::{DepositList, DepositView, ListDeposits};
 use awx_api::ledger::{Asset, DepositSource, LineKind, Statement, StatementLine, StatementReply};
 use awx_api::policy::{AgentView, GetAgent, PolicyView};
-use awx_bus::{CommandHandler, CommandMeta, HandlerError};
+use awx_bus::{CommandMeta, HandlerError, QueryHandler};
 use awx_gateway::auth::key::Scope;
 use awx_service_kit::shutdown::Shutdown;
 use awx_types::{AccountId, AgentId, Amount, LedgerId};
 use awx_x402::{Address, B256};
 use serde_json::{Value, json};
-use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::helpers::{Backing, TestApp, error_code, serve};
@@ -33,10 +32,10 @@ struct FakePolicy {
     owner: AccountId,
 }
 
-impl CommandHandler<GetAgent> for FakePolicy {
+impl QueryHandler<GetAgent> for FakePolicy {
     async fn handle(
         &self,
-        _tx: &mut PgConnection,
+        _pool: &sqlx::PgPool,
         command: GetAgent,
         _meta: CommandMeta,
     ) -> Result<AgentView, HandlerError> {
@@ -55,10 +54,10 @@ struct FakeSettlement {
     asked: Arc<Mutex<Vec<ListDeposits>>>,
 }
 
-impl CommandHandler<ListDeposits> for FakeSettlement {
+impl QueryHandler<ListDeposits> for FakeSettlement {
     async fn handle(
         &self,
-        _tx: &mut PgConnection,
+        _pool: &sqlx::PgPool,
         command: ListDeposits,
         _meta: CommandMeta,
     ) -> Result<DepositList, HandlerError> {
@@ -76,10 +75,10 @@ struct FakeLedger {
     kind: LineKind,
 }
 
-impl CommandHandler<Statement> for FakeLedger {
+impl QueryHandler<Statement> for FakeLedger {
     async fn handle(
         &self,
-        _tx: &mut PgConnection,
+        _pool: &sqlx::PgPool,
         _command: Statement,
         _meta: CommandMeta,
     ) -> Result<StatementReply, HandlerError> {
@@ -192,12 +191,12 @@ impl World {
         let asked = Arc::new(Mutex::new(Vec::new()));
         let fakes = vec![
             serve(&backing, "policy", awx_api::policy::FAMILY, |server| {
-                server.handle::<GetAgent, _>(FakePolicy { agent: view, owner }).unwrap()
+                server.answer::<GetAgent, _>(FakePolicy { agent: view, owner }).unwrap()
             })
             .await,
             serve(&backing, "settlement", awx_api::facilitator::FAMILY, |server| {
                 server
-                    .handle::<ListDeposits, _>(FakeSettlement {
+                    .answer::<ListDeposits, _>(FakeSettlement {
                         deposits: deposits(),
                         asked: asked.clone(),
                     })
@@ -205,7 +204,7 @@ impl World {
             })
             .await,
             serve(&backing, "ledger", awx_api::ledger::FAMILY, |server| {
-                server.handle::<Statement, _>(FakeLedger { kind }).unwrap()
+                server.answer::<Statement, _>(FakeLedger { kind }).unwrap()
             })
             .await,
         ];

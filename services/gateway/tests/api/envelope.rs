@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use awx_api::facilitator::{Settle, Verify};
-use awx_bus::{CommandHandler, CommandMeta, HandlerError};
+use awx_bus::{CommandHandler, CommandMeta, HandlerError, QueryHandler};
 use awx_gateway::auth::key::Scope;
 use awx_x402::{SettleResponse, VerifyResponse};
 use axum::Router;
@@ -246,10 +246,10 @@ struct FakeSettlement {
     asked: Arc<Mutex<Vec<&'static str>>>,
 }
 
-impl CommandHandler<Verify> for FakeSettlement {
+impl QueryHandler<Verify> for FakeSettlement {
     async fn handle(
         &self,
-        _tx: &mut PgConnection,
+        _pool: &sqlx::PgPool,
         _command: Verify,
         _meta: CommandMeta,
     ) -> Result<VerifyResponse, HandlerError> {
@@ -363,7 +363,7 @@ async fn a_key_twice_in_a_facilitator_body_is_refused_and_nothing_is_settled() {
     let fake = FakeSettlement::default();
     let handler = fake.clone();
     let _settlement = serve(&backing, "settlement", awx_api::facilitator::FAMILY, move |server| {
-        server.handle::<Verify, _>(handler.clone()).unwrap().handle::<Settle, _>(handler).unwrap()
+        server.answer::<Verify, _>(handler.clone()).unwrap().handle::<Settle, _>(handler).unwrap()
     })
     .await;
     let (_, admin) = app.account("acme").await;

@@ -13,7 +13,7 @@ use awx_api::policy::{
 use awx_api::withdrawals::{
     GetWithdrawal, ListWithdrawals, RequestWithdrawal, WithdrawalList, WithdrawalView,
 };
-use awx_bus::{CommandHandler, CommandMeta, HandlerError};
+use awx_bus::{CommandHandler, CommandMeta, HandlerError, QueryHandler};
 use awx_gateway::auth::key::Scope;
 use awx_service_kit::shutdown::Shutdown;
 use awx_types::{AccountId, AgentId, Amount, LedgerId};
@@ -62,10 +62,10 @@ struct FakePolicy {
     owner: AccountId,
 }
 
-impl CommandHandler<GetAgent> for FakePolicy {
+impl QueryHandler<GetAgent> for FakePolicy {
     async fn handle(
         &self,
-        _tx: &mut PgConnection,
+        _pool: &sqlx::PgPool,
         command: GetAgent,
         _meta: CommandMeta,
     ) -> Result<AgentView, HandlerError> {
@@ -79,10 +79,10 @@ impl CommandHandler<GetAgent> for FakePolicy {
 
 struct FakeAllowList(Arc<Shared>);
 
-impl CommandHandler<GetWithdrawalAddresses> for FakeAllowList {
+impl QueryHandler<GetWithdrawalAddresses> for FakeAllowList {
     async fn handle(
         &self,
-        _tx: &mut PgConnection,
+        _pool: &sqlx::PgPool,
         _command: GetWithdrawalAddresses,
         _meta: CommandMeta,
     ) -> Result<WithdrawalAddresses, HandlerError> {
@@ -171,10 +171,10 @@ impl CommandHandler<RequestWithdrawal> for FakeSettlement {
     }
 }
 
-impl CommandHandler<ListWithdrawals> for FakeSettlement {
+impl QueryHandler<ListWithdrawals> for FakeSettlement {
     async fn handle(
         &self,
-        _tx: &mut PgConnection,
+        _pool: &sqlx::PgPool,
         command: ListWithdrawals,
         _meta: CommandMeta,
     ) -> Result<WithdrawalList, HandlerError> {
@@ -198,10 +198,10 @@ impl CommandHandler<ListWithdrawals> for FakeSettlement {
     }
 }
 
-impl CommandHandler<GetWithdrawal> for FakeSettlement {
+impl QueryHandler<GetWithdrawal> for FakeSettlement {
     async fn handle(
         &self,
-        _tx: &mut PgConnection,
+        _pool: &sqlx::PgPool,
         command: GetWithdrawal,
         _meta: CommandMeta,
     ) -> Result<Option<WithdrawalView>, HandlerError> {
@@ -264,9 +264,9 @@ impl World {
         let fakes = vec![
             serve(&backing, "policy", awx_api::policy::FAMILY, |server| {
                 server
-                    .handle::<GetAgent, _>(FakePolicy { agent: view, owner })
+                    .answer::<GetAgent, _>(FakePolicy { agent: view, owner })
                     .unwrap()
-                    .handle::<GetWithdrawalAddresses, _>(FakeAllowList(shared.clone()))
+                    .answer::<GetWithdrawalAddresses, _>(FakeAllowList(shared.clone()))
                     .unwrap()
                     .handle::<SetWithdrawalAddresses, _>(FakeSetAllowList(shared.clone()))
                     .unwrap()
@@ -276,9 +276,9 @@ impl World {
                 server
                     .handle::<RequestWithdrawal, _>(FakeSettlement(shared.clone()))
                     .unwrap()
-                    .handle::<ListWithdrawals, _>(FakeSettlement(shared.clone()))
+                    .answer::<ListWithdrawals, _>(FakeSettlement(shared.clone()))
                     .unwrap()
-                    .handle::<GetWithdrawal, _>(FakeSettlement(shared.clone()))
+                    .answer::<GetWithdrawal, _>(FakeSettlement(shared.clone()))
                     .unwrap()
             })
             .await,
