@@ -18,7 +18,7 @@ STATE="$(mktemp -d /tmp/awx-bench-pay.XXXXXX)"
 
 scripts/setup.sh
 cargo build --release --quiet -p awx-cli
-scripts/pgbench-reference.sh "$SECONDS_EACH"
+scripts/pgbench-reference.sh "$SECONDS_EACH" 3leg
 
 cat >"$STATE/gateway.toml" <<'TOML'
 [rate_limits]
@@ -47,6 +47,7 @@ done
 echo "== /x402/pay ($WORKERS workers, ${SECONDS_EACH}s per phase)"
 target/release/awx payments bench --gateway "http://127.0.0.1:$PORT" --state-file "$STATE/devchain.json" \
   --target "http://127.0.0.1:$DEMO_PORT/v1/weather" --workers "$WORKERS" --seconds "$SECONDS_EACH" \
-  --sequential "$SEQUENTIAL"
+  --sequential "$SEQUENTIAL" --platform-pid "$DEV" \
+  --database-url "postgres://postgres:postgres@127.0.0.1:5432/awx_bench_pay"
 echo "== ledger check after the run"
 AWX_DATABASE_URL="postgres://postgres:postgres@127.0.0.1:5432/awx_bench_pay" target/release/awx ledger check

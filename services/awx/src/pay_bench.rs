@@ -1,7 +1,10 @@
 //! `awx payments bench`: `/x402/pay` measured through the gateway of a running `awx dev` (see
 //! `scripts/bench-pay.sh` and docs/benchmarks.md), against the demo paid API on loopback.
 //!
-//! Each worker has its own agent (open policy, funded from the faucet). Three phases:
+//! Each worker has its own agent (open policy, funded from the faucet). With `--platform-pid`
+//! and `--database-url`, each concurrent phase also prints its cost per payment
+//! ([`crate::bench_cost`]: CPU per process group, the demo provider's included in the platform's;
+//! Postgres transactions and rows written). Three phases:
 //! - one payment at a time (latency of `/x402/pay`: the challenge fetched from the provider, the
 //!   policy decided and reserved, the hold placed, the decision token minted and checked, the
 //!   authorization signed);
@@ -40,6 +43,13 @@ pub(crate) struct BenchArgs {
     /// Payments measured one at a time.
     #[arg(long, default_value_t = 100)]
     sequential: usize,
+    /// The platform's process, whose CPU is counted (with `--database-url`).
+    #[arg(long)]
+    platform_pid: Option<u32>,
+    /// The platform's database, whose transactions and writes are counted (with
+    /// `--platform-pid`).
+    #[arg(long)]
+    database_url: Option<String>,
 }
 
 struct Bench {
@@ -151,9 +161,26 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         samples.push(bench.pay(&agents[index % agents.len()]).await?.1);
     }
     say(&summary("pay (one at a time)", samples, started.elapsed()))?;
-    let (samples, wall) = concurrent(&bench, &agents, args.seconds, false).await?;
-    say(&summary("pay (concurrent)", samples, wall))?;
-    let (samples, wall) = concurrent(&bench, &agents, args.seconds, true).await?;
-    say(&summary("pay + retry with settle (concurrent)", samples, wall))?;
+    let cost = match (args.platform_pid, &args.database_url) {
+        (Some(pid), Some(url)) => Some(crate::bench_cost::Cost::new(pid, url.clone())?),
+        _ => None,
+    };
+    for (label, retry) in
+        [("pay (concurrent)", false), ("pay + retry with settle (concurrent)", true)]
+    {
+        let before = match &cost {
+            Some(cost) => Some(cost.settle().await?),
+            None => None,
+        };
+        let (samples, wall) = concurrent(&bench, &agents, args.seconds, retry).await?;
+        let count = samples.len();
+        say(&summary(label, samples, wall))?;
+        if let (Some(cost), Some(before)) = (&cost, before) {
+            let after = cost.settle().await?;
+            for line in cost.report(label, &before, &after, count) {
+                say(&line)?;
+            }
+        }
+    }
     Ok(())
 }
