@@ -72,8 +72,9 @@ lint: ## cargo fmt --check and clippy with warnings as errors
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-openapi: ## Regenerate openapi/openapi.json from the gateway's handlers (a test fails when it drifts)
+openapi: ## Regenerate openapi/openapi.json from the gateway's handlers, and the SDKs' types from it (tests fail when either drifts)
 	$(CARGO) run --quiet -p awx-cli --bin awx -- openapi > openapi/openapi.json
+	python3 sdk/python/tools/gen_types.py
 
 contracts: ## Recompile contracts/src into contracts/out with the pinned solc
 	node contracts/compile.js
