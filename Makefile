@@ -75,6 +75,7 @@ fmt: ## Format the code
 openapi: ## Regenerate openapi/openapi.json from the gateway's handlers, and the SDKs' types from it (tests fail when either drifts)
 	$(CARGO) run --quiet -p awx-cli --bin awx -- openapi > openapi/openapi.json
 	python3 sdk/python/tools/gen_types.py
+	node sdk/typescript/tools/gen-types.mjs
 
 contracts: ## Recompile contracts/src into contracts/out with the pinned solc
 	node contracts/compile.js

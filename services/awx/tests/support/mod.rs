@@ -5,6 +5,7 @@
 
 pub(crate) mod child;
 pub(crate) mod interop;
+pub(crate) mod sdk;
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
