@@ -26,11 +26,13 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::{PgConnection, PgPool};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::bus::{Bus, now_unix_ms};
+use crate::group::{Committer, Job, Settled};
 use crate::handler::{HandlerError, catch_panic};
 use crate::inbox::Inbox;
 use crate::names::{Keys, check_name};
@@ -161,7 +163,7 @@ pub(crate) enum Called {
     Unusable(String),
 }
 
-trait ErasedHandler: Send + Sync {
+pub(crate) trait ErasedHandler: Send + Sync {
     fn name(&self) -> &'static str;
     fn call<'a>(
         &'a self,
@@ -216,17 +218,18 @@ pub struct CommandServer {
     handlers: HashMap<&'static str, Registered>,
 }
 
-/// A registered handler: of a state change, or of a query.
+/// A registered handler: of a state change (alone, or in group commits), or of a query.
 #[derive(Clone)]
 enum Registered {
     Change(Arc<dyn ErasedHandler>),
+    Grouped(Arc<dyn ErasedHandler>),
     Query(Arc<dyn ErasedQuery>),
 }
 
 impl Registered {
     fn name(&self) -> &'static str {
         match self {
-            Self::Change(handler) => handler.name(),
+            Self::Change(handler) | Self::Grouped(handler) => handler.name(),
             Self::Query(handler) => handler.name(),
         }
     }
@@ -257,6 +260,19 @@ impl CommandServer {
         self.register::<C>(Kind::Change, Registered::Change(Arc::new(typed)))
     }
 
+    /// Registers the handler of the state change `C` to run in group commits ([`Kind::Change`];
+    /// see the crate docs): under load, the commands of this kind waiting at the same time share
+    /// one transaction, each in a savepoint of its own, and are answered after it commits; alone,
+    /// a command goes at once. For handlers that only work on the transaction they are given:
+    /// no calls to other services (they run one after another).
+    pub fn handle_grouped<C: Command, H: CommandHandler<C>>(
+        self,
+        handler: H,
+    ) -> Result<Self, BusError> {
+        let typed = Typed::<C, H> { handler, _command: PhantomData };
+        self.register::<C>(Kind::Change, Registered::Grouped(Arc::new(typed)))
+    }
+
     /// Registers the handler of the query `C` (of this server's family, registered once;
     /// [`Kind::Query`]).
     pub fn answer<C: Command, H: QueryHandler<C>>(self, handler: H) -> Result<Self, BusError> {
@@ -265,6 +281,7 @@ impl CommandServer {
     }
 
     fn register<C: Command>(mut self, kind: Kind, handler: Registered) -> Result<Self, BusError> {
+        debug_assert_eq!(kind == Kind::Query, matches!(handler, Registered::Query(_)));
         check_name("command name", C::NAME)?;
         if C::FAMILY != self.family {
             return Err(BusError::Config(format!(
@@ -298,18 +315,42 @@ impl CommandServer {
                 self.family
             )));
         }
+        let group = self.bus.config().service.clone();
+        let inbox = Inbox::new(self.bus.schema());
+        let grouped = self.handlers.values().any(|h| matches!(h, Registered::Grouped(_)));
+        let (jobs, committer) = if grouped {
+            let (jobs, receiver) = mpsc::unbounded_channel();
+            let committer = Committer {
+                pool: self.pool.clone(),
+                inbox: inbox.clone(),
+                group: group.clone(),
+                family: self.family.clone(),
+                max_batch: self.bus.tuning().group_commit_max,
+            };
+            (Some(jobs), Some(committer.run(receiver)))
+        } else {
+            (None, None)
+        };
         let processor = CommandProcessor {
             bus: self.bus.clone(),
             pool: self.pool,
-            group: self.bus.config().service.clone(),
-            inbox: Inbox::new(self.bus.schema()),
+            group,
+            inbox,
             reply_prefix: self.bus.keys().reply_stream_start(),
             family: self.family.clone(),
             handlers: self.handlers,
+            jobs,
         };
-        StreamWorker::new(&self.bus, Keys::command_stream_name(&self.family), processor)
-            .run(cancel)
-            .await
+        let worker =
+            StreamWorker::new(&self.bus, Keys::command_stream_name(&self.family), processor)
+                .run(cancel);
+        // The committer lives in this future, so a server killed where it stands takes its
+        // batch in progress with it (rolled back), as it would a command alone. It ends when
+        // the worker, which holds the only sender, has finished.
+        match committer {
+            Some(committer) => tokio::join!(worker, committer).0,
+            None => worker.await,
+        }
     }
 }
 
@@ -321,6 +362,8 @@ struct CommandProcessor {
     inbox: Inbox,
     reply_prefix: String,
     handlers: HashMap<&'static str, Registered>,
+    /// The committer's queue, when some handler is grouped.
+    jobs: Option<mpsc::UnboundedSender<Job>>,
 }
 
 impl Processor for CommandProcessor {
@@ -357,6 +400,11 @@ impl Processor for CommandProcessor {
             Registered::Change(handler) => {
                 self.execute(&**handler, &envelope, delivery.count).instrument(span.clone()).await
             }
+            Registered::Grouped(handler) => {
+                self.grouped(handler, envelope, delivery.count, &span)
+                    .instrument(span.clone())
+                    .await
+            }
             Registered::Query(handler) => {
                 self.answer(&**handler, &envelope, delivery.count).instrument(span.clone()).await
             }
@@ -383,6 +431,33 @@ impl Processor for CommandProcessor {
 }
 
 impl CommandProcessor {
+    /// A grouped state change: handed to the committer, answered once its batch commits (or
+    /// run alone when the batch could not apply it).
+    async fn grouped(
+        &self,
+        handler: &Arc<dyn ErasedHandler>,
+        envelope: CommandEnvelope,
+        delivery: u64,
+        span: &tracing::Span,
+    ) -> (Disposition, &'static str) {
+        let envelope = Arc::new(envelope);
+        let (done, settled) = oneshot::channel();
+        let job = Job {
+            handler: Arc::clone(handler),
+            envelope: Arc::clone(&envelope),
+            delivery,
+            span: span.clone(),
+            done,
+        };
+        let queued = self.jobs.as_ref().is_some_and(|jobs| jobs.send(job).is_ok());
+        let settled = if queued { settled.await.unwrap_or(Settled::Alone) } else { Settled::Alone };
+        match settled {
+            Settled::Answer(body, outcome) => (self.reply_then_ack(&envelope, body).await, outcome),
+            Settled::Disposition(disposition, outcome) => (disposition, outcome),
+            Settled::Alone => self.execute(&**handler, &envelope, delivery).await,
+        }
+    }
+
     /// A query: no transaction, no inbox row; the handler's answer (or rejection) is sent and
     /// the message acknowledged. Past the deadline it is not asked; a transient failure is
     /// redelivered like a command's.
@@ -539,7 +614,7 @@ impl CommandProcessor {
 }
 
 /// The time until `deadline_ms`, or `None` if it has passed.
-fn time_left(deadline_ms: u64) -> Option<Duration> {
+pub(crate) fn time_left(deadline_ms: u64) -> Option<Duration> {
     let now = now_unix_ms();
     (deadline_ms > now).then(|| Duration::from_millis(deadline_ms.saturating_sub(now)))
 }

@@ -60,6 +60,10 @@ pub struct BusConfig {
     pub max_deliveries: u32,
     /// Messages one server or consumer (per stream) handles at once.
     pub handler_concurrency: usize,
+    /// The most commands of a server's grouped kinds
+    /// ([`CommandServer::handle_grouped`](crate::CommandServer::handle_grouped)) applied in one
+    /// Postgres transaction (group commit).
+    pub group_commit_max: usize,
     /// How long a caller waits past a command's deadline for the server's answer, covering the
     /// commit that may finish just after it.
     pub reply_grace_ms: u64,
@@ -100,6 +104,7 @@ impl Default for BusConfig {
             claim_idle_ms: 30_000,
             max_deliveries: 5,
             handler_concurrency: 16,
+            group_commit_max: 32,
             reply_grace_ms: 250,
             reply_stream_maxlen: 10_000,
             reply_ttl_seconds: 3_600,
@@ -143,6 +148,10 @@ impl BusConfig {
             (1..=1_024).contains(&self.handler_concurrency),
             "bus.handler_concurrency must be 1 to 1024",
         )?;
+        rule(
+            (1..=1_024).contains(&self.group_commit_max),
+            "bus.group_commit_max must be 1 to 1024",
+        )?;
         rule(self.reply_stream_maxlen >= 1, "bus.reply_stream_maxlen must be at least 1")?;
         rule(self.reply_ttl_seconds >= 1, "bus.reply_ttl_seconds must be at least 1")?;
         rule(self.stream_maxlen >= 1, "bus.stream_maxlen must be at least 1")?;
@@ -179,6 +188,7 @@ impl BusConfig {
                 .clamp(Duration::from_millis(10), Duration::from_secs(15)),
             max_deliveries: u64::from(self.max_deliveries),
             handler_concurrency: self.handler_concurrency,
+            group_commit_max: self.group_commit_max,
             reply_grace: Duration::from_millis(self.reply_grace_ms),
             reply_stream_maxlen: self.reply_stream_maxlen,
             reply_ttl_seconds: self.reply_ttl_seconds,
@@ -244,6 +254,7 @@ pub(crate) struct Tuning {
     pub(crate) claim_interval: Duration,
     pub(crate) max_deliveries: u64,
     pub(crate) handler_concurrency: usize,
+    pub(crate) group_commit_max: usize,
     pub(crate) reply_grace: Duration,
     pub(crate) reply_stream_maxlen: u64,
     pub(crate) reply_ttl_seconds: u64,

@@ -62,6 +62,20 @@
 //! name, or a payload that does not decode, is dead-lettered at once and the caller gets
 //! [`BusError::Failed`].
 //!
+//! ## Group commit
+//!
+//! A state change registered with [`CommandServer::handle_grouped`] (rather than
+//! [`CommandServer::handle`]) may share its transaction: the server's one committer takes the
+//! first such command waiting at once (alone, a command goes without delay), then every other
+//! one waiting at that moment, up to `group_commit_max` (default 32), and applies them one
+//! after another in one transaction, each in a savepoint of its own (inbox row, handler, stored
+//! reply), so one command's refusal or failure leaves the others alone. Each is answered and
+//! acknowledged only after that transaction commits. If the transaction cannot go on (a
+//! deadline passes, a savepoint or the commit fails), the commands still owed an answer each
+//! run alone as above, which replays the stored reply of anything that did commit. A grouped
+//! handler must only work on the transaction it is given (no calls to other services), since
+//! the commands of a batch run one after another. The guarantees are those of a command alone.
+//!
 //! # Redelivery and dead letters
 //!
 //! Messages pending longer than `claim_idle_ms` (default 30 s) are reclaimed (`XAUTOCLAIM`) by
@@ -117,6 +131,7 @@
 //! | `awx_bus_commands_sent_total` | `family`, `command`, `result` (`ok`, `rejected`, `timeout`, `failed`, `error`) |
 //! | `awx_bus_commands_handled_total` | `family`, `command`, `outcome` (`ok`, `rejected`, `replayed`, `expired`, `transient`, `failed`) |
 //! | `awx_bus_command_handle_seconds` | `family`, `command` (histogram, outcomes `ok` and `rejected`) |
+//! | `awx_bus_group_commit_commands` | `family` (histogram: commands per group-commit transaction) |
 //! | `awx_bus_events_published_total` | `topic` |
 //! | `awx_bus_events_handled_total` | `topic`, `group`, `outcome` (`ok`, `duplicate`, `transient`, `failed`) |
 //! | `awx_bus_dead_lettered_total` | `stream` (`cmd:{family}` or `evt:{topic}`), `group` |
@@ -162,6 +177,7 @@ mod command;
 mod config;
 mod connection;
 mod event;
+mod group;
 mod handler;
 mod inbox;
 mod names;

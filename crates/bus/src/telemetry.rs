@@ -28,6 +28,13 @@ pub(crate) fn command_duration(family: &str, command: &'static str, elapsed: Dur
         .record(elapsed.as_secs_f64());
 }
 
+pub(crate) fn group_commit_size(family: &str, commands: usize) {
+    // A batch holds at most 1,024 commands, exactly representable.
+    let commands = f64::from(u32::try_from(commands).unwrap_or(u32::MAX));
+    metrics::histogram!("awx_bus_group_commit_commands", "family" => family.to_owned())
+        .record(commands);
+}
+
 pub(crate) fn events_published(topic: &str, count: u64) {
     metrics::counter!("awx_bus_events_published_total", "topic" => topic.to_owned())
         .increment(count);

@@ -1,6 +1,9 @@
 //! The ledger's bus commands: each handler runs the operation in the bus's transaction (so the
 //! inbox row, the stored reply and the ledger's writes commit together) and maps failures to
 //! stable rejection codes; database trouble is transient, so the command is redelivered.
+//! Every state change is registered for group commit (`handle_grouped`: the commands waiting
+//! at the same time share one transaction, each in a savepoint), since none calls another
+//! service.
 
 use std::sync::Arc;
 
@@ -87,14 +90,14 @@ impl LedgerHandlers {
     /// A command server of the `ledger` family with every handler registered.
     pub fn server(self, bus: &awx_bus::Bus) -> Result<CommandServer, awx_bus::BusError> {
         CommandServer::new(bus, self.ledger.pool.clone(), awx_api::ledger::FAMILY)?
-            .handle::<Deposit, _>(self.clone())?
-            .handle::<ReverseDeposit, _>(self.clone())?
-            .handle::<Hold, _>(self.clone())?
-            .handle::<HoldWithdrawal, _>(self.clone())?
-            .handle::<Capture, _>(self.clone())?
-            .handle::<Void, _>(self.clone())?
-            .handle::<PayoutSettled, _>(self.clone())?
-            .handle::<FeesCollected, _>(self.clone())?
+            .handle_grouped::<Deposit, _>(self.clone())?
+            .handle_grouped::<ReverseDeposit, _>(self.clone())?
+            .handle_grouped::<Hold, _>(self.clone())?
+            .handle_grouped::<HoldWithdrawal, _>(self.clone())?
+            .handle_grouped::<Capture, _>(self.clone())?
+            .handle_grouped::<Void, _>(self.clone())?
+            .handle_grouped::<PayoutSettled, _>(self.clone())?
+            .handle_grouped::<FeesCollected, _>(self.clone())?
             .answer::<HoldStatus, _>(self.clone())?
             .answer::<Balances, _>(self.clone())?
             .answer::<Statement, _>(self.clone())?

@@ -16,7 +16,11 @@ use crate::{agents, pay, payments, sessions};
 
 /// Approves or rejects a payment in `pending_approval`; any other state is refused with
 /// `payment_state` and nothing changes.
-pub(crate) async fn decide(engine: &Engine, command: &Decide) -> Result<PaymentView, Failure> {
+pub(crate) async fn decide(
+    engine: &Engine,
+    bus_tx: &mut sqlx::PgConnection,
+    command: &Decide,
+) -> Result<PaymentView, Failure> {
     let mut tx = engine.pool.begin().await?;
     let mut payment = payments::owned(&mut tx, command.owner, command.ledger_id, true).await?;
     if payment.state != "pending_approval" {
@@ -86,7 +90,7 @@ pub(crate) async fn decide(engine: &Engine, command: &Decide) -> Result<PaymentV
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    pay::authorize(engine, payment.id).await
+    pay::authorize(engine, bus_tx, payment.id).await
 }
 
 /// One payment of the account.

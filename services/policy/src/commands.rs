@@ -42,6 +42,24 @@ macro_rules! handler {
     };
 }
 
+/// A state change whose work ends in the bus's transaction (`$tx`, committed with the stored
+/// reply).
+macro_rules! handler_in_tx {
+    ($command:ty, $reply:ty, |$engine:ident, $tx:ident, $c:ident| $body:expr) => {
+        impl CommandHandler<$command> for PolicyHandlers {
+            async fn handle(
+                &self,
+                $tx: &mut PgConnection,
+                $c: $command,
+                _meta: CommandMeta,
+            ) -> Result<$reply, HandlerError> {
+                let $engine = &*self.engine;
+                $body.await.map_err(HandlerError::from)
+            }
+        }
+    };
+}
+
 /// A query: answered outside the bus's inbox and transaction; it reads only.
 macro_rules! query {
     ($command:ty, $reply:ty, |$engine:ident, $c:ident| $body:expr) => {
@@ -81,13 +99,13 @@ handler!(RevokeSession, SessionView, |engine, command| sessions::revoke(
     command.owner,
     command.session_id
 ));
-handler!(Pay, PaymentView, |engine, command| pay::pay(engine, &command));
+handler_in_tx!(Pay, PaymentView, |engine, tx, command| pay::pay(engine, tx, &command));
 query!(GetPayment, PaymentView, |engine, command| approvals::get(
     engine,
     command.owner,
     command.ledger_id
 ));
-handler!(Decide, PaymentView, |engine, command| approvals::decide(engine, &command));
+handler_in_tx!(Decide, PaymentView, |engine, tx, command| approvals::decide(engine, tx, &command));
 handler!(OwnPayment, OwnPaymentReply, |engine, command| own::own_payment(engine, &command));
 query!(OwnVerify, OwnPaymentReply, |engine, query| own::own_verify(engine, &query));
 handler!(NetDecide, NetDecision, |engine, command| net::net_decide(engine, &command));

@@ -1,14 +1,21 @@
 //! The pay path: choose the offer, decide, reserve, hold, sign.
 //!
-//! 1. [`pay`] chooses the offer (the requested chain, else the session's, else the agent's
-//!    default; scheme `exact`; a token the registry knows), then in one transaction locks the
-//!    agent (which serialises its payments for the rolling 24 h limit), evaluates the policy,
-//!    locks the session and reserves its budget, and records the payment: `authorizing`, or
-//!    `pending_approval` above the approval threshold.
-//! 2. [`authorize`] has the ledger hold amount plus fee, fixes the authorization (nonce and
-//!    validity, stored before anything is signed, so a retry signs the same one), mints a
-//!    decision token binding it, and has the signer sign; then, under the payment's lock, marks
-//!    it `authorized` and moves its dollars from reserved to spent.
+//! 1. [`pay`] records the payment in one transaction: a payment already recorded (a retried
+//!    command) is resumed; otherwise it locks the agent (which serialises its payments for the
+//!    rolling 24 h limit), chooses the offer (the requested chain, else the session's, else the
+//!    agent's default; scheme `exact`; a token the registry knows), evaluates the policy, locks
+//!    the session and reserves its budget, and inserts the payment: `authorizing`, with its
+//!    authorization's nonce and validity fixed (stored before anything is signed, so a retry
+//!    signs the same one), or `pending_approval` above the approval threshold (fixed once
+//!    approved).
+//! 2. [`authorize`] has the ledger hold amount plus fee, mints a decision token binding the
+//!    authorization, and has the signer sign; then, in the bus's transaction of the command
+//!    (which commits with its stored reply), under the payment's lock, marks it `authorized`
+//!    and moves its dollars from reserved to spent.
+//!
+//! So a payment paid at once is two transactions of the policy service's (the record, and the
+//! bus's with the outcome) and two bus round trips (the ledger's hold and the signer's
+//! signature, each applied in group commits there).
 //!
 //! Every failure after the reservation releases it, and releases the hold if one was asked for
 //! ([`fail`]); a payment stuck in `authorizing` is released by the sweeper. Everything is
@@ -24,6 +31,7 @@ use awx_x402::{
     Address, B256, Bytes, Eip3009Authorization, Eip3009Payload, ExactEvmPayload, PaymentPayload,
     PaymentRequired, PaymentRequirements, TokenDomain, U256,
 };
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::engine::{Engine, now_unix};
@@ -149,25 +157,32 @@ fn denied(denial: awx_policy_core::Denial) -> Failure {
     Failure::reject(denial.rule.as_str(), denial.message)
 }
 
-/// Pays a challenge (or resumes the payment, when the command is retried).
-pub(crate) async fn pay(engine: &Engine, command: &Pay) -> Result<PaymentView, Failure> {
+/// Pays a challenge (or resumes the payment, when the command is retried). `bus_tx` is the
+/// bus's transaction of the command (its inbox row): the payment becomes `authorized` in it.
+pub(crate) async fn pay(
+    engine: &Engine,
+    bus_tx: &mut PgConnection,
+    command: &Pay,
+) -> Result<PaymentView, Failure> {
     let id = command.payment_id.as_uuid();
     let owner = command.owner;
-    {
-        let mut conn = engine.pool.acquire().await?;
-        if let Some(existing) = payments::load(&mut conn, id, false).await? {
-            drop(conn);
-            return resume(engine, owner, existing).await;
-        }
-    }
     let url = awx_policy_core::parse_target(&command.target_url)
         .map_err(|error| Failure::invalid(format!("target_url: {error}")))?;
     let hops = redirect_hops(command)?;
-    let mut conn = engine.pool.acquire().await?;
-    let agent = agents::live(&mut conn, owner, command.agent_id, false).await?;
+
+    // One transaction records the payment: a payment already recorded (a retried command) is
+    // resumed; otherwise the agent is locked (which serialises its payments for the rolling
+    // 24 h limit), the policy evaluated, the session's budget reserved, and the payment
+    // inserted with its authorization's nonce and validity fixed.
+    let mut tx = engine.pool.begin().await?;
+    if let Some(existing) = payments::load(&mut tx, id, false).await? {
+        tx.rollback().await?;
+        return resume(engine, bus_tx, owner, existing).await;
+    }
+    let agent = agents::live(&mut tx, owner, command.agent_id, true).await?;
     let session = match command.session_id {
         Some(session_id) => {
-            let session = sessions::load(&mut conn, owner, session_id, false).await?;
+            let session = sessions::load(&mut tx, owner, session_id, true).await?;
             if session.agent_id != agent.id {
                 return Err(Failure::invalid(format!(
                     "session {session_id} belongs to another agent"
@@ -177,7 +192,6 @@ pub(crate) async fn pay(engine: &Engine, command: &Pay) -> Result<PaymentView, F
         }
         None => None,
     };
-    drop(conn);
     let chain = command
         .chain
         .clone()
@@ -191,9 +205,6 @@ pub(crate) async fn pay(engine: &Engine, command: &Pay) -> Result<PaymentView, F
         amount: chosen.amount_usd,
     };
     let now = now_unix();
-
-    let mut tx = engine.pool.begin().await?;
-    let agent = agents::live(&mut tx, owner, command.agent_id, true).await?;
     let rules = agent.rules(engine.settings.url_patterns_max)?;
     // The rolling 24 h sum is read only when a daily limit applies (it grows with the agent's
     // payment count).
@@ -212,8 +223,7 @@ pub(crate) async fn pay(engine: &Engine, command: &Pay) -> Result<PaymentView, F
             Decision::Deny(denial) => return Err(denied(denial)),
         }
     }
-    if let Some(session_id) = command.session_id {
-        let mut session = sessions::load(&mut tx, owner, session_id, true).await?;
+    if let Some(mut session) = session {
         for url in std::iter::once(&url).chain(&hops) {
             session.rules.check(&PaymentRequest { url, ..request }, now).map_err(denied)?;
         }
@@ -225,12 +235,20 @@ pub(crate) async fn pay(engine: &Engine, command: &Pay) -> Result<PaymentView, F
     } else {
         ("authorizing", engine.settings.authorizing_timeout_seconds)
     };
+    let max_timeout_seconds = chosen.offer.max_timeout_seconds.min(VALIDITY_SECONDS_MAX);
+    // Paid now: the authorization is fixed before anything is signed, so a retry signs the same
+    // one. Waiting for approval: fixed once approved (see `authorize`).
+    let fixed = (!approval).then(|| {
+        let (valid_after, valid_before) = validity(engine, now, max_timeout_seconds);
+        (B256::random(), valid_after, valid_before)
+    });
     let inserted = sqlx::query(
         "INSERT INTO policy.payments (id, owner, agent_id, session_id, state, target_url, x402_version,
            network, chain_id, token, token_symbol, token_decimals, token_name, token_version, payer,
-           pay_to, amount, amount_usd, offer, resource, max_timeout_seconds, deadline)
+           pay_to, amount, amount_usd, offer, resource, max_timeout_seconds, deadline, nonce,
+           valid_after, valid_before)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17::numeric,
-           $18::numeric, $19, $20, $21, now() + make_interval(secs => $22))
+           $18::numeric, $19, $20, $21, now() + make_interval(secs => $22), $23, $24, $25)
          ON CONFLICT (id) DO NOTHING",
     )
     .bind(id)
@@ -253,8 +271,11 @@ pub(crate) async fn pay(engine: &Engine, command: &Pay) -> Result<PaymentView, F
     .bind(awx_policy_core::format_usd(chosen.amount_usd))
     .bind(serde_json::to_value(&chosen.offer).map_err(Failure::internal)?)
     .bind(serde_json::to_value(&command.challenge.resource).map_err(Failure::internal)?)
-    .bind(i64::try_from(chosen.offer.max_timeout_seconds.min(VALIDITY_SECONDS_MAX)).map_err(Failure::internal)?)
+    .bind(i64::try_from(max_timeout_seconds).map_err(Failure::internal)?)
     .bind(i64::try_from(deadline_seconds).map_err(Failure::internal)?)
+    .bind(fixed.map(|(nonce, _, _)| nonce.to_vec()))
+    .bind(fixed.map(|(_, valid_after, _)| valid_after))
+    .bind(fixed.map(|(_, _, valid_before)| valid_before))
     .execute(&mut *tx)
     .await?
     .rows_affected();
@@ -266,8 +287,11 @@ pub(crate) async fn pay(engine: &Engine, command: &Pay) -> Result<PaymentView, F
             .await?
             .ok_or_else(|| Failure::internal("a payment vanished"))?;
         drop(conn);
-        return resume(engine, owner, existing).await;
+        return resume(engine, bus_tx, owner, existing).await;
     }
+    let payment = payments::load(&mut tx, id, false)
+        .await?
+        .ok_or_else(|| Failure::internal("no such payment"))?;
     tx.commit().await?;
     if approval {
         quote_fee(engine, id, owner).await;
@@ -275,12 +299,23 @@ pub(crate) async fn pay(engine: &Engine, command: &Pay) -> Result<PaymentView, F
         let payment = payments::owned(&mut conn, owner, LedgerId::from_uuid(id), false).await?;
         return Ok(payment.view());
     }
-    authorize(engine, id).await
+    authorize_payment(engine, bus_tx, payment).await
+}
+
+/// `validAfter` (now less the allowed clock skew) and `validBefore` of an authorization fixed
+/// at `now`, valid for `max_timeout_seconds`.
+fn validity(engine: &Engine, now: i64, max_timeout_seconds: u64) -> (i64, i64) {
+    let valid_before = now.saturating_add(i64::try_from(max_timeout_seconds).unwrap_or(i64::MAX));
+    let valid_after = now
+        .saturating_sub(i64::try_from(engine.settings.valid_after_skew_seconds).unwrap_or(0))
+        .max(0);
+    (valid_after, valid_before)
 }
 
 /// A retried command: carry on from the stored state.
 async fn resume(
     engine: &Engine,
+    bus_tx: &mut PgConnection,
     owner: AccountId,
     payment: Payment,
 ) -> Result<PaymentView, Failure> {
@@ -288,7 +323,7 @@ async fn resume(
         return Err(Failure::reject(codes::CONFLICT, "the payment id belongs to another account"));
     }
     if payment.state == "authorizing" {
-        return authorize(engine, payment.id).await;
+        return authorize_payment(engine, bus_tx, payment).await;
     }
     answer(payment)
 }
@@ -328,13 +363,31 @@ fn lower(address: Address) -> String {
     address.to_string().to_lowercase()
 }
 
-/// Holds and signs a payment in `authorizing`.
-pub(crate) async fn authorize(engine: &Engine, id: Uuid) -> Result<PaymentView, Failure> {
+/// Holds and signs the payment `id` if it is `authorizing`; see [`authorize_payment`].
+pub(crate) async fn authorize(
+    engine: &Engine,
+    bus_tx: &mut PgConnection,
+    id: Uuid,
+) -> Result<PaymentView, Failure> {
     let mut conn = engine.pool.acquire().await?;
     let payment = payments::load(&mut conn, id, false)
         .await?
         .ok_or_else(|| Failure::internal("no such payment"))?;
     drop(conn);
+    authorize_payment(engine, bus_tx, payment).await
+}
+
+/// Holds and signs `payment` if it is `authorizing`: the ledger holds amount plus fee, the
+/// authorization is fixed (if it is not yet), a decision token binding it is minted and the
+/// signer signs; then, in `bus_tx` (the bus's transaction of the command, which commits with
+/// the stored reply), under the payment's lock, it becomes `authorized` and its dollars move
+/// from reserved to spent.
+async fn authorize_payment(
+    engine: &Engine,
+    bus_tx: &mut PgConnection,
+    payment: Payment,
+) -> Result<PaymentView, Failure> {
+    let id = payment.id;
     if payment.state != "authorizing" {
         return Ok(payment.view());
     }
@@ -361,27 +414,33 @@ pub(crate) async fn authorize(engine: &Engine, id: Uuid) -> Result<PaymentView, 
         Err(error) => return fail(engine, id, &Upstream::from(error), Stage::Hold).await,
     };
 
-    // Fix the authorization before anything is signed; a retry keeps the first one.
+    // Fix the authorization before anything is signed (a payment paid at once has it from its
+    // insert; an approved one gets it now); a retry keeps the first one.
     let now = now_unix();
-    let valid_before =
-        now.saturating_add(i64::try_from(payment.max_timeout_seconds).unwrap_or(i64::MAX));
-    let valid_after = now
-        .saturating_sub(i64::try_from(engine.settings.valid_after_skew_seconds).unwrap_or(0))
-        .max(0);
-    let fixed: (Vec<u8>, i64, i64) = sqlx::query_as(
-        "UPDATE policy.payments SET fee = $2::numeric, fee_rate = $3::numeric,
-           nonce = coalesce(nonce, $4), valid_after = coalesce(valid_after, $5),
-           valid_before = coalesce(valid_before, $6), updated_at = now()
-         WHERE id = $1 RETURNING nonce, valid_after, valid_before",
-    )
-    .bind(id)
-    .bind(held.fee.to_string())
-    .bind(held.fee_rate.to_string())
-    .bind(B256::random().as_slice())
-    .bind(valid_after)
-    .bind(valid_before)
-    .fetch_one(&engine.pool)
-    .await?;
+    let fixed: (Vec<u8>, i64, i64) =
+        match (payment.nonce, payment.valid_after, payment.valid_before) {
+            (Some(nonce), Some(valid_after), Some(valid_before)) => {
+                (nonce.to_vec(), valid_after, valid_before)
+            }
+            _ => {
+                let (valid_after, valid_before) =
+                    validity(engine, now, payment.max_timeout_seconds);
+                sqlx::query_as(
+                    "UPDATE policy.payments SET fee = $2::numeric, fee_rate = $3::numeric,
+                   nonce = coalesce(nonce, $4), valid_after = coalesce(valid_after, $5),
+                   valid_before = coalesce(valid_before, $6), updated_at = now()
+                 WHERE id = $1 RETURNING nonce, valid_after, valid_before",
+                )
+                .bind(id)
+                .bind(held.fee.to_string())
+                .bind(held.fee_rate.to_string())
+                .bind(B256::random().as_slice())
+                .bind(valid_after)
+                .bind(valid_before)
+                .fetch_one(&engine.pool)
+                .await?
+            }
+        };
     let nonce = B256::try_from(fixed.0.as_slice()).map_err(Failure::internal)?;
     let authorization = Eip3009Authorization {
         from: payment.payer,
@@ -424,37 +483,37 @@ pub(crate) async fn authorize(engine: &Engine, id: Uuid) -> Result<PaymentView, 
     };
     let header = payment_header(&payment, &authorization, &signed.signature)?;
 
-    let mut tx = engine.pool.begin().await?;
-    let mut payment = payments::load(&mut tx, id, true)
+    let mut payment = payments::load(bus_tx, id, true)
         .await?
         .ok_or_else(|| Failure::internal("no such payment"))?;
     if payment.state != "authorizing" {
         // The sweeper released it while we were signing: the signature is never shown.
-        tx.commit().await?;
         return answer(payment);
     }
     if let Some(session_id) = payment.session_id {
         let mut session =
-            sessions::load(&mut tx, owner, SessionId::from_uuid(session_id), true).await?;
+            sessions::load(bus_tx, owner, SessionId::from_uuid(session_id), true).await?;
         session
             .rules
             .commit(payment.amount_usd)
             .map_err(|error| Failure::internal(format!("session {session_id}: {error}")))?;
-        sessions::save_counters(&mut tx, &session).await?;
+        sessions::save_counters(bus_tx, &session).await?;
     }
     let expires =
         fixed.2.saturating_add(i64::try_from(engine.settings.expiry_grace_seconds).unwrap_or(0));
     sqlx::query(
         "UPDATE policy.payments SET state = 'authorized', signature = $2, payment_signature = $3,
-           deadline = to_timestamp($4), updated_at = now() WHERE id = $1",
+           deadline = to_timestamp($4), fee = $5::numeric, fee_rate = $6::numeric,
+           updated_at = now() WHERE id = $1",
     )
     .bind(id)
     .bind(signed.signature.as_ref())
     .bind(&header)
     .bind(expires)
-    .execute(&mut *tx)
+    .bind(held.fee.to_string())
+    .bind(held.fee_rate.to_string())
+    .execute(&mut *bus_tx)
     .await?;
-    tx.commit().await?;
     payment.state = "authorized".into();
     payment.fee = Some(held.fee);
     payment.fee_rate = Some(held.fee_rate);

@@ -1,7 +1,9 @@
 //! The signer's bus commands (family `signer`, types in `awx_api::signer`): each handler runs in
 //! the bus's transaction (so the signing log row, the inbox row and the stored reply commit
 //! together) and maps failures to stable rejection codes; backend and database trouble is
-//! transient, so the command is redelivered.
+//! transient, so the command is redelivered. Every state change is registered for group commit
+//! (`handle_grouped`: the commands waiting at the same time share one transaction, each in a
+//! savepoint), since none calls another service.
 
 use std::sync::Arc;
 
@@ -100,10 +102,10 @@ impl SignerHandlers {
         pool: PgPool,
     ) -> Result<CommandServer, awx_bus::BusError> {
         CommandServer::new(bus, pool, awx_api::signer::FAMILY)?
-            .handle::<SignTransaction, _>(self.clone())?
-            .handle::<CreateWallet, _>(self.clone())?
-            .handle::<SignAuthorization, _>(self.clone())?
-            .handle::<SignNetTransfer, _>(self.clone())?
+            .handle_grouped::<SignTransaction, _>(self.clone())?
+            .handle_grouped::<CreateWallet, _>(self.clone())?
+            .handle_grouped::<SignAuthorization, _>(self.clone())?
+            .handle_grouped::<SignNetTransfer, _>(self.clone())?
             .answer::<Relayers, _>(self)
     }
 }
