@@ -9,7 +9,7 @@ export CARGO_TERM_COLOR ?= never
 
 CARGO ?= cargo
 
-.PHONY: help setup run build test test-rust conformance lint fmt fuzz fuzz-ci api-fuzz openapi contracts contracts-check vectors bench-gateway bench-ledger bench-facilitator bench-pay bench-settlement bench-watcher clean validate-deploy run-services migrate
+.PHONY: help setup run build test test-rust conformance lint fmt fuzz fuzz-ci api-fuzz openapi contracts contracts-check vectors bench-gateway bench-ledger bench-facilitator bench-pay profile-pay bench-settlement bench-watcher clean validate-deploy run-services migrate
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -97,6 +97,9 @@ bench-facilitator: ## Benchmark the facilitator (verify, settle) through a relea
 
 bench-pay: ## Benchmark /x402/pay and paid requests through a release `awx dev`, beside pgbench
 	scripts/bench-pay.sh
+
+profile-pay: ## The pay benchmark profiled: Postgres statements and CPU per process and function per payment
+	scripts/profile-pay.sh
 
 bench-settlement: ## Benchmark net settlement: gas per payment three ways, the batch worker's items/s (release)
 	scripts/bench-settlement.sh

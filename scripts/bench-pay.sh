@@ -4,7 +4,8 @@
 # retry that the provider verifies and settles through our facilitator), through the gateway of
 # a whole `awx dev` platform (release build) with its demo paid API on loopback; beside a plain
 # pgbench run (TPC-B-like, scale 10) on the same Postgres in the same session. Rate limits are
-# raised for the run so they never refuse; everything else is default.
+# raised for the run so they never refuse; everything else is default. With BENCH_PROFILE_DIR set
+# (scripts/profile-pay.sh), each concurrent phase is also profiled into that directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,6 +49,7 @@ echo "== /x402/pay ($WORKERS workers, ${SECONDS_EACH}s per phase)"
 target/release/awx payments bench --gateway "http://127.0.0.1:$PORT" --state-file "$STATE/devchain.json" \
   --target "http://127.0.0.1:$DEMO_PORT/v1/weather" --workers "$WORKERS" --seconds "$SECONDS_EACH" \
   --sequential "$SEQUENTIAL" --platform-pid "$DEV" \
-  --database-url "postgres://postgres:postgres@127.0.0.1:5432/awx_bench_pay"
+  --database-url "postgres://postgres:postgres@127.0.0.1:5432/awx_bench_pay" \
+  ${BENCH_PROFILE_DIR:+--profile-dir "$BENCH_PROFILE_DIR"}
 echo "== ledger check after the run"
 AWX_DATABASE_URL="postgres://postgres:postgres@127.0.0.1:5432/awx_bench_pay" target/release/awx ledger check

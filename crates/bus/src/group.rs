@@ -10,8 +10,9 @@
 //! 1. `SAVEPOINT`; past its deadline the command is answered "timed out" and writes nothing;
 //! 2. the inbox row is inserted; a command processed before (in an earlier transaction or
 //!    earlier in this one) gets its stored reply;
-//! 3. the handler runs in a nested savepoint, bounded by the deadline: `Ok` keeps its writes, a
-//!    rejection rolls them back; either is stored on the inbox row as the reply;
+//! 3. the handler runs in the same savepoint, bounded by the deadline: `Ok` keeps its writes
+//!    and stores the reply on the inbox row; a rejection rolls the savepoint back (writes and
+//!    inbox row) and stores the rejection in a new inbox row;
 //! 4. a transient failure or a panic rolls the command's savepoint back (inbox row included),
 //!    so the others are untouched; a transient failure is then tried once more alone, a panic
 //!    is redelivered as it would be alone.
@@ -189,56 +190,63 @@ impl Committer {
             deadline_unix_ms: envelope.deadline_ms,
             delivery: job.delivery,
         };
-        let mut effects = sqlx::Connection::begin(&mut *command).await.map_err(Abort::Database)?;
+        // The handler runs in the command's savepoint, with the inbox row: on success both
+        // stay (two statements fewer than a nested savepoint would cost); a refusal rolls both
+        // back and stores the refusal in a new inbox row.
         let called = tokio::time::timeout(
             remaining,
-            catch_panic(job.handler.call(&mut effects, &envelope.payload, meta)),
+            catch_panic(job.handler.call(&mut command, &envelope.payload, meta)),
         )
         .await;
         let Ok(called) = called else {
             // Cut off mid-statement, perhaps: this connection's transaction cannot go on.
             return Err(Abort::Expired);
         };
+        let failed = |disposition, outcome| Step::Final(Settled::Disposition(disposition, outcome));
         let (body, outcome) = match called {
             Err(panic) => {
-                effects.rollback().await.map_err(Abort::Database)?;
                 command.rollback().await.map_err(Abort::Database)?;
-                return Ok(Step::Final(Settled::Disposition(
-                    Disposition::Retry(panic),
-                    "transient",
-                )));
+                return Ok(failed(Disposition::Retry(panic), "transient"));
             }
-            Ok(Called::Ok(reply)) => {
-                effects.commit().await.map_err(Abort::Database)?;
-                (ReplyBody::Ok { reply }, "ok")
-            }
+            Ok(Called::Ok(reply)) => (ReplyBody::Ok { reply }, "ok"),
             Ok(Called::Failed(HandlerError::Rejected { code, message })) => {
-                effects.rollback().await.map_err(Abort::Database)?;
-                (ReplyBody::Rejected { code, message }, "rejected")
+                command.rollback().await.map_err(Abort::Database)?;
+                let body = ReplyBody::Rejected { code, message };
+                let Ok(stored) = serde_json::to_value(&body) else {
+                    return Ok(failed(
+                        Disposition::DeadLetter("the refusal does not encode".to_owned()),
+                        "failed",
+                    ));
+                };
+                let fresh = self
+                    .inbox
+                    .claim_with_reply(tx, &self.group, envelope.id, &stored)
+                    .await
+                    .map_err(Abort::Database)?;
+                if !fresh {
+                    // A duplicate ran meanwhile elsewhere: alone, its stored reply is replayed.
+                    return Ok(Step::Final(Settled::Alone));
+                }
+                return Ok(Step::Pending(body, "rejected"));
             }
             Ok(Called::Failed(HandlerError::Transient(_))) => {
                 // A deadlock with another transaction, say: once more, alone.
-                effects.rollback().await.map_err(Abort::Database)?;
                 command.rollback().await.map_err(Abort::Database)?;
                 return Ok(Step::Final(Settled::Alone));
             }
             Ok(Called::Unusable(error)) => {
-                effects.rollback().await.map_err(Abort::Database)?;
                 command.rollback().await.map_err(Abort::Database)?;
-                return Ok(Step::Final(Settled::Disposition(
-                    Disposition::DeadLetter(error),
-                    "failed",
-                )));
+                return Ok(failed(Disposition::DeadLetter(error), "failed"));
             }
         };
         let stored = match serde_json::to_value(&body) {
             Ok(stored) => stored,
             Err(error) => {
                 command.rollback().await.map_err(Abort::Database)?;
-                return Ok(Step::Final(Settled::Disposition(
+                return Ok(failed(
                     Disposition::DeadLetter(format!("reply does not encode: {error}")),
                     "failed",
-                )));
+                ));
             }
         };
         self.inbox

@@ -14,6 +14,7 @@ use crate::names::Schema;
 #[derive(Debug, Clone)]
 pub(crate) struct Inbox {
     insert: String,
+    insert_with_reply: String,
     select_reply: String,
     store_reply: String,
 }
@@ -24,6 +25,9 @@ impl Inbox {
         Self {
             insert: format!(
                 "INSERT INTO {table} (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+            ),
+            insert_with_reply: format!(
+                "INSERT INTO {table} (consumer, message_id, reply) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
             ),
             select_reply: format!(
                 "SELECT reply FROM {table} WHERE consumer = $1 AND message_id = $2"
@@ -44,6 +48,24 @@ impl Inbox {
         let done = sqlx::query(AssertSqlSafe(self.insert.as_str()))
             .bind(consumer)
             .bind(message_id)
+            .execute(conn)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records `message_id` as processed by `consumer` with its reply at once; false if it
+    /// already was.
+    pub(crate) async fn claim_with_reply(
+        &self,
+        conn: &mut PgConnection,
+        consumer: &str,
+        message_id: Uuid,
+        reply: &serde_json::Value,
+    ) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(AssertSqlSafe(self.insert_with_reply.as_str()))
+            .bind(consumer)
+            .bind(message_id)
+            .bind(reply)
             .execute(conn)
             .await?;
         Ok(done.rows_affected() == 1)

@@ -13,6 +13,7 @@
 mod admin;
 mod bench;
 mod bench_cost;
+mod bench_profile;
 pub mod chain_check;
 mod demo;
 mod dev;

@@ -50,6 +50,12 @@ pub(crate) struct BenchArgs {
     /// `--platform-pid`).
     #[arg(long)]
     database_url: Option<String>,
+    /// Profile each concurrent phase into this directory (with `--platform-pid` and
+    /// `--database-url`): Postgres statements per payment (`pg_stat_statements` must be
+    /// loaded) and, with `perf` installed, CPU by process and by function
+    /// (`scripts/profile-pay.sh`).
+    #[arg(long)]
+    profile_dir: Option<std::path::PathBuf>,
 }
 
 struct Bench {
@@ -165,6 +171,13 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
         (Some(pid), Some(url)) => Some(crate::bench_cost::Cost::new(pid, url.clone())?),
         _ => None,
     };
+    let profile = match (args.platform_pid, &args.database_url, &args.profile_dir) {
+        (Some(pid), Some(url), Some(dir)) => {
+            Some(crate::bench_profile::Profile::new(pid, url.clone(), dir.clone()).await?)
+        }
+        (_, _, Some(_)) => anyhow::bail!("--profile-dir needs --platform-pid and --database-url"),
+        _ => None,
+    };
     for (label, retry) in
         [("pay (concurrent)", false), ("pay + retry with settle (concurrent)", true)]
     {
@@ -172,9 +185,18 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Some(cost) => Some(cost.settle().await?),
             None => None,
         };
+        let running = match &profile {
+            Some(profile) => Some(profile.start(label).await?),
+            None => None,
+        };
         let (samples, wall) = concurrent(&bench, &agents, args.seconds, retry).await?;
         let count = samples.len();
         say(&summary(label, samples, wall))?;
+        if let (Some(profile), Some(running)) = (&profile, running) {
+            for line in profile.finish(running, count).await? {
+                say(&line)?;
+            }
+        }
         if let (Some(cost), Some(before)) = (&cost, before) {
             let after = cost.settle().await?;
             for line in cost.report(label, &before, &after, count) {

@@ -129,7 +129,7 @@ impl Ledger {
                 Constraint::None,
             ));
         }
-        let ids = store::ensure_accounts(conn, &specs).await?;
+        let ids = crate::accounts::ensure_accounts(conn, &self.accounts, &specs).await?;
         let wallet = key_of(ids[0]);
         let mut legs = vec![Leg { debit: wallet, credit: key_of(ids[1]), amount: command.amount }];
         if let Some(&fee_account) = ids.get(2) {

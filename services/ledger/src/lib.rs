@@ -18,6 +18,7 @@
 //! `onchain_mirror`, `settlement_clearing`, and `reorg_loss` (what reorganisations took back that
 //! agents had already spent). See `docs/ledger.md`.
 
+pub mod accounts;
 pub mod app;
 pub mod check;
 pub mod commands;

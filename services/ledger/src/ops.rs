@@ -37,6 +37,8 @@ pub struct Ledger {
     pub settings: LedgerSettings,
     /// The fee schedule and volume caches.
     pub fees: FeeBook,
+    /// The accounts known to exist.
+    pub accounts: crate::accounts::AccountCache,
 }
 
 /// A generic transfer between accounts named by their natural keys (tests, benchmarks, and
@@ -145,7 +147,8 @@ pub(crate) fn available(account: Option<&Account>) -> Amount {
 impl Ledger {
     /// A ledger on `pool`.
     pub fn new(pool: PgPool, settings: LedgerSettings) -> Self {
-        Self { pool, settings, fees: FeeBook::default() }
+        let accounts = crate::accounts::AccountCache::new(pool.clone());
+        Self { pool, settings, fees: FeeBook::default(), accounts }
     }
 
     /// Records a deposit into an agent's wallet.
@@ -170,7 +173,12 @@ impl Ledger {
             return Ok(reply);
         }
         let wallet = wallet_spec(command.owner, command.agent, &command.asset);
-        let ids = store::ensure_accounts(conn, &[mirror_spec(&command.asset), wallet]).await?;
+        let ids = crate::accounts::ensure_accounts(
+            conn,
+            &self.accounts,
+            &[mirror_spec(&command.asset), wallet],
+        )
+        .await?;
         let legs = [Leg { debit: key_of(ids[0]), credit: key_of(ids[1]), amount: command.amount }];
         let mut accounts = store::lock_accounts(conn, &ids).await?;
         let entries = model::apply(&mut accounts, Operation::Post(&legs))
@@ -288,7 +296,9 @@ impl Ledger {
         if let Some(stored) = store::replay(conn, &key, &request_hash).await? {
             return Ok(stored);
         }
-        let ids = store::ensure_accounts(conn, &[from, mirror_spec(asset)]).await?;
+        let ids =
+            crate::accounts::ensure_accounts(conn, &self.accounts, &[from, mirror_spec(asset)])
+                .await?;
         let legs = [Leg { debit: key_of(ids[0]), credit: key_of(ids[1]), amount }];
         let mut accounts = store::lock_accounts(conn, &ids).await?;
         let entries =
@@ -356,7 +366,7 @@ impl Ledger {
             specs.push(debit.clone());
             specs.push(credit.clone());
         }
-        let ids = store::ensure_accounts(conn, &specs).await?;
+        let ids = crate::accounts::ensure_accounts(conn, &self.accounts, &specs).await?;
         let legs: Vec<Leg> = request
             .legs
             .iter()

@@ -96,7 +96,7 @@ impl Ledger {
             platform_spec(Code::ReorgLoss, &deposit.asset, "main".to_owned(), Constraint::None),
             mirror_spec(&deposit.asset),
         ];
-        let ids = store::ensure_accounts(conn, &specs).await?;
+        let ids = crate::accounts::ensure_accounts(conn, &self.accounts, &specs).await?;
         let (wallet, reorg_loss, mirror) = (key_of(ids[0]), key_of(ids[1]), key_of(ids[2]));
         let mut accounts = store::lock_accounts(conn, &ids).await?;
         let from_wallet = available(accounts.get(&wallet)).min(deposit.amount);

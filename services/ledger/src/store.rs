@@ -52,7 +52,7 @@ impl Code {
     }
 }
 
-fn constraint_name(constraint: Constraint) -> &'static str {
+pub(crate) fn constraint_name(constraint: Constraint) -> &'static str {
     match constraint {
         Constraint::None => "none",
         Constraint::DebitsMustNotExceedCredits => "debits_must_not_exceed_credits",
@@ -92,79 +92,6 @@ impl AccountSpec {
     pub fn asset_key(&self) -> String {
         format!("{}/{}", self.network, self.token)
     }
-}
-
-/// Finds or creates `specs` and returns their ids in the same order. A wallet found under another
-/// owner is refused: an agent id belongs to one tenant.
-pub async fn ensure_accounts(
-    conn: &mut PgConnection,
-    specs: &[AccountSpec],
-) -> Result<Vec<Uuid>, LedgerFailure> {
-    let fresh_ids: Vec<Uuid> = specs.iter().map(|_| Uuid::now_v7()).collect();
-    let codes: Vec<&str> = specs.iter().map(|s| s.code.as_str()).collect();
-    let networks: Vec<&str> = specs.iter().map(|s| s.network.as_str()).collect();
-    let tokens: Vec<&str> = specs.iter().map(|s| s.token.as_str()).collect();
-    let decimals: Vec<i16> = specs.iter().map(|s| i16::from(s.decimals)).collect();
-    let owners: Vec<Option<Uuid>> = specs.iter().map(|s| s.owner.map(|o| o.as_uuid())).collect();
-    let references: Vec<&str> = specs.iter().map(|s| s.reference.as_str()).collect();
-    let constraints: Vec<&str> = specs.iter().map(|s| constraint_name(s.constraint)).collect();
-    // No lock is taken on existing rows here (DO NOTHING), so the id-ordered locking that
-    // follows is the only row locking. New rows are inserted in natural-key order, so two
-    // transactions creating the same new accounts wait for each other in one order.
-    sqlx::query(
-        "INSERT INTO ledger.accounts (id, code, network, token, decimals, owner, ref, constraint_kind)
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::int2[], $6::uuid[], $7::text[], $8::text[])
-         ORDER BY 2, 3, 4, 7
-         ON CONFLICT (code, network, token, ref) DO NOTHING",
-    )
-    .bind(&fresh_ids)
-    .bind(&codes)
-    .bind(&networks)
-    .bind(&tokens)
-    .bind(&decimals)
-    .bind(&owners)
-    .bind(&references)
-    .bind(&constraints)
-    .execute(&mut *conn)
-    .await?;
-    let rows = sqlx::query(
-        "SELECT k.ordinality, a.id, a.owner, a.decimals
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS k(code, network, token, ref, ordinality)
-         JOIN ledger.accounts a ON a.code = k.code AND a.network = k.network AND a.token = k.token AND a.ref = k.ref",
-    )
-    .bind(&codes)
-    .bind(&networks)
-    .bind(&tokens)
-    .bind(&references)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut ids = vec![Uuid::nil(); specs.len()];
-    for row in rows {
-        let position = usize::try_from(row.get::<i64, _>(0)).unwrap_or(0).saturating_sub(1);
-        let Some(spec) = specs.get(position) else { continue };
-        let owner: Option<Uuid> = row.get(2);
-        if owner != spec.owner.map(|o| o.as_uuid()) {
-            return Err(LedgerFailure::Invalid(format!(
-                "{} {} belongs to another account",
-                spec.code.as_str(),
-                spec.reference
-            )));
-        }
-        let decimals: i16 = row.get(3);
-        if decimals != i16::from(spec.decimals) {
-            return Err(LedgerFailure::Invalid(format!(
-                "asset decimals {} do not match the ledger's {decimals}",
-                spec.decimals
-            )));
-        }
-        if let Some(slot) = ids.get_mut(position) {
-            *slot = row.get(1);
-        }
-    }
-    if ids.iter().any(Uuid::is_nil) {
-        return Err(LedgerFailure::Internal("an account could not be found or created".into()));
-    }
-    Ok(ids)
 }
 
 fn parse_amount(text: &str) -> Result<Amount, LedgerFailure> {

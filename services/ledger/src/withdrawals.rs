@@ -51,7 +51,7 @@ impl Ledger {
             wallet_spec(command.owner, command.agent, &command.asset),
             mirror_spec(&command.asset),
         ];
-        let ids = store::ensure_accounts(conn, &specs).await?;
+        let ids = crate::accounts::ensure_accounts(conn, &self.accounts, &specs).await?;
         let wallet = key_of(ids[0]);
         let legs = [Leg { debit: wallet, credit: key_of(ids[1]), amount: command.amount }];
         let mut accounts = store::lock_accounts(conn, &ids).await?;

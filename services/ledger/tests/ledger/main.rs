@@ -7,6 +7,7 @@
     reason = "tests fail by panicking, helpers included"
 )]
 
+mod accounts;
 mod bus_commands;
 mod checker;
 mod concurrency;
