@@ -223,7 +223,7 @@ pub async fn insert_item(
 }
 
 /// Queues the item of each `payment.captured` event, in the consumer's transaction (the inbox
-/// makes a redelivered event a no-op).
+/// makes a redelivered event a no-op), unless the settle answer queued it already.
 #[derive(Debug, Clone, Copy)]
 pub struct CapturedHandler;
 
@@ -234,6 +234,18 @@ impl awx_bus::EventHandler<awx_api::policy::PaymentCaptured> for CapturedHandler
         event: awx_api::policy::PaymentCaptured,
         _meta: awx_bus::EventMeta,
     ) -> Result<(), awx_bus::HandlerError> {
+        // Usually the settle answer queued it already: a primary-key read, not an insert that
+        // conflicts (which costs Postgres several times as much).
+        let queued: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM settlement.items WHERE payment_id = $1)",
+        )
+        .bind(event.captured.ledger_id.as_uuid())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|error| awx_bus::HandlerError::database(&error))?;
+        if queued {
+            return Ok(());
+        }
         insert_item(tx, event.provider, &event.captured, None).await.map(|_| ()).map_err(|error| {
             match error {
                 // Postgres refused the event's data: redelivering cannot help.
