@@ -326,6 +326,7 @@ impl CommandServer {
                 group: group.clone(),
                 family: self.family.clone(),
                 max_batch: self.bus.tuning().group_commit_max,
+                lanes: self.bus.tuning().group_commit_lanes,
             };
             (Some(jobs), Some(committer.run(receiver)))
         } else {

@@ -64,6 +64,11 @@ pub struct BusConfig {
     /// ([`CommandServer::handle_grouped`](crate::CommandServer::handle_grouped)) applied in one
     /// Postgres transaction (group commit).
     pub group_commit_max: usize,
+    /// How many group-commit transactions of one server may run at once (each takes the
+    /// commands waiting when it starts). More than one overlaps batches, and two batches that
+    /// lock the same rows in opposite orders can deadlock: Postgres then fails one command,
+    /// which runs again alone.
+    pub group_commit_lanes: usize,
     /// How long a caller waits past a command's deadline for the server's answer, covering the
     /// commit that may finish just after it.
     pub reply_grace_ms: u64,
@@ -105,6 +110,7 @@ impl Default for BusConfig {
             max_deliveries: 5,
             handler_concurrency: 16,
             group_commit_max: 32,
+            group_commit_lanes: 1,
             reply_grace_ms: 250,
             reply_stream_maxlen: 10_000,
             reply_ttl_seconds: 3_600,
@@ -152,6 +158,10 @@ impl BusConfig {
             (1..=1_024).contains(&self.group_commit_max),
             "bus.group_commit_max must be 1 to 1024",
         )?;
+        rule(
+            (1..=64).contains(&self.group_commit_lanes),
+            "bus.group_commit_lanes must be 1 to 64",
+        )?;
         rule(self.reply_stream_maxlen >= 1, "bus.reply_stream_maxlen must be at least 1")?;
         rule(self.reply_ttl_seconds >= 1, "bus.reply_ttl_seconds must be at least 1")?;
         rule(self.stream_maxlen >= 1, "bus.stream_maxlen must be at least 1")?;
@@ -189,6 +199,7 @@ impl BusConfig {
             max_deliveries: u64::from(self.max_deliveries),
             handler_concurrency: self.handler_concurrency,
             group_commit_max: self.group_commit_max,
+            group_commit_lanes: self.group_commit_lanes,
             reply_grace: Duration::from_millis(self.reply_grace_ms),
             reply_stream_maxlen: self.reply_stream_maxlen,
             reply_ttl_seconds: self.reply_ttl_seconds,
@@ -255,6 +266,7 @@ pub(crate) struct Tuning {
     pub(crate) max_deliveries: u64,
     pub(crate) handler_concurrency: usize,
     pub(crate) group_commit_max: usize,
+    pub(crate) group_commit_lanes: usize,
     pub(crate) reply_grace: Duration,
     pub(crate) reply_stream_maxlen: u64,
     pub(crate) reply_ttl_seconds: u64,

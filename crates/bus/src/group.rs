@@ -3,9 +3,10 @@
 //! the same time are applied in one Postgres transaction, and each is answered and
 //! acknowledged only after that transaction commits.
 //!
-//! One committer per server takes the first waiting command at once (a command alone goes
-//! without delay), then every other command waiting at that moment, up to `group_commit_max`,
-//! and runs them one after another on one transaction, each in a savepoint of its own:
+//! Each of a server's `group_commit_lanes` committers (lanes) takes the first waiting command at
+//! once (a command alone goes without delay), then every other command waiting at that moment,
+//! up to `group_commit_max`, and runs them one after another on one transaction, each in a
+//! savepoint of its own:
 //!
 //! 1. `SAVEPOINT`; past its deadline the command is answered "timed out" and writes nothing;
 //! 2. the inbox row is inserted; a command processed before (in an earlier transaction or
@@ -69,6 +70,8 @@ pub(crate) struct Committer {
     pub(crate) group: String,
     pub(crate) family: String,
     pub(crate) max_batch: usize,
+    /// Batches applied at once.
+    pub(crate) lanes: usize,
 }
 
 /// How one job went inside the batch.
@@ -93,14 +96,27 @@ enum Abort {
 
 impl Committer {
     /// Applies the jobs it receives until every sender is gone.
-    pub(crate) async fn run(self, mut jobs: mpsc::UnboundedReceiver<Job>) {
+    pub(crate) async fn run(self, jobs: mpsc::UnboundedReceiver<Job>) {
+        let jobs = tokio::sync::Mutex::new(jobs);
+        let lanes = (0..self.lanes.max(1)).map(|_| self.lane(&jobs));
+        futures::future::join_all(lanes).await;
+    }
+
+    /// One lane: takes the first job waiting and every other one waiting with it, applies
+    /// them, answers them, and again. While one lane applies its batch, another can take the
+    /// next.
+    async fn lane(&self, jobs: &tokio::sync::Mutex<mpsc::UnboundedReceiver<Job>>) {
         let mut batch = Vec::with_capacity(self.max_batch);
-        while let Some(first) = jobs.recv().await {
-            batch.push(first);
-            while batch.len() < self.max_batch {
-                match jobs.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
+        loop {
+            {
+                let mut jobs = jobs.lock().await;
+                let Some(first) = jobs.recv().await else { return };
+                batch.push(first);
+                while batch.len() < self.max_batch {
+                    match jobs.try_recv() {
+                        Ok(job) => batch.push(job),
+                        Err(_) => break,
+                    }
                 }
             }
             telemetry::group_commit_size(&self.family, batch.len());

@@ -65,7 +65,7 @@
 //! ## Group commit
 //!
 //! A state change registered with [`CommandServer::handle_grouped`] (rather than
-//! [`CommandServer::handle`]) may share its transaction: the server's one committer takes the
+//! [`CommandServer::handle`]) may share its transaction: a committer of the server's takes the
 //! first such command waiting at once (alone, a command goes without delay), then every other
 //! one waiting at that moment, up to `group_commit_max` (default 32), and applies them one
 //! after another in one transaction, each in a savepoint of its own (inbox row, handler, stored
@@ -75,6 +75,9 @@
 //! run alone as above, which replays the stored reply of anything that did commit. A grouped
 //! handler must only work on the transaction it is given (no calls to other services), since
 //! the commands of a batch run one after another. The guarantees are those of a command alone.
+//! A server has `group_commit_lanes` committers (default 1): with more, one applies a batch
+//! while another takes the next; two batches that lock rows in opposite orders can then
+//! deadlock, and the command Postgres fails runs again alone.
 //!
 //! # Redelivery and dead letters
 //!

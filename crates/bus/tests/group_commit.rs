@@ -148,9 +148,10 @@ async fn database() -> TestDb {
     db
 }
 
-/// Enough handlers at once for a batch to form while another runs.
+/// Enough handlers at once for a batch to form while another runs, and one lane, so the
+/// commands that arrive while a batch runs wait together for the next.
 fn config(redis: &TestRedis) -> BusConfig {
-    BusConfig { handler_concurrency: 16, ..redis.config() }
+    BusConfig { handler_concurrency: 16, group_commit_lanes: 1, ..redis.config() }
 }
 
 struct Server {
@@ -335,7 +336,35 @@ async fn a_server_killed_mid_batch_loses_nothing_answered_and_executes_nothing_t
     server.shutdown().await;
 }
 
+async fn with_two_lanes_a_batch_goes_while_another_waits(topology: Topology) {
+    let db = database().await;
+    let redis = TestRedis::new(topology).await;
+    let ledger = Ledger::new("a");
+    let config = BusConfig { group_commit_lanes: 2, ..config(&redis) };
+    let server = Server::start(&db, config, ledger.clone()).await;
+    let caller = Bus::connect(redis.config()).await.unwrap();
+
+    let (gate, gate_sending) = send(&caller, "gate", 10);
+    wait_until("the gate's handler runs", WAIT, || async { ledger.calls() == 1 }).await;
+    // The first lane waits inside the gate's batch; the second applies this one meanwhile.
+    let (other, other_sending) = send(&caller, "b1", 3);
+    let reply = within("the other lane's reply", WAIT, other_sending).await.unwrap().unwrap();
+    assert_eq!(reply, Balance { balance: 3, server: "a".into() });
+    assert_eq!(effect_count(&db.pool, other).await, 1);
+    assert_eq!(effect_count(&db.pool, gate).await, 0, "the gate's batch has not committed");
+    assert!(!gate_sending.is_finished(), "the gate is not answered before its commit");
+
+    ledger.gate.add_permits(1);
+    let reply = within("the gate's reply", WAIT, gate_sending).await.unwrap().unwrap();
+    assert_eq!(reply, Balance { balance: 10, server: "a".into() });
+    assert_eq!(effect_count(&db.pool, gate).await, 1);
+    let stream = redis.keys().command_stream(FAMILY);
+    wait_until("everything is acknowledged", WAIT, || drained(&redis, &stream)).await;
+    server.shutdown().await;
+}
+
 on_both_topologies!(
+    with_two_lanes_a_batch_goes_while_another_waits,
     a_batch_commits_together_and_a_refusal_or_failure_in_it_leaves_the_others,
     a_server_killed_mid_batch_loses_nothing_answered_and_executes_nothing_twice,
 );
