@@ -8,9 +8,9 @@
 //! up to `group_commit_max`, and runs them one after another on one transaction, each in a
 //! savepoint of its own:
 //!
-//! 1. `SAVEPOINT`; past its deadline the command is answered "timed out" and writes nothing;
-//! 2. the inbox row is inserted; a command processed before (in an earlier transaction or
-//!    earlier in this one) gets its stored reply;
+//! 1. `SAVEPOINT`; the inbox row is inserted; a command processed before (in an earlier
+//!    transaction or earlier in this one) gets its stored reply;
+//! 2. past its deadline the command is rolled back to its savepoint and answered "timed out";
 //! 3. the handler runs in the same savepoint, bounded by the deadline: `Ok` keeps its writes
 //!    and stores the reply on the inbox row; a rejection rolls the savepoint back (writes and
 //!    inbox row) and stores the rejection in a new inbox row;
@@ -178,9 +178,6 @@ impl Committer {
     /// Steps 1 to 4 of the module docs for one job.
     async fn step(&self, tx: &mut Transaction<'_, Postgres>, job: &Job) -> Result<Step, Abort> {
         let envelope = &*job.envelope;
-        let Some(remaining) = time_left(envelope.deadline_ms) else {
-            return Ok(Step::Final(Settled::Answer(ReplyBody::TimedOut, "expired")));
-        };
         let mut command = sqlx::Connection::begin(&mut **tx).await.map_err(Abort::Database)?;
         let fresh = self
             .inbox
@@ -201,6 +198,11 @@ impl Committer {
                 });
             return Ok(Step::Replayed(body));
         }
+        // As alone: a command processed before is answered as then, whatever its deadline.
+        let Some(remaining) = time_left(envelope.deadline_ms) else {
+            command.rollback().await.map_err(Abort::Database)?;
+            return Ok(Step::Final(Settled::Answer(ReplyBody::TimedOut, "expired")));
+        };
         let meta = CommandMeta {
             command_id: envelope.id,
             deadline_unix_ms: envelope.deadline_ms,

@@ -1,6 +1,7 @@
 //! Group commit on real Redis and Postgres: the grouped commands waiting at the same time share
 //! one transaction (seen from `pg_current_xact_id()`), one command's refusal or transient
-//! failure leaves the others committed and each answered as it would be alone, and a server
+//! failure leaves the others committed and each answered as it would be alone, a command that
+//! waited past its deadline is answered "timed out" and never run, and a server
 //! killed in the middle of a batch loses nothing it answered and executes nothing twice when
 //! another server takes the batch's commands over. Each test runs on the shared Redis server
 //! (`single::…`) and on a private three-node Redis Cluster (`cluster::…`).
@@ -363,7 +364,42 @@ async fn with_two_lanes_a_batch_goes_while_another_waits(topology: Topology) {
     server.shutdown().await;
 }
 
+async fn a_command_that_waited_past_its_deadline_is_answered_timed_out_and_never_run(
+    topology: Topology,
+) {
+    let db = database().await;
+    let redis = TestRedis::new(topology).await;
+    let ledger = Ledger::new("a");
+    let server = Server::start(&db, config(&redis), ledger.clone()).await;
+    let caller = Bus::connect(redis.config()).await.unwrap();
+
+    let (gate, gate_sending) = send(&caller, "gate", 10);
+    wait_until("the gate's handler runs", WAIT, || async { ledger.calls() == 1 }).await;
+    // Queued behind the gate's batch with 300 ms to live.
+    let late = Uuid::now_v7();
+    let late_sending = {
+        let caller = caller.clone();
+        let command = Deposit { account: "late".into(), amount: 4 };
+        tokio::spawn(async move {
+            caller.send_with_id(&command, late, Duration::from_millis(300)).await
+        })
+    };
+    all_delivered(&redis, 2).await;
+    ledger.gate.add_permits(1);
+    within("the gate's reply", WAIT, gate_sending).await.unwrap().unwrap();
+    let error = within("the late reply", WAIT, late_sending).await.unwrap().unwrap_err();
+    assert!(matches!(error, BusError::Timeout { server_answered: true, .. }), "{error:?}");
+    assert_eq!(ledger.calls(), 1, "the late command's handler never ran");
+    assert_eq!(effect_count(&db.pool, late).await, 0);
+    assert_eq!(inbox_count(&db.pool, late).await, 0, "nothing of it stays");
+    assert_eq!(effect_count(&db.pool, gate).await, 1);
+    let stream = redis.keys().command_stream(FAMILY);
+    wait_until("everything is acknowledged", WAIT, || drained(&redis, &stream)).await;
+    server.shutdown().await;
+}
+
 on_both_topologies!(
+    a_command_that_waited_past_its_deadline_is_answered_timed_out_and_never_run,
     with_two_lanes_a_batch_goes_while_another_waits,
     a_batch_commits_together_and_a_refusal_or_failure_in_it_leaves_the_others,
     a_server_killed_mid_batch_loses_nothing_answered_and_executes_nothing_twice,
