@@ -19,6 +19,14 @@ use uuid::Uuid;
 use crate::error::LedgerFailure;
 use crate::store::{AccountSpec, constraint_name};
 
+/// The accounts of natural keys given as four arrays (code, network, token, reference), with
+/// each key's position (1-based).
+const BY_KEY: &str = "SELECT k.ordinality, a.id, a.owner, a.decimals
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+      WITH ORDINALITY AS k(code, network, token, ref, ordinality)
+    JOIN ledger.accounts a
+      ON a.code = k.code AND a.network = k.network AND a.token = k.token AND a.ref = k.ref";
+
 /// Accounts cached at most; beyond, the cache starts again.
 const CACHED_MAX: usize = 100_000;
 
@@ -60,17 +68,13 @@ impl AccountCache {
             let networks: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
             let tokens: Vec<&str> = keys.iter().map(|k| k.2.as_str()).collect();
             let references: Vec<&str> = keys.iter().map(|k| k.3.as_str()).collect();
-            let rows = sqlx::query(
-                "SELECT k.ordinality, a.id, a.owner, a.decimals
-                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS k(code, network, token, ref, ordinality)
-                 JOIN ledger.accounts a ON a.code = k.code AND a.network = k.network AND a.token = k.token AND a.ref = k.ref",
-            )
-            .bind(&codes)
-            .bind(&networks)
-            .bind(&tokens)
-            .bind(&references)
-            .fetch_all(&cache.pool)
-            .await;
+            let rows = sqlx::query(BY_KEY)
+                .bind(&codes)
+                .bind(&networks)
+                .bind(&tokens)
+                .bind(&references)
+                .fetch_all(&cache.pool)
+                .await;
             let Ok(rows) = rows else { return };
             let found = rows
                 .iter()
@@ -167,17 +171,13 @@ pub async fn ensure_accounts(
     .bind(&constraints)
     .execute(&mut *conn)
     .await?;
-    let rows = sqlx::query(
-        "SELECT k.ordinality, a.id, a.owner, a.decimals
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS k(code, network, token, ref, ordinality)
-         JOIN ledger.accounts a ON a.code = k.code AND a.network = k.network AND a.token = k.token AND a.ref = k.ref",
-    )
-    .bind(&codes)
-    .bind(&networks)
-    .bind(&tokens)
-    .bind(&references)
-    .fetch_all(&mut *conn)
-    .await?;
+    let rows = sqlx::query(BY_KEY)
+        .bind(&codes)
+        .bind(&networks)
+        .bind(&tokens)
+        .bind(&references)
+        .fetch_all(&mut *conn)
+        .await?;
     let mut ids = vec![Uuid::nil(); specs.len()];
     for row in rows {
         let position = usize::try_from(row.get::<i64, _>(0)).unwrap_or(0).saturating_sub(1);
