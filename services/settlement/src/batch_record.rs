@@ -155,8 +155,8 @@ impl BatchWorker {
     }
 
     /// A confirmed withdrawal: the ledger captures its hold (the wallet debited, the on-chain
-    /// mirror credited); then the withdrawal is `confirmed` and `withdrawal.confirmed` is
-    /// written, in one transaction. A hold no longer pending that is not captured (released by
+    /// mirror credited); then the withdrawal is `confirmed`, `withdrawal.confirmed` is written
+    /// and its net transfer (the same id) marked recorded, in one transaction. A hold no longer pending that is not captured (released by
     /// its timeout while the withdrawal went out) needs an operator: it stays unrecorded, with an
     /// error each pass.
     async fn record_withdrawal(&self, id: Uuid, tx_hash: B256) -> Result<(), FacilitatorError> {
@@ -205,6 +205,15 @@ impl BatchWorker {
                     |error| FacilitatorError::Inconsistent(format!("writing the outbox: {error}")),
                 )?;
             }
+            // Recorded with the confirmation, so a crash between the two never leaves a
+            // confirmed withdrawal whose net transfer reads as not yet recorded in the ledger
+            // (the wallet check would count its amount twice).
+            sqlx::query(
+                "UPDATE settlement.net_transfers SET recorded = true, updated_at = now() WHERE id = $1",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
         }
         tracing::info!(withdrawal = %id, %tx_hash, "withdrawal confirmed and recorded");
