@@ -25,13 +25,12 @@ use awx_bus::{
 };
 use awx_test_support::TestDb;
 use common::{
-    TestRedis, Topology, drained, effect_count, entries, group_drained, group_state, inbox_count,
-    replica_pool, wait_until, within,
+    Server, TestRedis, Topology, drained, effect_count, entries, group_drained, group_state,
+    inbox_count, replica_pool, wait_until, within,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use tokio::sync::{Semaphore, oneshot};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -226,37 +225,9 @@ impl CommandHandler<Deposit> for Ledger {
     }
 }
 
-/// A running command server of its own (its own bus and pool, as a replica would have).
-struct Server {
-    bus: Bus,
-    stop: CancellationToken,
-    task: JoinHandle<Result<(), BusError>>,
-}
-
-impl Server {
-    async fn start(db: &TestDb, config: BusConfig, ledger: Ledger) -> Self {
-        let bus = Bus::connect(config).await.unwrap();
-        let server = CommandServer::new(&bus, replica_pool(db).await, FAMILY)
-            .unwrap()
-            .handle::<Deposit, _>(ledger)
-            .unwrap();
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(server.run(stop.clone()));
-        Self { bus, stop, task }
-    }
-
-    /// Stops it cleanly and checks that it stopped without error.
-    async fn shutdown(self) {
-        self.stop.cancel();
-        within("the server to stop", WAIT, self.task).await.unwrap().unwrap();
-    }
-
-    /// Kills it where it stands (its in-flight handlers are dropped mid-transaction).
-    async fn kill(self) {
-        self.task.abort();
-        let _ = self.task.await;
-        drop(self.bus);
-    }
+/// A server of the test family with the test ledger.
+async fn start(db: &TestDb, config: BusConfig, ledger: Ledger) -> Server {
+    Server::start(db, config, FAMILY, |server| server.handle::<Deposit, _>(ledger)).await
 }
 
 fn stream(redis: &TestRedis) -> String {
@@ -267,7 +238,7 @@ async fn round_trip_rejection_and_idempotent_replay(topology: Topology) {
     let db = common::database().await;
     let redis = TestRedis::new(topology).await;
     let ledger = Ledger::new("a", Behaviour::Normal);
-    let server = Server::start(&db, redis.config(), ledger.clone()).await;
+    let server = start(&db, redis.config(), ledger.clone()).await;
     let caller = Bus::connect(redis.config()).await.unwrap();
 
     // A typed reply.
@@ -387,7 +358,7 @@ async fn handler_killed_mid_command_is_completed_once_by_another_server(topology
     let redis = TestRedis::new(topology).await;
     let (entered_tx, entered_rx) = oneshot::channel();
     let ledger = Ledger::new("a", Behaviour::HangFirst(Arc::new(Mutex::new(Some(entered_tx)))));
-    let first = Server::start(&db, redis.config(), ledger.clone()).await;
+    let first = start(&db, redis.config(), ledger.clone()).await;
     let caller = Bus::connect(redis.config()).await.unwrap();
 
     let id = Uuid::now_v7();
@@ -400,7 +371,7 @@ async fn handler_killed_mid_command_is_completed_once_by_another_server(topology
     first.kill().await;
     assert_eq!(effect_count(&db.pool, id).await, 0, "nothing committed by the killed server");
 
-    let second = Server::start(&db, redis.config(), ledger.on("b")).await;
+    let second = start(&db, redis.config(), ledger.on("b")).await;
     let reply = within("the reply", WAIT, sending).await.unwrap().unwrap();
     assert_eq!(reply, Balance { balance: 4, server: "b".into() });
     assert_eq!(effect_count(&db.pool, id).await, 1, "executed exactly once");
@@ -420,7 +391,7 @@ async fn server_killed_after_commit_before_ack_replays_the_stored_reply(topology
     let db = common::database().await;
     let redis = TestRedis::new(topology).await;
     let ledger = Ledger::new("a", Behaviour::Normal);
-    let first = Server::start(&db, redis.config(), ledger.clone()).await;
+    let first = start(&db, redis.config(), ledger.clone()).await;
     let caller = Bus::connect(redis.config()).await.unwrap();
 
     // The caller's reply stream is made unwritable, so the server commits and then cannot
@@ -444,7 +415,7 @@ async fn server_killed_after_commit_before_ack_replays_the_stored_reply(topology
     assert_eq!(pending, 1, "committed but never acknowledged");
 
     let () = redis::cmd("DEL").arg(caller.reply_stream()).query_async(&mut conn).await.unwrap();
-    let second = Server::start(&db, redis.config(), ledger.on("b")).await;
+    let second = start(&db, redis.config(), ledger.on("b")).await;
     let reply = within("the reply", WAIT, sending).await.unwrap().unwrap();
     assert_eq!(
         reply,
@@ -463,8 +434,8 @@ async fn a_slow_handler_keeps_its_message_and_is_not_reclaimed(topology: Topolog
     // Five times the claim idle time: without lease renewal the message would be reclaimed
     // again and again and dead-lettered (max_deliveries 3) before the handler finished.
     let ledger = Ledger::new("a", Behaviour::Slow(Duration::from_secs(2)));
-    let first = Server::start(&db, redis.config(), ledger.clone()).await;
-    let second = Server::start(&db, redis.config(), ledger.on("b")).await;
+    let first = start(&db, redis.config(), ledger.clone()).await;
+    let second = start(&db, redis.config(), ledger.on("b")).await;
     let caller = Bus::connect(redis.config()).await.unwrap();
 
     let id = Uuid::now_v7();
@@ -575,7 +546,7 @@ async fn expired_commands_are_answered_timed_out_and_never_executed(topology: To
 
     // A server that starts later reads it, sees the deadline passed, and does not execute it.
     let ledger = Ledger::new("a", Behaviour::Normal);
-    let server = Server::start(&db, redis.config(), ledger.clone()).await;
+    let server = start(&db, redis.config(), ledger.clone()).await;
     wait_until("the late command is read and acknowledged", WAIT, || {
         drained(&redis, &stream(&redis))
     })
@@ -588,7 +559,7 @@ async fn expired_commands_are_answered_timed_out_and_never_executed(topology: To
     // A handler still running at the deadline is cut off, rolled back, and the server answers
     // "timed out" itself.
     let slow = Ledger::new("slow", Behaviour::Hang);
-    let server = Server::start(&db, redis.config(), slow.clone()).await;
+    let server = start(&db, redis.config(), slow.clone()).await;
     let cut = Uuid::now_v7();
     let error = caller
         .send_with_id(&deposit("dave", 2), cut, Duration::from_millis(1_500))
@@ -606,7 +577,7 @@ async fn a_command_that_keeps_failing_is_dead_lettered_and_its_caller_answered(t
     let db = common::database().await;
     let redis = TestRedis::new(topology).await;
     let ledger = Ledger::new("a", Behaviour::AlwaysTransient);
-    let server = Server::start(&db, redis.config(), ledger.clone()).await;
+    let server = start(&db, redis.config(), ledger.clone()).await;
     let caller = Bus::connect(redis.config()).await.unwrap();
 
     let id = Uuid::now_v7();
@@ -641,7 +612,7 @@ async fn shutdown_lets_in_flight_commands_finish(topology: Topology) {
     let redis = TestRedis::new(topology).await;
     let permits = Arc::new(Semaphore::new(0));
     let ledger = Ledger::new("a", Behaviour::WaitForPermit(Arc::clone(&permits)));
-    let server = Server::start(&db, redis.config(), ledger.clone()).await;
+    let server = start(&db, redis.config(), ledger.clone()).await;
     let caller = Bus::connect(redis.config()).await.unwrap();
 
     let id = Uuid::now_v7();

@@ -21,18 +21,17 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use awx_bus::{Bus, BusConfig, BusError, Command, CommandHandler, CommandMeta, CommandServer};
+use awx_bus::{Bus, BusConfig, BusError, Command, CommandHandler, CommandMeta};
 use awx_bus::{HandlerError, Kind};
 use awx_test_support::TestDb;
 use common::{
-    TestRedis, Topology, drained, effect_count, group_state, inbox_count, replica_pool, wait_until,
+    Server, TestRedis, Topology, drained, effect_count, group_state, inbox_count, wait_until,
     within,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 const FAMILY: &str = "grouped";
@@ -155,35 +154,9 @@ fn config(redis: &TestRedis) -> BusConfig {
     BusConfig { handler_concurrency: 16, group_commit_lanes: 1, ..redis.config() }
 }
 
-struct Server {
-    bus: Bus,
-    stop: CancellationToken,
-    task: JoinHandle<Result<(), BusError>>,
-}
-
-impl Server {
-    async fn start(db: &TestDb, config: BusConfig, ledger: Ledger) -> Self {
-        let bus = Bus::connect(config).await.unwrap();
-        let server = CommandServer::new(&bus, replica_pool(db).await, FAMILY)
-            .unwrap()
-            .handle_grouped::<Deposit, _>(ledger)
-            .unwrap();
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(server.run(stop.clone()));
-        Self { bus, stop, task }
-    }
-
-    async fn shutdown(self) {
-        self.stop.cancel();
-        within("the server to stop", WAIT, self.task).await.unwrap().unwrap();
-    }
-
-    /// Kills it where it stands: its batch in progress is dropped mid-transaction.
-    async fn kill(self) {
-        self.task.abort();
-        let _ = self.task.await;
-        drop(self.bus);
-    }
+/// A server of the test family with `ledger`, grouped.
+async fn start(db: &TestDb, config: BusConfig, ledger: Ledger) -> Server {
+    Server::start(db, config, FAMILY, |server| server.handle_grouped::<Deposit, _>(ledger)).await
 }
 
 type Sending = JoinHandle<Result<Balance, BusError>>;
@@ -224,7 +197,7 @@ async fn a_batch_commits_together_and_a_refusal_or_failure_in_it_leaves_the_othe
     let db = database().await;
     let redis = TestRedis::new(topology).await;
     let ledger = Ledger::new("a");
-    let server = Server::start(&db, config(&redis), ledger.clone()).await;
+    let server = start(&db, config(&redis), ledger.clone()).await;
     let caller = Bus::connect(redis.config()).await.unwrap();
 
     // The first command holds the committer, so the next ones wait together.
@@ -290,7 +263,7 @@ async fn a_server_killed_mid_batch_loses_nothing_answered_and_executes_nothing_t
     let redis = TestRedis::new(topology).await;
     let (entered_tx, entered_rx) = oneshot::channel();
     let first = Ledger { hang: Some(Arc::new(Mutex::new(Some(entered_tx)))), ..Ledger::new("a") };
-    let server = Server::start(&db, config(&redis), first.clone()).await;
+    let server = start(&db, config(&redis), first.clone()).await;
     let caller = Bus::connect(redis.config()).await.unwrap();
 
     let (gate, gate_sending) = send(&caller, "gate", 10);
@@ -316,7 +289,7 @@ async fn a_server_killed_mid_batch_loses_nothing_answered_and_executes_nothing_t
     }
 
     let second = Ledger::new("b");
-    let server = Server::start(&db, config(&redis), second.clone()).await;
+    let server = start(&db, config(&redis), second.clone()).await;
     for (account, amount, (id, sending)) in batch {
         let reply = within("a reply", WAIT, sending).await.unwrap().unwrap();
         assert_eq!(reply, Balance { balance: amount, server: "b".into() }, "{account}");
@@ -342,7 +315,7 @@ async fn with_two_lanes_a_batch_goes_while_another_waits(topology: Topology) {
     let redis = TestRedis::new(topology).await;
     let ledger = Ledger::new("a");
     let config = BusConfig { group_commit_lanes: 2, ..config(&redis) };
-    let server = Server::start(&db, config, ledger.clone()).await;
+    let server = start(&db, config, ledger.clone()).await;
     let caller = Bus::connect(redis.config()).await.unwrap();
 
     let (gate, gate_sending) = send(&caller, "gate", 10);
@@ -370,7 +343,7 @@ async fn a_command_that_waited_past_its_deadline_is_answered_timed_out_and_never
     let db = database().await;
     let redis = TestRedis::new(topology).await;
     let ledger = Ledger::new("a");
-    let server = Server::start(&db, config(&redis), ledger.clone()).await;
+    let server = start(&db, config(&redis), ledger.clone()).await;
     let caller = Bus::connect(redis.config()).await.unwrap();
 
     let (gate, gate_sending) = send(&caller, "gate", 10);

@@ -18,7 +18,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use awx_bus::{BusConfig, Keys, RedisMode};
+use awx_bus::{Bus, BusConfig, BusError, CommandServer, Keys, RedisMode};
 use awx_test_support::{RedisCluster, RedisNamespace, RedisServer, TestDb};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
@@ -27,6 +27,8 @@ use redis::{Cmd, Pipeline, RedisFuture, Value};
 use secrecy::SecretString;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// The schema the tests install the bus tables into.
 pub const SCHEMA: &str = "bustest";
@@ -365,4 +367,44 @@ pub async fn inbox_count(pool: &PgPool, message_id: uuid::Uuid) -> i64 {
         .fetch_one(pool)
         .await
         .unwrap()
+}
+
+/// How long a server gets to stop.
+const STOP_WAIT: Duration = Duration::from_secs(20);
+
+/// A running command server of its own (its own bus and pool, as a replica would have).
+pub struct Server {
+    pub bus: Bus,
+    pub stop: CancellationToken,
+    pub task: JoinHandle<Result<(), BusError>>,
+}
+
+impl Server {
+    /// A server of `family` on `config`, with the handlers `register` adds.
+    pub async fn start(
+        db: &TestDb,
+        config: BusConfig,
+        family: &str,
+        register: impl FnOnce(CommandServer) -> Result<CommandServer, BusError>,
+    ) -> Self {
+        let bus = Bus::connect(config).await.unwrap();
+        let server =
+            register(CommandServer::new(&bus, replica_pool(db).await, family).unwrap()).unwrap();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(server.run(stop.clone()));
+        Self { bus, stop, task }
+    }
+
+    /// Stops it cleanly and checks that it stopped without error.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        within("the server to stop", STOP_WAIT, self.task).await.unwrap().unwrap();
+    }
+
+    /// Kills it where it stands (its in-flight handlers, or its batch, dropped mid-transaction).
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+        drop(self.bus);
+    }
 }
