@@ -199,28 +199,10 @@ async fn a_second_402_after_paying_is_an_error_not_a_second_payment() {
     let world = World::start().await;
     let (client, agent, _) = funded_agent(&world, json!({})).await;
     // A provider that asks for payment whatever it is sent.
-    let required = json!({
-        "x402Version": 2,
-        "resource": {"url": "http://greedy.test/paid"},
-        "accepts": [world.requirements(Address::random(), PRICE)],
-    });
-    let challenge = awx_x402::header::encode(&required).unwrap();
-    let app = axum::Router::new().route(
-        "/paid",
-        axum::routing::get(move || {
-            let challenge = challenge.clone();
-            async move {
-                (axum::http::StatusCode::PAYMENT_REQUIRED, [("payment-required", challenge)], "{}")
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let refusing = support::sdk::refusing_provider(&world).await;
 
     let http = paying(X402Middleware::new(client.clone(), &agent));
-    let error =
-        ClientError::from(http.get(format!("http://{address}/paid")).send().await.unwrap_err());
+    let error = ClientError::from(http.get(&refusing).send().await.unwrap_err());
     let ClientError::PaidButRefused { ledger_id: Some(ledger_id), .. } = &error else {
         panic!("not a refusal after payment: {error:?}")
     };

@@ -21,7 +21,7 @@ use super::World;
 const PRICE: u128 = 10_000;
 
 /// A provider that asks for payment whatever it is sent; returns its URL.
-async fn refusing_provider(world: &World) -> String {
+pub(crate) async fn refusing_provider(world: &World) -> String {
     let required = json!({
         "x402Version": 2,
         "resource": {"url": "http://refusing.test/paid"},
