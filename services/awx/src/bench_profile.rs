@@ -144,7 +144,7 @@ impl Profile {
                 .arg("report")
                 .arg("-i")
                 .arg(data)
-                .args(["--stdio", "--no-children", "--percent-limit", "1"])
+                .args(["--stdio", "--no-children"])
                 .args(args)
                 .stderr(Stdio::null())
                 .output()
@@ -152,7 +152,7 @@ impl Profile {
             Ok(String::from_utf8_lossy(&output.stdout).into_owned())
         };
         let mut lines = vec![format!("{label}: CPU samples by process (perf, whole machine):")];
-        lines.extend(samples(&report(&["--sort", "comm"])?));
+        lines.extend(samples(&report(&["--sort", "comm", "--percent-limit", "1"])?));
         lines.push(format!(
             "{label}: the platform's process (pid {}) by function, share of its own samples:",
             self.platform_pid

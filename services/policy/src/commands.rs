@@ -28,17 +28,7 @@ pub struct PolicyHandlers {
 
 macro_rules! handler {
     ($command:ty, $reply:ty, |$engine:ident, $c:ident| $body:expr) => {
-        impl CommandHandler<$command> for PolicyHandlers {
-            async fn handle(
-                &self,
-                _tx: &mut PgConnection,
-                $c: $command,
-                _meta: CommandMeta,
-            ) -> Result<$reply, HandlerError> {
-                let $engine = &*self.engine;
-                $body.await.map_err(HandlerError::from)
-            }
-        }
+        handler_in_tx!($command, $reply, |$engine, _tx, $c| $body);
     };
 }
 
