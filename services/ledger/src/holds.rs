@@ -31,14 +31,24 @@ struct HoldRow {
     legs: Vec<Leg>,
 }
 
-/// Whether the hold of payment `id` was voided before it was made.
-async fn voided_before_made(conn: &mut PgConnection, id: Uuid) -> Result<bool, LedgerFailure> {
-    Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM ledger.voided_before_hold WHERE hold_id = $1)",
-    )
-    .bind(id)
-    .fetch_one(conn)
-    .await?)
+/// In one statement (read under the key's lock): the stored request hash and reply of an earlier
+/// operation with `key`, and whether the hold of payment `id` was voided before it was made.
+async fn earlier_hold(
+    conn: &mut PgConnection,
+    key: &str,
+    id: Uuid,
+) -> Result<(Option<(Vec<u8>, serde_json::Value)>, bool), LedgerFailure> {
+    let (hash, result, voided): (Option<Vec<u8>>, Option<serde_json::Value>, bool) =
+        sqlx::query_as(
+            "SELECT t.request_hash, t.result,
+                    EXISTS (SELECT 1 FROM ledger.voided_before_hold WHERE hold_id = $2)
+             FROM (SELECT 1) AS one LEFT JOIN ledger.transfers AS t ON t.idempotency_key = $1",
+        )
+        .bind(key)
+        .bind(id)
+        .fetch_one(conn)
+        .await?;
+    Ok((hash.zip(result), voided))
 }
 
 /// Voids a hold that does not exist: marks it so that it is never made (a [`Hold`] of that
@@ -104,10 +114,11 @@ impl Ledger {
         let key = format!("hold:{}", command.payment_id);
         let hash = store::request_hash(command);
         store::lock_key(conn, &key).await?;
-        if let Some(reply) = store::replay(conn, &key, &hash).await? {
+        let (earlier, voided) = earlier_hold(conn, &key, command.payment_id.as_uuid()).await?;
+        if let Some(reply) = store::stored_reply(&key, &hash, earlier)? {
             return Ok(reply);
         }
-        if voided_before_made(conn, command.payment_id.as_uuid()).await? {
+        if voided {
             return Err(LedgerFailure::HoldVoided(command.payment_id.to_string()));
         }
         let (tier, _) = self.fees.tier(conn, command.owner).await?;

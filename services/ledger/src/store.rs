@@ -167,7 +167,9 @@ pub struct TransferRecord<'a> {
     pub result: serde_json::Value,
 }
 
-/// Writes a transfer: its row, its legs, its entries, and the accounts' new counters.
+/// Writes a transfer: its row, its legs, its entries, and the accounts' new counters, in one
+/// statement (one round trip: each is a data-modifying `WITH` of it, and the foreign keys are
+/// checked at its end).
 pub async fn write_transfer(
     conn: &mut PgConnection,
     record: TransferRecord<'_>,
@@ -175,44 +177,13 @@ pub async fn write_transfer(
     entries: &[Entry],
     accounts: &BTreeMap<AccountKey, Account>,
 ) -> Result<(), LedgerFailure> {
-    sqlx::query(
-        "INSERT INTO ledger.transfers
-           (id, idempotency_key, request_hash, kind, pending_id, status, timeout_at, network, token, owner, metadata, result)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-    )
-    .bind(record.id.as_uuid())
-    .bind(record.idempotency_key)
-    .bind(record.request_hash)
-    .bind(record.kind)
-    .bind(record.pending_id.map(|id| id.as_uuid()))
-    .bind(record.status)
-    .bind(record.timeout_at)
-    .bind(record.network)
-    .bind(record.token)
-    .bind(record.owner.map(|id| id.as_uuid()))
-    .bind(&record.metadata)
-    .bind(&record.result)
-    .execute(&mut *conn)
-    .await?;
-
+    let text = |amount: Amount| amount.to_string();
     let leg_numbers: Vec<i16> =
         (0..legs.len()).map(|i| i16::try_from(i).unwrap_or(i16::MAX)).collect();
     let debits: Vec<Uuid> = legs.iter().map(|l| Uuid::from_u128(l.debit)).collect();
     let credits: Vec<Uuid> = legs.iter().map(|l| Uuid::from_u128(l.credit)).collect();
     let amounts: Vec<String> = legs.iter().map(|l| l.amount.to_string()).collect();
-    sqlx::query(
-        "INSERT INTO ledger.transfer_legs (transfer_id, leg, debit_account, credit_account, amount)
-         SELECT $1, * FROM unnest($2::int2[], $3::uuid[], $4::uuid[], $5::numeric[])",
-    )
-    .bind(record.id.as_uuid())
-    .bind(&leg_numbers)
-    .bind(&debits)
-    .bind(&credits)
-    .bind(&amounts)
-    .execute(&mut *conn)
-    .await?;
 
-    let text = |amount: Amount| amount.to_string();
     let entry_legs: Vec<i16> =
         entries.iter().map(|e| i16::try_from(e.leg).unwrap_or(i16::MAX)).collect();
     let entry_accounts: Vec<Uuid> = entries.iter().map(|e| Uuid::from_u128(e.account)).collect();
@@ -227,14 +198,57 @@ pub async fn write_transfer(
     let cpo: Vec<String> = entries.iter().map(|e| text(e.after.credits_posted)).collect();
     let versions: Vec<i64> =
         entries.iter().map(|e| i64::try_from(e.version).unwrap_or(i64::MAX)).collect();
+
+    let touched: Vec<&Account> = accounts
+        .values()
+        .filter(|account| entries.iter().any(|entry| entry.account == account.key))
+        .collect();
+    let account_ids: Vec<Uuid> = touched.iter().map(|a| Uuid::from_u128(a.key)).collect();
+    let account_dp: Vec<String> = touched.iter().map(|a| text(a.balances.debits_pending)).collect();
+    let account_dpo: Vec<String> = touched.iter().map(|a| text(a.balances.debits_posted)).collect();
+    let account_cp: Vec<String> =
+        touched.iter().map(|a| text(a.balances.credits_pending)).collect();
+    let account_cpo: Vec<String> =
+        touched.iter().map(|a| text(a.balances.credits_posted)).collect();
+    let account_versions: Vec<i64> =
+        touched.iter().map(|a| i64::try_from(a.version).unwrap_or(i64::MAX)).collect();
+
     sqlx::query(
-        "INSERT INTO ledger.entries
-           (transfer_id, leg, account_id, side, pending_added, pending_removed, posted_added,
-            debits_pending_after, debits_posted_after, credits_pending_after, credits_posted_after, account_version)
-         SELECT $1, * FROM unnest($2::int2[], $3::uuid[], $4::text[], $5::numeric[], $6::numeric[], $7::numeric[],
-                                  $8::numeric[], $9::numeric[], $10::numeric[], $11::numeric[], $12::int8[])",
+        "WITH transfer AS (
+           INSERT INTO ledger.transfers
+             (id, idempotency_key, request_hash, kind, pending_id, status, timeout_at, network, token, owner, metadata, result)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)),
+         legs AS (
+           INSERT INTO ledger.transfer_legs (transfer_id, leg, debit_account, credit_account, amount)
+           SELECT $1, * FROM unnest($13::int2[], $14::uuid[], $15::uuid[], $16::numeric[])),
+         entries AS (
+           INSERT INTO ledger.entries
+             (transfer_id, leg, account_id, side, pending_added, pending_removed, posted_added,
+              debits_pending_after, debits_posted_after, credits_pending_after, credits_posted_after, account_version)
+           SELECT $1, * FROM unnest($17::int2[], $18::uuid[], $19::text[], $20::numeric[], $21::numeric[], $22::numeric[],
+                                    $23::numeric[], $24::numeric[], $25::numeric[], $26::numeric[], $27::int8[]))
+         UPDATE ledger.accounts AS a
+         SET debits_pending = v.dp, debits_posted = v.dpo, credits_pending = v.cp, credits_posted = v.cpo, version = v.version
+         FROM unnest($28::uuid[], $29::numeric[], $30::numeric[], $31::numeric[], $32::numeric[], $33::int8[])
+              AS v(id, dp, dpo, cp, cpo, version)
+         WHERE a.id = v.id",
     )
     .bind(record.id.as_uuid())
+    .bind(record.idempotency_key)
+    .bind(record.request_hash)
+    .bind(record.kind)
+    .bind(record.pending_id.map(|id| id.as_uuid()))
+    .bind(record.status)
+    .bind(record.timeout_at)
+    .bind(record.network)
+    .bind(record.token)
+    .bind(record.owner.map(|id| id.as_uuid()))
+    .bind(&record.metadata)
+    .bind(&record.result)
+    .bind(&leg_numbers)
+    .bind(&debits)
+    .bind(&credits)
+    .bind(&amounts)
     .bind(&entry_legs)
     .bind(&entry_accounts)
     .bind(&sides)
@@ -246,33 +260,12 @@ pub async fn write_transfer(
     .bind(&cp)
     .bind(&cpo)
     .bind(&versions)
-    .execute(&mut *conn)
-    .await?;
-
-    let touched: Vec<&Account> = accounts
-        .values()
-        .filter(|account| entries.iter().any(|entry| entry.account == account.key))
-        .collect();
-    let ids: Vec<Uuid> = touched.iter().map(|a| Uuid::from_u128(a.key)).collect();
-    let dp: Vec<String> = touched.iter().map(|a| text(a.balances.debits_pending)).collect();
-    let dpo: Vec<String> = touched.iter().map(|a| text(a.balances.debits_posted)).collect();
-    let cp: Vec<String> = touched.iter().map(|a| text(a.balances.credits_pending)).collect();
-    let cpo: Vec<String> = touched.iter().map(|a| text(a.balances.credits_posted)).collect();
-    let versions: Vec<i64> =
-        touched.iter().map(|a| i64::try_from(a.version).unwrap_or(i64::MAX)).collect();
-    sqlx::query(
-        "UPDATE ledger.accounts AS a
-         SET debits_pending = v.dp, debits_posted = v.dpo, credits_pending = v.cp, credits_posted = v.cpo, version = v.version
-         FROM unnest($1::uuid[], $2::numeric[], $3::numeric[], $4::numeric[], $5::numeric[], $6::int8[])
-              AS v(id, dp, dpo, cp, cpo, version)
-         WHERE a.id = v.id",
-    )
-    .bind(&ids)
-    .bind(&dp)
-    .bind(&dpo)
-    .bind(&cp)
-    .bind(&cpo)
-    .bind(&versions)
+    .bind(&account_ids)
+    .bind(&account_dp)
+    .bind(&account_dpo)
+    .bind(&account_cp)
+    .bind(&account_cpo)
+    .bind(&account_versions)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -300,6 +293,16 @@ pub async fn replay<R: DeserializeOwned>(
     .bind(key)
     .fetch_optional(conn)
     .await?;
+    stored_reply(key, request_hash, row)
+}
+
+/// The reply stored for `key` (its request hash and result, as read), judged as [`replay`]
+/// judges it.
+pub fn stored_reply<R: DeserializeOwned>(
+    key: &str,
+    request_hash: &[u8],
+    row: Option<(Vec<u8>, serde_json::Value)>,
+) -> Result<Option<R>, LedgerFailure> {
     match row {
         None => Ok(None),
         Some((hash, _)) if hash != request_hash => {

@@ -1,9 +1,11 @@
 //! The policy service's bus commands (family `policy`, types in `awx_api::policy`).
 //!
-//! Work is done in the service's own committed transactions (a payment's reservation must be
-//! durable before the ledger and the signer are asked anything), not in the bus's inbox
-//! transaction; the inbox still answers a redelivered command from storage, and every operation
-//! is idempotent by the id the caller minted.
+//! A payment's reservation is written in the service's own committed transaction (it must be
+//! durable before the ledger and the signer are asked anything); what ends a state change (a
+//! payment becoming `authorized`, a decision, a capture) is written in the bus's transaction of
+//! the command (`handler_in_tx!`), so it commits with the stored reply. The inbox answers a
+//! redelivered command from storage, and every operation is idempotent by the id the caller
+//! minted.
 
 use std::sync::Arc;
 
@@ -96,7 +98,9 @@ query!(GetPayment, PaymentView, |engine, command| approvals::get(
     command.ledger_id
 ));
 handler_in_tx!(Decide, PaymentView, |engine, tx, command| approvals::decide(engine, tx, &command));
-handler!(OwnPayment, OwnPaymentReply, |engine, command| own::own_payment(engine, &command));
+handler_in_tx!(OwnPayment, OwnPaymentReply, |engine, tx, command| own::own_payment(
+    engine, tx, &command
+));
 query!(OwnVerify, OwnPaymentReply, |engine, query| own::own_verify(engine, &query));
 handler!(NetDecide, NetDecision, |engine, command| net::net_decide(engine, &command));
 handler!(WithdrawDecide, NetDecision, |engine, command| withdrawals::withdraw_decide(

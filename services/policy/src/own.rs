@@ -163,9 +163,14 @@ pub(crate) async fn own_verify(
     Ok(answer(OwnAction::Verify, verdict, &payment))
 }
 
-/// Answers the facilitator about a payment whose payer may be one of our wallets.
+/// Answers the facilitator about a payment whose payer may be one of our wallets, in `tx`: the
+/// bus's transaction of the command, which commits with the stored reply (so a capture, its
+/// state change and its `payment.captured` event are one with the answer). The payment issued
+/// for (payer, nonce) is read first (locked for a settle); only when there is none, whether the
+/// payer is one of our wallets at all.
 pub(crate) async fn own_payment(
     engine: &Engine,
+    tx: &mut sqlx::PgConnection,
     command: &OwnPayment,
 ) -> Result<OwnPaymentReply, Failure> {
     let Ok(ExactEvmPayload::Eip3009(eip3009)) =
@@ -174,15 +179,14 @@ pub(crate) async fn own_payment(
         return Ok(OwnPaymentReply::NotOurs);
     };
     let from = eip3009.authorization.from;
-    if agents::by_address(engine, from).await?.is_none() {
-        return Ok(OwnPaymentReply::NotOurs);
-    }
     let payer = from.to_checksum(None);
-    let mut tx = engine.pool.begin().await?;
     let lock = command.action == OwnAction::Settle;
     let Some(mut payment) =
-        payments::by_payer_nonce(&mut tx, from, eip3009.authorization.nonce, lock).await?
+        payments::by_payer_nonce(&mut *tx, from, eip3009.authorization.nonce, lock).await?
     else {
+        if agents::by_address(engine, from).await?.is_none() {
+            return Ok(OwnPaymentReply::NotOurs);
+        }
         let response = invalid(
             ErrorReason::InvalidExactEvmSignature,
             "the payer is an awx wallet and awx issued no authorization with this nonce",
@@ -213,7 +217,6 @@ pub(crate) async fn own_payment(
         .bind(payment.id)
         .fetch_one(&mut *tx)
         .await?;
-        tx.commit().await?;
         let facts = captured(&payment, at)?;
         return Ok(OwnPaymentReply::Settled {
             response: SettleResponse::settled("", payment.network.clone(), payer),
@@ -223,7 +226,6 @@ pub(crate) async fn own_payment(
     }
     let verdict = check(&command.payload, &command.requirements, &payment, &eip3009);
     if command.action == OwnAction::Verify || verdict.is_err() {
-        tx.commit().await?;
         return Ok(answer(command.action, verdict, &payment));
     }
     // Settle: capture the hold in full, under the payment's lock.
@@ -234,7 +236,7 @@ pub(crate) async fn own_payment(
             tracing::warn!(code = %code, error.message = %message, payment = %payment.id, "the ledger refused a capture");
             if code == awx_api::ledger::codes::HOLD_NOT_PENDING {
                 payments::release(
-                    &mut tx,
+                    &mut *tx,
                     &mut payment,
                     "expired",
                     Some((code.as_str(), message.as_str())),
@@ -242,7 +244,6 @@ pub(crate) async fn own_payment(
                 )
                 .await?;
             }
-            tx.commit().await?;
             return Ok(answer(
                 OwnAction::Settle,
                 Err(invalid(
@@ -269,10 +270,9 @@ pub(crate) async fn own_payment(
     let facts = captured(&payment, at)?;
     // The settlement item follows from this event even if this answer is lost.
     let event = PaymentCaptured { provider: Some(command.provider), captured: facts.clone() };
-    awx_bus::publish(&mut tx, engine.bus.schema(), &event)
+    awx_bus::publish(&mut *tx, engine.bus.schema(), &event)
         .await
         .map_err(|error| Failure::internal(format!("writing the outbox: {error}")))?;
-    tx.commit().await?;
     Ok(OwnPaymentReply::Settled {
         response: SettleResponse::settled("", payment.network.clone(), payer),
         captured: Some(facts),

@@ -242,44 +242,46 @@ pub(crate) async fn pay(
         let (valid_after, valid_before) = validity(engine, now, max_timeout_seconds);
         (B256::random(), valid_after, valid_before)
     });
-    let inserted = sqlx::query(
+    // Inserted and read back in one statement; no row is the same command recorded meanwhile.
+    let sql = format!(
         "INSERT INTO policy.payments (id, owner, agent_id, session_id, state, target_url, x402_version,
            network, chain_id, token, token_symbol, token_decimals, token_name, token_version, payer,
            pay_to, amount, amount_usd, offer, resource, max_timeout_seconds, deadline, nonce,
            valid_after, valid_before)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17::numeric,
            $18::numeric, $19, $20, $21, now() + make_interval(secs => $22), $23, $24, $25)
-         ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(id)
-    .bind(owner.as_uuid())
-    .bind(agent.id)
-    .bind(command.session_id.map(|s| s.as_uuid()))
-    .bind(state)
-    .bind(url.as_str())
-    .bind(i32::try_from(command.x402_version).map_err(Failure::internal)?)
-    .bind(&chosen.offer.network)
-    .bind(i64::try_from(chosen.chain_id).map_err(Failure::internal)?)
-    .bind(lower(chosen.token.address))
-    .bind(&chosen.token.symbol)
-    .bind(i16::from(chosen.token.decimals))
-    .bind(&chosen.domain_name)
-    .bind(&chosen.domain_version)
-    .bind(lower(agent.address))
-    .bind(lower(chosen.pay_to))
-    .bind(chosen.amount.to_string())
-    .bind(awx_policy_core::format_usd(chosen.amount_usd))
-    .bind(serde_json::to_value(&chosen.offer).map_err(Failure::internal)?)
-    .bind(serde_json::to_value(&command.challenge.resource).map_err(Failure::internal)?)
-    .bind(i64::try_from(max_timeout_seconds).map_err(Failure::internal)?)
-    .bind(i64::try_from(deadline_seconds).map_err(Failure::internal)?)
-    .bind(fixed.map(|(nonce, _, _)| nonce.to_vec()))
-    .bind(fixed.map(|(_, valid_after, _)| valid_after))
-    .bind(fixed.map(|(_, _, valid_before)| valid_before))
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if inserted == 0 {
+         ON CONFLICT (id) DO NOTHING RETURNING {}",
+        payments::COLUMNS
+    );
+    let inserted = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .bind(owner.as_uuid())
+        .bind(agent.id)
+        .bind(command.session_id.map(|s| s.as_uuid()))
+        .bind(state)
+        .bind(url.as_str())
+        .bind(i32::try_from(command.x402_version).map_err(Failure::internal)?)
+        .bind(&chosen.offer.network)
+        .bind(i64::try_from(chosen.chain_id).map_err(Failure::internal)?)
+        .bind(lower(chosen.token.address))
+        .bind(&chosen.token.symbol)
+        .bind(i16::from(chosen.token.decimals))
+        .bind(&chosen.domain_name)
+        .bind(&chosen.domain_version)
+        .bind(lower(agent.address))
+        .bind(lower(chosen.pay_to))
+        .bind(chosen.amount.to_string())
+        .bind(awx_policy_core::format_usd(chosen.amount_usd))
+        .bind(serde_json::to_value(&chosen.offer).map_err(Failure::internal)?)
+        .bind(serde_json::to_value(&command.challenge.resource).map_err(Failure::internal)?)
+        .bind(i64::try_from(max_timeout_seconds).map_err(Failure::internal)?)
+        .bind(i64::try_from(deadline_seconds).map_err(Failure::internal)?)
+        .bind(fixed.map(|(nonce, _, _)| nonce.to_vec()))
+        .bind(fixed.map(|(_, valid_after, _)| valid_after))
+        .bind(fixed.map(|(_, _, valid_before)| valid_before))
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(inserted) = inserted else {
         // The same command, running twice at once: the other one recorded it.
         tx.rollback().await?;
         let mut conn = engine.pool.acquire().await?;
@@ -288,10 +290,8 @@ pub(crate) async fn pay(
             .ok_or_else(|| Failure::internal("a payment vanished"))?;
         drop(conn);
         return resume(engine, bus_tx, owner, existing).await;
-    }
-    let payment = payments::load(&mut tx, id, false)
-        .await?
-        .ok_or_else(|| Failure::internal("no such payment"))?;
+    };
+    let payment = payments::from_row(&inserted)?;
     tx.commit().await?;
     if approval {
         quote_fee(engine, id, owner).await;
@@ -483,13 +483,33 @@ async fn authorize_payment(
     };
     let header = payment_header(&payment, &authorization, &signed.signature)?;
 
-    let mut payment = payments::load(bus_tx, id, true)
-        .await?
-        .ok_or_else(|| Failure::internal("no such payment"))?;
-    if payment.state != "authorizing" {
-        // The sweeper released it while we were signing: the signature is never shown.
+    // Authorized, in one statement, unless the sweeper released it while we were signing (then
+    // the signature is never shown). The payment's row lock comes before the session's, as
+    // everywhere.
+    let expires =
+        fixed.2.saturating_add(i64::try_from(engine.settings.expiry_grace_seconds).unwrap_or(0));
+    let sql = format!(
+        "UPDATE policy.payments SET state = 'authorized', signature = $2, payment_signature = $3,
+           deadline = to_timestamp($4), fee = $5::numeric, fee_rate = $6::numeric,
+           updated_at = now() WHERE id = $1 AND state = 'authorizing' RETURNING {}",
+        payments::COLUMNS
+    );
+    let updated = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .bind(signed.signature.as_ref())
+        .bind(&header)
+        .bind(expires)
+        .bind(held.fee.to_string())
+        .bind(held.fee_rate.to_string())
+        .fetch_optional(&mut *bus_tx)
+        .await?;
+    let Some(updated) = updated else {
+        let payment = payments::load(bus_tx, id, false)
+            .await?
+            .ok_or_else(|| Failure::internal("no such payment"))?;
         return answer(payment);
-    }
+    };
+    let payment = payments::from_row(&updated)?;
     if let Some(session_id) = payment.session_id {
         let mut session =
             sessions::load(bus_tx, owner, SessionId::from_uuid(session_id), true).await?;
@@ -499,28 +519,6 @@ async fn authorize_payment(
             .map_err(|error| Failure::internal(format!("session {session_id}: {error}")))?;
         sessions::save_counters(bus_tx, &session).await?;
     }
-    let expires =
-        fixed.2.saturating_add(i64::try_from(engine.settings.expiry_grace_seconds).unwrap_or(0));
-    sqlx::query(
-        "UPDATE policy.payments SET state = 'authorized', signature = $2, payment_signature = $3,
-           deadline = to_timestamp($4), fee = $5::numeric, fee_rate = $6::numeric,
-           updated_at = now() WHERE id = $1",
-    )
-    .bind(id)
-    .bind(signed.signature.as_ref())
-    .bind(&header)
-    .bind(expires)
-    .bind(held.fee.to_string())
-    .bind(held.fee_rate.to_string())
-    .execute(&mut *bus_tx)
-    .await?;
-    payment.state = "authorized".into();
-    payment.fee = Some(held.fee);
-    payment.fee_rate = Some(held.fee_rate);
-    payment.payment_signature = Some(header);
-    payment.nonce = Some(nonce);
-    payment.valid_after = Some(fixed.1);
-    payment.valid_before = Some(fixed.2);
     Ok(payment.view())
 }
 

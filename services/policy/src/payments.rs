@@ -63,7 +63,8 @@ pub(crate) fn is_spent_state(state: &str) -> bool {
     matches!(state, "authorized" | "captured" | "settled")
 }
 
-const COLUMNS: &str = "id, owner, agent_id, session_id, state, counts, target_url, x402_version,
+/// The columns [`from_row`] reads (a `SELECT` list, or a `RETURNING` one).
+pub(crate) const COLUMNS: &str = "id, owner, agent_id, session_id, state, counts, target_url, x402_version,
     network, chain_id, token, token_symbol, token_decimals, token_name, token_version, payer, pay_to,
     amount::text, amount_usd::text, fee::text, fee_rate::text, offer, resource, max_timeout_seconds,
     nonce, valid_after, valid_before, signature, payment_signature, error_code, error_message,
@@ -76,7 +77,8 @@ where
     text.parse().map_err(|error| Failure::internal(format!("stored {what} {text:?}: {error}")))
 }
 
-fn from_row(row: &sqlx::postgres::PgRow) -> Result<Payment, Failure> {
+/// A payment from a row of [`COLUMNS`].
+pub(crate) fn from_row(row: &sqlx::postgres::PgRow) -> Result<Payment, Failure> {
     let text = |index: usize| -> String { row.get(index) };
     let opt_text = |index: usize| -> Option<String> { row.get(index) };
     let offer: serde_json::Value = row.get(21);

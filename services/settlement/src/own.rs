@@ -17,7 +17,6 @@ use awx_api::policy::{Captured, OwnAction, OwnPayment, OwnPaymentReply, OwnVerif
 use awx_bus::BusError;
 use awx_types::{AccountId, Amount};
 use awx_x402::{ExactEvmPayload, NormalizedRequest, SettleResponse};
-use sqlx::Row as _;
 
 use crate::facilitator::{Facilitator, FacilitatorError};
 use crate::settle::lower;
@@ -139,43 +138,59 @@ impl Facilitator {
         captured: &Captured,
     ) -> Result<i64, FacilitatorError> {
         let mut conn = self.pool.acquire().await?;
-        insert_item(&mut conn, Some(provider), captured, None).await?;
-        let row = sqlx::query(
-            "SELECT valid_before, extract(epoch FROM captured_at)::bigint
-             FROM settlement.items WHERE payment_id = $1",
-        )
-        .bind(captured.ledger_id.as_uuid())
-        .fetch_optional(&mut *conn)
-        .await?;
-        let Some(row) = row else {
+        let Some(queued) = queue(&mut conn, Some(provider), captured, None).await? else {
             tracing::error!(payment = %captured.ledger_id, "another payment is queued for this authorization");
             return Err(FacilitatorError::Inconsistent(format!(
                 "another payment than {} is queued for the authorization {} of {}",
                 captured.ledger_id, captured.nonce, captured.payer
             )));
         };
-        let valid_before: i64 = row.get(0);
-        let captured_at: i64 = row.get(1);
         Ok(settle_by_unix(
-            valid_before,
-            captured_at,
+            queued.valid_before_unix,
+            queued.captured_at_unix,
             self.settings.batch.max_delay_seconds,
             self.settings.batch.interval_seconds,
         ))
     }
 }
 
+/// A payment's settlement item, as [`queue`] found or inserted it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Queued {
+    /// The item was inserted by this call.
+    pub new: bool,
+    /// The authorization's `validBefore` (Unix seconds).
+    pub valid_before_unix: i64,
+    /// When the payment was captured (Unix seconds).
+    pub captured_at_unix: i64,
+}
+
 /// Inserts the settlement item of a capture in `conn` unless the payment (or its authorization)
-/// is queued already; `true` when it was new. The settle path calls it for its answer, and the
-/// `payment.captured` event (from the policy service's outbox) calls it too, so a capture whose
-/// settle answer was lost is still queued. With `paid_by`, the item is `settled_externally` by
-/// that transaction (its authorization was submitted on chain by someone else).
+/// is queued already; `true` when it was new. See [`queue`].
 pub async fn insert_item(
     conn: &mut sqlx::PgConnection,
     provider: Option<AccountId>,
     captured: &Captured,
     paid_by: Option<awx_x402::B256>,
 ) -> Result<bool, FacilitatorError> {
+    Ok(queue(conn, provider, captured, paid_by).await?.is_some_and(|queued| queued.new))
+}
+
+/// Inserts the settlement item of a capture in `conn` unless the payment (or its authorization)
+/// is queued already, and returns the payment's item: `None` when another payment holds its
+/// authorization (payer and nonce). The settle path calls it for its answer, and the
+/// `payment.captured` event (from the policy service's outbox) calls it too, so a capture whose
+/// settle answer was lost is still queued. With `paid_by`, the item is `settled_externally` by
+/// that transaction (its authorization was submitted on chain by someone else).
+///
+/// One statement inserts and, when the row existed, reads it; only when an insert of the same
+/// payment committed while it ran (its snapshot predates the row) does a second read find it.
+pub async fn queue(
+    conn: &mut sqlx::PgConnection,
+    provider: Option<AccountId>,
+    captured: &Captured,
+    paid_by: Option<awx_x402::B256>,
+) -> Result<Option<Queued>, FacilitatorError> {
     let amount = Amount::parse_atomic(&captured.amount)
         .ok()
         .filter(|amount| !amount.is_zero())
@@ -191,14 +206,20 @@ pub async fn insert_item(
             captured.fee
         ))
     })?;
-    let inserted = sqlx::query(
-        "INSERT INTO settlement.items
-           (payment_id, network, token, payer, payee, amount, valid_before, nonce, captured_at, provider, fee,
-            state, settled_tx, settled_at)
-         VALUES ($1, $2, $3, $4, $5, $6::numeric, $7, $8, 'epoch'::timestamptz + $9 * interval '1 second', $10, $11::numeric,
-                 CASE WHEN $12::text IS NULL THEN 'queued' ELSE 'settled_externally' END, $12,
-                 CASE WHEN $12::text IS NULL THEN NULL ELSE now() END)
-         ON CONFLICT DO NOTHING",
+    let row: Option<(bool, i64, i64)> = sqlx::query_as(
+        "WITH inserted AS (
+           INSERT INTO settlement.items
+             (payment_id, network, token, payer, payee, amount, valid_before, nonce, captured_at, provider, fee,
+              state, settled_tx, settled_at)
+           VALUES ($1, $2, $3, $4, $5, $6::numeric, $7, $8, 'epoch'::timestamptz + $9 * interval '1 second', $10, $11::numeric,
+                   CASE WHEN $12::text IS NULL THEN 'queued' ELSE 'settled_externally' END, $12,
+                   CASE WHEN $12::text IS NULL THEN NULL ELSE now() END)
+           ON CONFLICT DO NOTHING
+           RETURNING valid_before, extract(epoch FROM captured_at)::bigint AS captured_at)
+         SELECT true, valid_before, captured_at FROM inserted
+         UNION ALL
+         SELECT false, valid_before, extract(epoch FROM captured_at)::bigint
+           FROM settlement.items WHERE payment_id = $1 AND NOT EXISTS (SELECT 1 FROM inserted)",
     )
     .bind(captured.ledger_id.as_uuid())
     .bind(&captured.network)
@@ -212,14 +233,28 @@ pub async fn insert_item(
     .bind(provider.map(|provider| provider.as_uuid()))
     .bind(fee.to_string())
     .bind(paid_by.map(|hash| format!("{hash:#x}")))
-    .execute(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await?;
-    let new = inserted.rows_affected() > 0;
+    let row = match row {
+        Some(row) => Some(row),
+        // Nothing inserted and nothing seen: either another payment holds the authorization, or
+        // the same payment's item committed after this statement's snapshot was taken.
+        None => {
+            sqlx::query_as(
+                "SELECT false, valid_before, extract(epoch FROM captured_at)::bigint
+                 FROM settlement.items WHERE payment_id = $1",
+            )
+            .bind(captured.ledger_id.as_uuid())
+            .fetch_optional(&mut *conn)
+            .await?
+        }
+    };
+    let Some((new, valid_before_unix, captured_at_unix)) = row else { return Ok(None) };
     if new {
         metrics::counter!("settlement_items_queued_total", "network" => captured.network.clone())
             .increment(1);
     }
-    Ok(new)
+    Ok(Some(Queued { new, valid_before_unix, captured_at_unix }))
 }
 
 /// Queues the item of each `payment.captured` event, in the consumer's transaction (the inbox

@@ -428,3 +428,50 @@ async fn a_new_wallet_is_ours_on_another_replica_immediately() {
     assert!(matches!(&again, BusError::Rejected { code, .. } if code == codes::INVALID_REQUEST));
     world.stop().await;
 }
+
+#[tokio::test]
+async fn a_capture_is_queued_once_and_another_payment_for_its_authorization_is_refused() {
+    use awx_settlement_service::own::{Queued, insert_item, queue};
+    let world = quiet_world().await;
+    let nonce = awx_x402::B256::random();
+    let captured = Captured {
+        ledger_id: LedgerId::new(),
+        network: world.network.clone(),
+        token: world.token.address(),
+        payer: Address::random(),
+        payee: Address::random(),
+        amount: "250000".into(),
+        valid_before_unix: 1_900_000_000,
+        nonce,
+        captured_at_unix: 1_800_000_000,
+        fee: "5000".into(),
+    };
+    let provider = Some(AccountId::new());
+    let mut conn = world.db.pool.acquire().await.unwrap();
+    let expected =
+        Queued { new: true, valid_before_unix: 1_900_000_000, captured_at_unix: 1_800_000_000 };
+    assert_eq!(queue(&mut conn, provider, &captured, None).await.unwrap(), Some(expected));
+    // Again (a retried settle, or the `payment.captured` event): the stored row, not a new one,
+    // even with other facts.
+    let later = Captured { captured_at_unix: 1_800_000_100, ..captured.clone() };
+    assert_eq!(
+        queue(&mut conn, provider, &later, None).await.unwrap(),
+        Some(Queued { new: false, ..expected })
+    );
+    assert!(!insert_item(&mut conn, provider, &captured, None).await.unwrap());
+    // Another payment with the same authorization (payer and nonce): nothing.
+    let other = Captured { ledger_id: LedgerId::new(), ..captured.clone() };
+    assert_eq!(queue(&mut conn, provider, &other, None).await.unwrap(), None);
+    assert!(!insert_item(&mut conn, provider, &other, None).await.unwrap());
+    let rows: Vec<(uuid::Uuid, String, String, String)> =
+        sqlx::query_as("SELECT payment_id, state, amount::text, fee::text FROM settlement.items")
+            .fetch_all(&world.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        rows,
+        vec![(captured.ledger_id.as_uuid(), "queued".to_owned(), "250000".into(), "5000".into())]
+    );
+    drop(conn);
+    world.stop().await;
+}

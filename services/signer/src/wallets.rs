@@ -183,43 +183,53 @@ impl Custody {
             }
         };
         let from = request.authorization.from;
-        if self.wallet_of(conn, request.agent_id).await? != Some(from) {
-            return Err(SignFailure::UnknownWallet { agent: request.agent_id, address: from });
-        }
-
         let payment = request.payment_id.as_uuid();
         let token = address_text(request.token);
         let nonce = request.authorization.nonce;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, $2))")
-            .bind(payment.to_string())
-            .bind(REQUEST_LOCK_KEY)
-            .execute(&mut *conn)
-            .await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, $2))")
-            .bind(format!("{}:{chain_id}:{token}:{nonce:x}", address_text(from)))
-            .bind(NONCE_LOCK_KEY)
-            .execute(&mut *conn)
-            .await?;
+        // One round trip: the agent's wallet, then the payment's and the nonce's locks (always
+        // in this order, so two requests cannot deadlock; a refused request's locks go with its
+        // transaction).
+        let wallet: Option<String> = sqlx::query_scalar(
+            "SELECT (SELECT address FROM signer.agent_wallets WHERE agent_id = $1)
+             FROM (SELECT pg_advisory_xact_lock(hashtextextended($2, $3)),
+                          pg_advisory_xact_lock(hashtextextended($4, $5))) AS locked",
+        )
+        .bind(request.agent_id.as_uuid())
+        .bind(payment.to_string())
+        .bind(REQUEST_LOCK_KEY)
+        .bind(format!("{}:{chain_id}:{token}:{nonce:x}", address_text(from)))
+        .bind(NONCE_LOCK_KEY)
+        .fetch_one(&mut *conn)
+        .await?;
+        if wallet.as_deref().map(stored_address).transpose()? != Some(from) {
+            return Err(SignFailure::UnknownWallet { agent: request.agent_id, address: from });
+        }
 
         let digest = request.authorization.signing_hash(&request_domain(request));
         let hash = authorization_request_hash(request, &digest);
-        if let Some(stored) = self.replay_authorization(conn, request, &hash).await? {
-            tracing::info!(payment_id = %request.payment_id, "authorization replayed");
-            return Ok(stored);
-        }
-        let taken: Option<uuid::Uuid> = sqlx::query_scalar(
-            "SELECT payment_id FROM signer.authorizations \
-             WHERE address = $1 AND chain_id = $2 AND token = $3 AND nonce = $4 \
-             UNION ALL SELECT transfer_id FROM signer.net_transfers \
-             WHERE address = $1 AND chain_id = $2 AND token = $3 AND nonce = $4",
+        // Read under the locks, in one statement: this payment's stored signature, and whether
+        // the nonce was signed for another payment or net transfer.
+        let row = sqlx::query(
+            "SELECT log.kind, log.request_hash, log.result,
+                    EXISTS (SELECT 1 FROM signer.authorizations
+                            WHERE address = $2 AND chain_id = $3 AND token = $4 AND nonce = $5
+                            UNION ALL SELECT 1 FROM signer.net_transfers
+                            WHERE address = $2 AND chain_id = $3 AND token = $4 AND nonce = $5) AS taken
+             FROM (SELECT 1) AS one
+             LEFT JOIN signer.signing_log AS log ON log.request_id = $1",
         )
+        .bind(payment)
         .bind(address_text(from))
         .bind(chain_id)
         .bind(&token)
         .bind(nonce.as_slice())
-        .fetch_optional(&mut *conn)
+        .fetch_one(&mut *conn)
         .await?;
-        if taken.is_some() {
+        if let Some(stored) = stored_authorization(request, &hash, &row)? {
+            tracing::info!(payment_id = %request.payment_id, "authorization replayed");
+            return Ok(stored);
+        }
+        if row.try_get::<bool, _>("taken")? {
             return Err(SignFailure::NonceAlreadySigned { address: from, nonce });
         }
 
@@ -239,10 +249,15 @@ impl Custody {
 
         let result = serde_json::to_value(&reply)
             .map_err(|error| SignFailure::Internal(format!("encoding the result: {error}")))?;
+        // The signing log row and the nonce's row, in one statement.
         sqlx::query(
-            "INSERT INTO signer.signing_log \
-             (request_id, kind, address, chain_id, target, request_hash, result) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "WITH log AS (
+               INSERT INTO signer.signing_log
+                 (request_id, kind, address, chain_id, target, request_hash, result)
+               VALUES ($1, $2, $3, $4, $5, $6, $7))
+             INSERT INTO signer.authorizations
+               (payment_id, address, chain_id, token, nonce, request_id)
+             VALUES ($1, $3, $4, $5, $8, $1)",
         )
         .bind(payment)
         .bind(KIND_AUTHORIZATION)
@@ -251,17 +266,6 @@ impl Custody {
         .bind(&token)
         .bind(hash.as_slice())
         .bind(result)
-        .execute(&mut *conn)
-        .await?;
-        sqlx::query(
-            "INSERT INTO signer.authorizations \
-             (payment_id, address, chain_id, token, nonce, request_id) \
-             VALUES ($1, $2, $3, $4, $5, $1)",
-        )
-        .bind(payment)
-        .bind(address_text(from))
-        .bind(chain_id)
-        .bind(&token)
         .bind(nonce.as_slice())
         .execute(&mut *conn)
         .await?;
@@ -278,33 +282,26 @@ impl Custody {
         );
         Ok(reply)
     }
+}
 
-    /// The stored signature of this payment: `None` if it was never signed, a refusal if it was
-    /// signed with other contents (or the id names another kind of signature).
-    async fn replay_authorization(
-        &self,
-        conn: &mut PgConnection,
-        request: &SignAuthorization,
-        hash: &[u8; 32],
-    ) -> Result<Option<AuthorizationSigned>, SignFailure> {
-        let row = sqlx::query(
-            "SELECT kind, request_hash, result FROM signer.signing_log WHERE request_id = $1",
-        )
-        .bind(request.payment_id.as_uuid())
-        .fetch_optional(&mut *conn)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let kind: String = row.try_get("kind")?;
-        let stored_hash: Vec<u8> = row.try_get("request_hash")?;
-        if kind != KIND_AUTHORIZATION || stored_hash.as_slice() != hash.as_slice() {
-            return Err(SignFailure::PaymentAlreadySigned(request.payment_id));
-        }
-        let result: serde_json::Value = row.try_get("result")?;
-        serde_json::from_value(result).map(Some).map_err(|error| {
-            SignFailure::Internal(format!(
-                "stored signature of payment {} does not read back: {error}",
-                request.payment_id
-            ))
-        })
+/// The stored signature of this payment from `row` (the signing log's `kind`, `request_hash` and
+/// `result`, null when it was never signed): `None` if it was never signed, a refusal if it was
+/// signed with other contents (or the id names another kind of signature).
+fn stored_authorization(
+    request: &SignAuthorization,
+    hash: &[u8; 32],
+    row: &sqlx::postgres::PgRow,
+) -> Result<Option<AuthorizationSigned>, SignFailure> {
+    let Some(kind) = row.try_get::<Option<String>, _>("kind")? else { return Ok(None) };
+    let stored_hash: Vec<u8> = row.try_get("request_hash")?;
+    if kind != KIND_AUTHORIZATION || stored_hash.as_slice() != hash.as_slice() {
+        return Err(SignFailure::PaymentAlreadySigned(request.payment_id));
     }
+    let result: serde_json::Value = row.try_get("result")?;
+    serde_json::from_value(result).map(Some).map_err(|error| {
+        SignFailure::Internal(format!(
+            "stored signature of payment {} does not read back: {error}",
+            request.payment_id
+        ))
+    })
 }
