@@ -371,7 +371,45 @@ async fn a_command_that_waited_past_its_deadline_is_answered_timed_out_and_never
     server.shutdown().await;
 }
 
+async fn the_same_command_twice_in_one_batch_runs_once_and_both_get_its_answer(topology: Topology) {
+    let db = database().await;
+    let redis = TestRedis::new(topology).await;
+    let ledger = Ledger::new("a");
+    let server = start(&db, config(&redis), ledger.clone()).await;
+    let caller = Bus::connect(redis.config()).await.unwrap();
+    let other_caller = Bus::connect(redis.config()).await.unwrap();
+
+    let (gate, gate_sending) = send(&caller, "gate", 10);
+    wait_until("the gate's handler runs", WAIT, || async { ledger.calls() == 1 }).await;
+    // One command id sent twice (a caller's retry racing its first try), both queued behind
+    // the gate's batch, so they share the next one.
+    let id = Uuid::now_v7();
+    let command = Deposit { account: "twice".into(), amount: 5 };
+    let sending: Vec<Sending> = [caller.clone(), other_caller.clone()]
+        .into_iter()
+        .map(|bus| {
+            let command = command.clone();
+            tokio::spawn(async move { bus.send_with_id(&command, id, WAIT).await })
+        })
+        .collect();
+    all_delivered(&redis, 3).await;
+    ledger.gate.add_permits(1);
+    within("the gate's reply", WAIT, gate_sending).await.unwrap().unwrap();
+    for sending in sending {
+        let reply = within("a reply", WAIT, sending).await.unwrap().unwrap();
+        assert_eq!(reply, Balance { balance: 5, server: "a".into() });
+    }
+    assert_eq!(effect_count(&db.pool, id).await, 1, "executed once");
+    assert_eq!(inbox_count(&db.pool, id).await, 1);
+    assert_eq!(ledger.calls(), 2, "the gate and the command, once");
+    assert_eq!(effect_count(&db.pool, gate).await, 1);
+    let stream = redis.keys().command_stream(FAMILY);
+    wait_until("everything is acknowledged", WAIT, || drained(&redis, &stream)).await;
+    server.shutdown().await;
+}
+
 on_both_topologies!(
+    the_same_command_twice_in_one_batch_runs_once_and_both_get_its_answer,
     a_command_that_waited_past_its_deadline_is_answered_timed_out_and_never_run,
     with_two_lanes_a_batch_goes_while_another_waits,
     a_batch_commits_together_and_a_refusal_or_failure_in_it_leaves_the_others,
