@@ -6,6 +6,7 @@
 
 pub mod deposits;
 pub mod facilitator;
+pub mod issued;
 pub mod ledger;
 pub mod policy;
 pub mod signer;

@@ -47,6 +47,7 @@ pub(crate) enum StreamKind {
     Event,
     Reply,
     DeadLetter,
+    Notice,
 }
 
 impl StreamKind {
@@ -56,6 +57,7 @@ impl StreamKind {
             Self::Event => "event",
             Self::Reply => "reply",
             Self::DeadLetter => "dead_letter",
+            Self::Notice => "notice",
         }
     }
 }

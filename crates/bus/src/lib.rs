@@ -12,7 +12,7 @@
 //! a random one). See [`Keys`]:
 //! `<prefix>:{cmd:<family>}` (requests of a command family), `<prefix>:reply:{<instance_id>}`
 //! (the replies to one caller process instance; trimmed, with a TTL), `<prefix>:{evt:<topic>}`
-//! (events), `<prefix>:dlq:{<stream>}` (dead letters of `cmd:<family>` or `evt:<topic>`),
+//! (events), `<prefix>:{ntc:<topic>}` (notices), `<prefix>:dlq:{<stream>}` (dead letters of `cmd:<family>` or `evt:<topic>`),
 //! `<prefix>:lasterror:<group>:{<stream>}` (the last error per pending message, for dead
 //! letters) and `<prefix>:rl:{<scope>}:<name>` (rate limits, [`ratelimit`]).
 //!
@@ -108,6 +108,15 @@
 //! dead-letters the event at once). A missing stream or group (Redis restarted empty) is
 //! recreated from id 0 and consumption carries on.
 //!
+//! # Notices
+//!
+//! A [`Notice`] is a hint, not a fact: [`Bus::notify`] writes it at once to
+//! `<prefix>:{ntc:<topic>}` (no outbox), and every [`NoticeListener`] (every replica of every
+//! listening service, no consumer group) reads what is written after it started. A notice may be
+//! lost, so it may only make something faster: a cache filled from notices must answer correctly
+//! when it has nothing (by asking the owning service), as the settlement service's cache of the
+//! authorizations our agents were issued does.
+//!
 //! # Running, stopping, health
 //!
 //! [`CommandServer::run`], [`EventConsumer::run`] and [`OutboxRelay::run`] take a
@@ -184,6 +193,7 @@ mod group;
 mod handler;
 mod inbox;
 mod names;
+mod notice;
 mod outbox;
 mod query;
 pub mod ratelimit;
@@ -201,6 +211,7 @@ pub use config::{BusConfig, RedisMode};
 pub use event::{Event, EventConsumer, EventHandler, EventHandlerFn, EventMeta, event_handler_fn};
 pub use handler::HandlerError;
 pub use names::{Keys, Schema};
+pub use notice::{NOTICE_STREAM_MAXLEN, Notice, NoticeListener};
 pub use outbox::{OutboxRelay, publish};
 pub use query::QueryHandler;
 

@@ -96,6 +96,7 @@ pub(crate) fn check_name(kind: &str, name: &str) -> Result<(), BusError> {
 /// | `<prefix>:{cmd:<family>}` | the request stream of a command family |
 /// | `<prefix>:reply:{<instance_id>}` | the reply stream of one caller process instance (trimmed, with a TTL) |
 /// | `<prefix>:{evt:<topic>}` | an event stream |
+/// | `<prefix>:{ntc:<topic>}` | a notice stream (read by every listener, trimmed to `NOTICE_STREAM_MAXLEN`) |
 /// | `<prefix>:dlq:{<stream>}` | dead letters of a stream, `<stream>` being `cmd:<family>` or `evt:<topic>` (same slot as the stream) |
 /// | `<prefix>:lasterror:<group>:{<stream>}` | a hash: the last error per pending entry id, read when dead-lettering (with a TTL; same slot as the stream) |
 /// | `<prefix>:rl:{<scope>}:<name>` | a rate limit's state ([`crate::ratelimit`]); the limits of one scope share a slot, as the limiter's script needs |

@@ -11,6 +11,9 @@
 //! payment answered `completed` is captured exactly once, each has exactly one queued net
 //! settlement item, nothing else is captured or left held, the agent's balance is exact, and the
 //! ledger check passes.
+//!
+//! Our agents' payments are verified by every settlement replica from memory (what the policy
+//! service announced when it signed, and the captures), with the policy service down.
 
 #![allow(
     clippy::unwrap_used,
@@ -167,14 +170,47 @@ async fn served_beyond(served: &AtomicUsize, from: usize, more: usize, least: Du
 
 /// How many bus commands the process `name` has handled since it started, from its metrics.
 async fn commands_handled(world: &World, name: &str) -> u64 {
+    metric(world, name, "awx_bus_commands_handled_total{").await
+}
+
+/// The sum of the process `name`'s metric lines that start with `start`.
+async fn metric(world: &World, name: &str, start: &str) -> u64 {
     let addr = world.processes.as_ref().unwrap().addr(name).unwrap();
     let metrics = world.http.get(format!("http://{addr}/metrics")).send().await.unwrap();
     let metrics = metrics.text().await.unwrap();
     metrics
         .lines()
-        .filter(|line| line.starts_with("awx_bus_commands_handled_total{"))
+        .filter(|line| line.starts_with(start))
         .map(|line| line.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
         .sum()
+}
+
+/// How many verifies the settlement replica `name` answered from its memory of issued
+/// authorizations.
+async fn answered_from_memory(world: &World, name: &str) -> u64 {
+    metric(world, name, "settlement_own_verify_total{answered_by=\"memory\"").await
+}
+
+/// Verifies `payload` until each settlement replica has answered it from memory at least once
+/// more than `before`; checks every answer with `check`. Returns the counts then.
+async fn verify_on_every_replica(
+    world: &World,
+    payload: &awx_x402::PaymentPayload,
+    before: [u64; 2],
+    check: impl Fn(&Value),
+) -> [u64; 2] {
+    for _ in 0..200 {
+        let verified = world.verify(payload, &payload.accepted).await;
+        check(&verified);
+        let now = [
+            answered_from_memory(world, "settlement-1").await,
+            answered_from_memory(world, "settlement-2").await,
+        ];
+        if now[0] > before[0] && now[1] > before[1] {
+            return now;
+        }
+    }
+    panic!("200 verifies did not reach both settlement replicas");
 }
 
 /// Dollars as atomic units (6 decimals).
@@ -354,5 +390,67 @@ async fn payments_through_replicas_killed_and_restarted_are_captured_exactly_onc
     assert_eq!(held, "0.00");
     assert_eq!(atomic(&available), atomic("50.00") - count * (PRICE + PRICE / 50));
     world.assert_ledger_consistent().await;
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn every_settlement_replica_verifies_our_agents_payments_from_memory() {
+    let mut world = World::start_processes(2).await;
+    let key = world.new_key(&["agent"]).await;
+    let (agent, wallet) = world.create_agent(json!({})).await;
+    world.fund(&agent, "1.00").await;
+    let payee = Address::random();
+    let url = format!("{}/paid", world.paid_api(payee, 250_000).await);
+    let (status, paid) = world
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/x402/pay",
+            &key,
+            Some(&json!({"agent_id": agent, "target_url": url})),
+        )
+        .await;
+    assert_eq!(status, 200, "{paid}");
+    let payload: awx_x402::PaymentPayload =
+        awx_x402::header::decode(paid["payment_signature"].as_str().unwrap()).unwrap();
+
+    // With every policy replica down, both settlement replicas still answer from what the policy
+    // service announced when it signed: a verify that asked it would time out (503).
+    let processes = world.processes.as_mut().unwrap();
+    processes.kill("policy-1").await.unwrap();
+    processes.kill("policy-2").await.unwrap();
+    let payer = wallet.to_checksum(None);
+    let held = verify_on_every_replica(&world, &payload, [0, 0], |verified| {
+        assert_eq!(verified["isValid"], true, "{verified}");
+        assert_eq!(verified["payer"], payer.as_str());
+    })
+    .await;
+    // Every field is compared with what was issued.
+    let mut forged = payload.clone();
+    forged.payload["authorization"]["value"] = json!("250001");
+    forged.accepted.amount = "250001".into();
+    let refused = world.verify(&forged, &forged.accepted).await;
+    assert_eq!(refused["invalidReason"], "invalid_exact_evm_signature", "{refused}");
+
+    // Settled (the capture needs the policy service), then every replica says the nonce is used,
+    // again without the policy service.
+    let processes = world.processes.as_mut().unwrap();
+    processes.restart("policy-1").await.unwrap();
+    processes.restart("policy-2").await.unwrap();
+    let settled = world.settle(&payload, &payload.accepted).await;
+    assert_eq!(settled["success"], true, "{settled}");
+    let processes = world.processes.as_mut().unwrap();
+    processes.kill("policy-1").await.unwrap();
+    processes.kill("policy-2").await.unwrap();
+    verify_on_every_replica(&world, &payload, held, |verified| {
+        assert_eq!(verified["isValid"], false, "{verified}");
+        assert_eq!(verified["invalidReason"], "invalid_exact_evm_nonce_already_used", "{verified}");
+    })
+    .await;
+    // Captured once: 1.00 - 0.25 - the 2% fee.
+    let processes = world.processes.as_mut().unwrap();
+    processes.restart("policy-1").await.unwrap();
+    processes.restart("policy-2").await.unwrap();
+    assert_eq!(world.agent_balance(&agent).await, ("0.745".into(), "0.00".into()));
+    assert_eq!(world.count("SELECT count(*) FROM settlement.items").await, 1);
     world.stop().await;
 }

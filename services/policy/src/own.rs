@@ -8,6 +8,7 @@
 //! Settling again returns the same answer; verifying a captured payment answers that its nonce is
 //! used, as the chain would.
 
+use awx_api::issued::{IssuedState, verify_issued};
 use awx_api::ledger::Capture;
 use awx_api::policy::{
     Captured, OwnAction, OwnPayment, OwnPaymentReply, OwnVerify, PaymentCaptured,
@@ -75,61 +76,31 @@ pub(crate) fn captured(payment: &Payment, captured_at_unix: i64) -> Result<Captu
     })
 }
 
-/// Checks the payment against what we issued; `Ok` when it is ours and held.
+/// Checks the payment against what we issued; `Ok` when it is ours and held. The settlement
+/// service answers from its memory of the same facts with the same function.
 fn check(
     payload: &PaymentPayload,
     requirements: &PaymentRequirements,
     payment: &Payment,
     eip3009: &awx_x402::Eip3009Payload,
 ) -> Result<(), Box<VerifyResponse>> {
-    let payer = payment.payer.to_checksum(None);
-    let now = u64::try_from(now_unix()).unwrap_or(0);
-    // The protocol's own checks first (scheme, network, recipient, amount, time window).
-    if let Err(refused) = awx_x402::check_exact_evm(payload, requirements, now) {
-        return Err(invalid(refused.reason, refused.message, &payer));
-    }
-    let issued = payment.nonce == Some(eip3009.authorization.nonce)
-        && payment.signature.as_deref() == Some(eip3009.signature.as_ref())
-        && eip3009.authorization.to == payment.pay_to
-        && eip3009.authorization.value == awx_x402::U256::from(payment.amount.atomic())
-        && payment.valid_after.and_then(|v| u64::try_from(v).ok()).map(awx_x402::U256::from)
-            == Some(eip3009.authorization.valid_after)
-        && payment.valid_before.and_then(|v| u64::try_from(v).ok()).map(awx_x402::U256::from)
-            == Some(eip3009.authorization.valid_before);
-    if !issued {
+    let Some(issued) = payment.issued() else {
+        // Not signed: nothing awx issued can match it.
         return Err(invalid(
             ErrorReason::InvalidExactEvmSignature,
             "this authorization is not the one awx issued for the payer's nonce",
-            &payer,
+            &payment.payer.to_checksum(None),
         ));
-    }
-    if requirements.network != payment.network
-        || requirements.asset.to_lowercase() != payment.token.to_string().to_lowercase()
-    {
-        return Err(invalid(
-            ErrorReason::InvalidExactEvmNetworkMismatch,
-            "the requirements name another network or token than the payment",
-            &payer,
-        ));
-    }
-    match payment.state.as_str() {
-        "authorized" => Ok(()),
-        "captured" | "settled" => Err(invalid(
-            ErrorReason::InvalidExactEvmNonceAlreadyUsed,
-            "this payment was already settled",
-            &payer,
-        )),
-        "expired" => Err(invalid(
-            ErrorReason::InvalidExactEvmPayloadAuthorizationValidBefore,
-            "this authorization expired and its funds were released",
-            &payer,
-        )),
-        _ => Err(invalid(
-            ErrorReason::InvalidTransactionState,
-            format!("this payment is {} and holds no funds", payment.state),
-            &payer,
-        )),
-    }
+    };
+    let state = match payment.state.as_str() {
+        "authorized" => IssuedState::Held,
+        "captured" | "settled" => IssuedState::Used,
+        "expired" => IssuedState::Expired,
+        other => IssuedState::Other(other),
+    };
+    let now = u64::try_from(now_unix()).unwrap_or(0);
+    let response = verify_issued(payload, requirements, eip3009, &issued, state, now);
+    if response.is_valid { Ok(()) } else { Err(Box::new(response)) }
 }
 
 /// Verifies a payment whose payer may be one of our wallets, reading only: the payment issued

@@ -21,6 +21,7 @@
 //! ([`fail`]); a payment stuck in `authorizing` is released by the sweeper. Everything is
 //! idempotent by the payment id: a retried command resumes where the payment is.
 
+use awx_api::issued::IssuedNotice;
 use awx_api::ledger::{Asset, Hold, Void};
 use awx_api::policy::{Pay, PaymentView, codes};
 use awx_api::signer::SignAuthorization;
@@ -510,6 +511,7 @@ async fn authorize_payment(
         return answer(payment);
     };
     let payment = payments::from_row(&updated)?;
+    announce(engine, &payment);
     if let Some(session_id) = payment.session_id {
         let mut session =
             sessions::load(bus_tx, owner, SessionId::from_uuid(session_id), true).await?;
@@ -520,6 +522,20 @@ async fn authorize_payment(
         sessions::save_counters(bus_tx, &session).await?;
     }
     Ok(payment.view())
+}
+
+/// Tells every settlement replica the authorization just signed, so they verify it from memory
+/// (`awx_api::issued`). A notice is a hint: it is sent without waiting, before the transaction
+/// commits (a replica that hears of an authorization whose commit then fails has a signature
+/// nobody was shown; settling it still asks us), and a replica that misses it asks us.
+fn announce(engine: &Engine, payment: &Payment) {
+    let Some(issued) = payment.issued() else { return };
+    let bus = engine.bus.clone();
+    tokio::spawn(async move {
+        if let Err(error) = bus.notify(&IssuedNotice::Issued(issued)).await {
+            tracing::debug!(error.message = %error, "an issued authorization was not announced");
+        }
+    });
 }
 
 /// The `PAYMENT-SIGNATURE` (v2) or `X-PAYMENT` (v1) value of a signed authorization.

@@ -8,7 +8,7 @@
 use awx_api::policy::{PaymentError, PaymentView, codes};
 use awx_ledger_core::fees::format_rate;
 use awx_types::{AccountId, AgentId, Amount, LedgerId, SessionId};
-use awx_x402::{Address, B256, PaymentRequirements, ResourceInfo};
+use awx_x402::{Address, B256, PaymentRequirements, ResourceInfo, U256};
 use rust_decimal::Decimal;
 use sqlx::Row as _;
 use uuid::Uuid;
@@ -51,6 +51,27 @@ pub(crate) struct Payment {
     pub(crate) error_code: Option<String>,
     pub(crate) error_message: Option<String>,
     pub(crate) created_at_unix: i64,
+}
+
+impl Payment {
+    /// The authorization the signer made for this payment, once it has one.
+    pub(crate) fn issued(&self) -> Option<awx_api::issued::IssuedAuthorization> {
+        let seconds = |unix: Option<i64>| unix.and_then(|v| u64::try_from(v).ok()).map(U256::from);
+        Some(awx_api::issued::IssuedAuthorization {
+            payment_id: LedgerId::from_uuid(self.id),
+            network: self.network.clone(),
+            token: self.token,
+            authorization: awx_x402::Eip3009Authorization {
+                from: self.payer,
+                to: self.pay_to,
+                value: U256::from(self.amount.atomic()),
+                valid_after: seconds(self.valid_after)?,
+                valid_before: seconds(self.valid_before)?,
+                nonce: self.nonce?,
+            },
+            signature: awx_x402::Bytes::copy_from_slice(self.signature.as_deref()?),
+        })
+    }
 }
 
 /// States whose dollars are reserved in the session.

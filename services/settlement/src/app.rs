@@ -78,11 +78,23 @@ impl SettlementService {
             let watcher = Arc::new(crate::watcher::Watcher::new(self.facilitator.clone()));
             shutdown.spawn(crate::watcher::run(watcher, shutdown.token()));
         }
+        // Every replica hears every announced authorization and capture.
+        let facilitator = self.facilitator.clone();
+        let issued = awx_bus::NoticeListener::new(
+            &self.facilitator.bus,
+            move |notice: awx_api::issued::IssuedNotice| {
+                facilitator.issued.apply(notice, crate::facilitator::now_unix_seconds());
+            },
+        )
+        .context("listening to the announced authorizations")?;
+        shutdown.spawn(issued.run(shutdown.token()));
         let relay = awx_bus::OutboxRelay::new(&self.facilitator.bus, self.facilitator.pool.clone());
         shutdown.spawn(relay.run(shutdown.token()));
         // Captures queue their items from the policy service's outbox too.
         let captured = awx_bus::EventConsumer::new(&self.facilitator.bus, self.inbox_pool.clone())
-            .on::<awx_api::policy::PaymentCaptured, _>(crate::own::CapturedHandler)
+            .on::<awx_api::policy::PaymentCaptured, _>(crate::own::CapturedHandler(
+                self.facilitator.clone(),
+            ))
             .context("registering the payment.captured consumer")?;
         let events = shutdown.spawn(captured.run(shutdown.token()));
         let bus = self.facilitator.bus.clone();

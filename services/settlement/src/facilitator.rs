@@ -2,7 +2,8 @@
 //!
 //! Every request is first normalized to v2 shapes; when its payer (`authorization.from`) is one
 //! of our agents' wallets ([`crate::own_wallets`], known in this service without a round trip),
-//! the policy service answers ([`crate::own`]) and no chain is called. Other payers' payments
+//! the policy service answers ([`crate::own`]) and no chain is called; a verify of an
+//! authorization this replica heard announced is answered from memory ([`crate::issued`]). Other payers' payments
 //! never reach the policy service.
 //!
 //! For outside payers, verify follows the reference facilitator (x402-v2.md §5.1): the offline
@@ -110,6 +111,8 @@ pub struct Facilitator {
     relayers: RwLock<Vec<Address>>,
     /// Which payers are our agents' wallets.
     pub(crate) own_wallets: crate::own_wallets::OwnWallets,
+    /// The authorizations our agents were issued, as announced.
+    pub(crate) issued: crate::issued::Issued,
 }
 
 /// Seconds since the epoch.
@@ -216,6 +219,7 @@ impl Facilitator {
             chains,
             relayers: RwLock::new(Vec::new()),
             own_wallets: crate::own_wallets::OwnWallets::default(),
+            issued: crate::issued::Issued::default(),
         })
     }
 
@@ -416,7 +420,12 @@ impl Facilitator {
         request: &FacilitatorRequest,
     ) -> Result<VerifyResponse, FacilitatorError> {
         let normalized = normalize(request)?;
+        if let Some(response) = self.verify_issued(&normalized) {
+            return Ok(response);
+        }
         if self.is_own_payer(&normalized).await? {
+            metrics::counter!("settlement_own_verify_total", "answered_by" => "policy")
+                .increment(1);
             match self.own_verify(provider, &normalized).await? {
                 OwnPaymentReply::NotOurs => {}
                 OwnPaymentReply::Verified { response } => return Ok(response),

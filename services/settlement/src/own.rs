@@ -1,7 +1,8 @@
 //! Payments our own agents made. Their wallets' keys are ours and their funds are held in the
 //! ledger, so the policy service answers for them: when the payer is one of our wallets
-//! ([`crate::own_wallets`]), verify asks it `awx_api::policy::OwnVerify` (a query: nothing is
-//! written) and settle sends it `awx_api::policy::OwnPayment` (the capture), before any chain
+//! ([`crate::own_wallets`]), verify answers from this replica's memory of the authorizations the
+//! policy service announced ([`crate::issued`]) or, for one it has not heard of, asks it
+//! `awx_api::policy::OwnVerify` (a query: nothing is written), and settle sends it `awx_api::policy::OwnPayment` (the capture), before any chain
 //! call. `NotOurs` leaves the payment to the on-chain path; otherwise its answer is the answer. A settled payment's capture is queued here (`settlement.items`, one
 //! row per payment) for net settlement on chain later, and the answer says so:
 //! `extensions.awx = {"settlement": "deferred", "paymentId": "ldg_…", "settleBy": <Unix s>}`,
@@ -13,12 +14,13 @@
 
 use std::time::Duration;
 
+use awx_api::issued::IssuedNotice;
 use awx_api::policy::{Captured, OwnAction, OwnPayment, OwnPaymentReply, OwnVerify};
 use awx_bus::BusError;
 use awx_types::{AccountId, Amount};
-use awx_x402::{ExactEvmPayload, NormalizedRequest, SettleResponse};
+use awx_x402::{ExactEvmPayload, NormalizedRequest, SettleResponse, VerifyResponse};
 
-use crate::facilitator::{Facilitator, FacilitatorError};
+use crate::facilitator::{Facilitator, FacilitatorError, now_unix_seconds};
 use crate::settle::lower;
 
 /// The latest Unix time a queued item is settled on chain: netting may start when the
@@ -51,6 +53,42 @@ impl Facilitator {
             return Ok(false);
         };
         Ok(self.own_wallets.contains(&self.pool, payload.authorization.from).await?)
+    }
+
+    /// The verify answer from this replica's memory of issued authorizations, if it has this one
+    /// ([`crate::issued`]).
+    pub(crate) fn verify_issued(&self, normalized: &NormalizedRequest) -> Option<VerifyResponse> {
+        let Ok(ExactEvmPayload::Eip3009(eip3009)) =
+            ExactEvmPayload::from_json(&normalized.payload.payload)
+        else {
+            return None;
+        };
+        let response = self.issued.verify(
+            &normalized.payload,
+            &normalized.requirements,
+            &eip3009,
+            now_unix_seconds(),
+        )?;
+        metrics::counter!("settlement_own_verify_total", "answered_by" => "memory").increment(1);
+        Some(response)
+    }
+
+    /// Remembers that a payment was captured and tells every other replica, so none calls its
+    /// authorization valid again (a notice, sent without waiting).
+    pub(crate) fn announce_capture(&self, captured: &Captured) {
+        let valid_before_unix = u64::try_from(captured.valid_before_unix).unwrap_or(0);
+        self.issued.captured(captured.payer, captured.nonce, valid_before_unix, now_unix_seconds());
+        let notice = IssuedNotice::Captured {
+            payer: captured.payer,
+            nonce: captured.nonce,
+            valid_before_unix,
+        };
+        let bus = self.bus.clone();
+        tokio::spawn(async move {
+            if let Err(error) = bus.notify(&notice).await {
+                tracing::debug!(error.message = %error, "a capture was not announced");
+            }
+        });
     }
 
     /// Asks the policy service for its verdict on one of our agents' payments (a query).
@@ -118,6 +156,7 @@ impl Facilitator {
         replay: bool,
     ) -> Result<SettleResponse, FacilitatorError> {
         let Some(captured) = captured else { return Ok(response) };
+        self.announce_capture(&captured);
         let settle_by = self.queue_item(provider, &captured).await?;
         response.extensions.get_or_insert_with(Default::default).insert(
             "awx".into(),
@@ -258,9 +297,10 @@ pub async fn queue(
 }
 
 /// Queues the item of each `payment.captured` event, in the consumer's transaction (the inbox
-/// makes a redelivered event a no-op), unless the settle answer queued it already.
-#[derive(Debug, Clone, Copy)]
-pub struct CapturedHandler;
+/// makes a redelivered event a no-op), unless the settle answer queued it already (which also
+/// announced the capture; otherwise this announces it).
+#[derive(Debug, Clone)]
+pub struct CapturedHandler(pub std::sync::Arc<Facilitator>);
 
 impl awx_bus::EventHandler<awx_api::policy::PaymentCaptured> for CapturedHandler {
     async fn handle(
@@ -281,6 +321,7 @@ impl awx_bus::EventHandler<awx_api::policy::PaymentCaptured> for CapturedHandler
         if queued {
             return Ok(());
         }
+        self.0.announce_capture(&event.captured);
         insert_item(tx, event.provider, &event.captured, None).await.map(|_| ()).map_err(|error| {
             match error {
                 // Postgres refused the event's data: redelivering cannot help.
