@@ -1,11 +1,20 @@
 //! The authorizations our agents were issued, and the verify of a payment carrying one.
 //!
-//! The policy service is the truth about them (`policy.payments`). It also broadcasts each one
-//! as it signs it, and each capture, as an [`IssuedNotice`] (a bus *notice*: to every settlement
-//! replica, best effort), so a replica can verify our agents' payments from memory. What a
-//! replica has not heard of, it asks the policy service about ([`crate::policy::OwnVerify`]),
-//! so a lost notice costs a round trip, never a wrong answer about an authorization it never
-//! saw. Both answer with [`verify_issued`], so a verify says the same from either.
+//! The policy service is the truth about them (`policy.payments`). It broadcasts each one as it
+//! signs it, and the settlement replica that learns of a capture broadcasts the capture, as an
+//! [`IssuedNotice`] (a bus *notice*: to every listening process, best effort), so the gateways
+//! and the settlement replicas verify our agents' payments from an [`IssuedMemory`]. What a
+//! process has not heard of goes on as before (the gateway asks the settlement service, which
+//! asks the policy service, [`crate::policy::OwnVerify`]), so a lost notice costs round trips,
+//! never a wrong answer about an authorization nobody heard of. Every answer comes from
+//! [`verify_issued`], so a verify says the same wherever it is answered.
+//!
+//! What a lost capture notice can do: a process that missed it calls that payment's verify
+//! valid until its `validBefore`, as a chain facilitator does before a transfer made elsewhere
+//! is mined; settling it still asks the policy service, which answers it as the replay it is.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
 
 use awx_types::LedgerId;
 use awx_x402::{
@@ -114,5 +123,170 @@ pub fn verify_issued(
             ErrorReason::InvalidTransactionState,
             format!("this payment is {state} and holds no funds"),
         ),
+    }
+}
+
+/// The most entries one process keeps (about 300 bytes each).
+pub const CAPACITY: usize = 1_000_000;
+
+/// How often, in insertions, expired entries are dropped.
+const PRUNE_EVERY: u64 = 4_096;
+
+#[derive(Debug)]
+struct Entry {
+    /// `None` when the capture was heard of before the authorization (then nothing is answered
+    /// from memory for it).
+    issued: Option<IssuedAuthorization>,
+    captured: bool,
+    valid_before_unix: u64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    entries: HashMap<(Address, B256), Entry>,
+    inserted: u64,
+}
+
+/// One process's memory of the authorizations our agents were issued, filled from
+/// [`IssuedNotice`]s: a verify of a remembered (payer, nonce) is answered with [`verify_issued`]
+/// and anything else is `None` (ask the policy service). An entry is kept until its
+/// authorization's `validBefore` has passed (no verify can succeed after it), and at most
+/// [`CAPACITY`] are kept (past that, new ones are not remembered).
+#[derive(Debug, Default)]
+pub struct IssuedMemory {
+    inner: Mutex<Inner>,
+}
+
+impl IssuedMemory {
+    /// Applies one notice; `false` when an authorization was not remembered because the memory
+    /// is full.
+    pub fn apply(&self, notice: IssuedNotice, now_unix: u64) -> bool {
+        match notice {
+            IssuedNotice::Issued(issued) => {
+                let auth = &issued.authorization;
+                let valid_before_unix = u64::try_from(auth.valid_before).unwrap_or(u64::MAX);
+                let key = (auth.from, auth.nonce);
+                let mut inner = self.lock();
+                inner.prune(now_unix);
+                let full = inner.entries.len() >= CAPACITY;
+                match inner.entries.get_mut(&key) {
+                    Some(entry) => entry.issued = Some(issued),
+                    None if full => return false,
+                    None => {
+                        inner.entries.insert(
+                            key,
+                            Entry { issued: Some(issued), captured: false, valid_before_unix },
+                        );
+                    }
+                }
+            }
+            IssuedNotice::Captured { payer, nonce, valid_before_unix } => {
+                self.captured(payer, nonce, valid_before_unix, now_unix);
+            }
+        }
+        true
+    }
+
+    /// Remembers that the payment of (`payer`, `nonce`) was captured.
+    pub fn captured(&self, payer: Address, nonce: B256, valid_before_unix: u64, now_unix: u64) {
+        let mut inner = self.lock();
+        inner.prune(now_unix);
+        if let Some(entry) = inner.entries.get_mut(&(payer, nonce)) {
+            entry.captured = true;
+        } else if inner.entries.len() < CAPACITY {
+            inner
+                .entries
+                .insert((payer, nonce), Entry { issued: None, captured: true, valid_before_unix });
+        }
+    }
+
+    /// The verify answer from memory, or `None` when this authorization is not remembered.
+    pub fn verify(
+        &self,
+        payload: &PaymentPayload,
+        requirements: &PaymentRequirements,
+        eip3009: &Eip3009Payload,
+        now_unix: u64,
+    ) -> Option<VerifyResponse> {
+        let key = (eip3009.authorization.from, eip3009.authorization.nonce);
+        let inner = self.lock();
+        let entry = inner.entries.get(&key)?;
+        let issued = entry.issued.as_ref()?;
+        let state = if entry.captured { IssuedState::Used } else { IssuedState::Held };
+        Some(verify_issued(payload, requirements, eip3009, issued, state, now_unix))
+    }
+
+    /// How many entries are kept.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// Whether none are.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Inner {
+    /// Every [`PRUNE_EVERY`] insertions, drops the entries whose `validBefore` has passed.
+    fn prune(&mut self, now_unix: u64) {
+        self.inserted = self.inserted.wrapping_add(1);
+        if self.inserted.is_multiple_of(PRUNE_EVERY) || self.entries.len() >= CAPACITY {
+            self.entries.retain(|_, entry| entry.valid_before_unix >= now_unix);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use awx_x402::U256;
+
+    use super::*;
+
+    fn issued(valid_before: u64) -> IssuedAuthorization {
+        IssuedAuthorization {
+            payment_id: LedgerId::new(),
+            network: "eip155:31337".into(),
+            token: Address::repeat_byte(1),
+            authorization: Eip3009Authorization {
+                from: Address::repeat_byte(2),
+                to: Address::repeat_byte(3),
+                value: U256::from(10_000_u64),
+                valid_after: U256::ZERO,
+                valid_before: U256::from(valid_before),
+                nonce: B256::random(),
+            },
+            signature: Bytes::from(vec![7_u8; 65]),
+        }
+    }
+
+    #[test]
+    fn expired_entries_are_dropped_and_a_capture_heard_first_is_kept() {
+        let memory = IssuedMemory::default();
+        let old = issued(100);
+        memory.apply(IssuedNotice::Issued(old.clone()), 50);
+        // A capture heard of before its authorization: the authorization then arrives captured.
+        let fresh = issued(10_000);
+        let (payer, nonce) = (fresh.authorization.from, fresh.authorization.nonce);
+        memory.captured(payer, nonce, 10_000, 50);
+        memory.apply(IssuedNotice::Issued(fresh), 50);
+        assert_eq!(memory.len(), 2);
+        {
+            let inner = memory.lock();
+            assert!(inner.entries[&(payer, nonce)].captured);
+        }
+        // Past the first one's validBefore, a prune round drops it and keeps the other.
+        for _ in 0..PRUNE_EVERY {
+            memory.captured(payer, nonce, 10_000, 200);
+        }
+        assert_eq!(memory.len(), 1);
+        assert!(memory.lock().entries.contains_key(&(payer, nonce)));
+        assert!(
+            !memory.lock().entries.contains_key(&(old.authorization.from, old.authorization.nonce))
+        );
     }
 }

@@ -12,8 +12,9 @@
 //! settlement item, nothing else is captured or left held, the agent's balance is exact, and the
 //! ledger check passes.
 //!
-//! Our agents' payments are verified by every settlement replica from memory (what the policy
-//! service announced when it signed, and the captures), with the policy service down.
+//! Our agents' payments are verified by every gateway and every settlement replica from memory
+//! (what the policy service announced when it signed, and the captures), with the policy
+//! service down.
 
 #![allow(
     clippy::unwrap_used,
@@ -187,27 +188,72 @@ async fn metric(world: &World, name: &str, start: &str) -> u64 {
 
 /// How many verifies the settlement replica `name` answered from its memory of issued
 /// authorizations.
-async fn answered_from_memory(world: &World, name: &str) -> u64 {
+async fn settlement_memory(world: &World, name: &str) -> u64 {
     metric(world, name, "settlement_own_verify_total{answered_by=\"memory\"").await
 }
 
-/// Verifies `payload` until each settlement replica has answered it from memory at least once
-/// more than `before`; checks every answer with `check`. Returns the counts then.
-async fn verify_on_every_replica(
+/// How many verifies the gateway at `url` answered from its memory of issued authorizations.
+async fn gateway_memory(world: &World, url: &str) -> u64 {
+    let metrics = world.http.get(format!("{url}/metrics")).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("gateway_own_verify_from_memory_total"))
+        .map(|line| line.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+/// A verify of `payload` through the gateway at `url`.
+async fn verify_at(world: &World, url: &str, payload: &awx_x402::PaymentPayload) -> Value {
+    let response = world
+        .http
+        .post(format!("{url}/api/v1/x402/facilitator/verify"))
+        .header("x-api-key", &world.provider_key)
+        .json(&World::body(payload, &payload.accepted))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    response.json().await.unwrap()
+}
+
+/// Verifies `payload` through each gateway, and over the bus until each settlement replica has
+/// answered it from memory once more; checks every answer with `check`. A verify that reached
+/// the policy service (down in the test) would fail.
+async fn verify_everywhere(
     world: &World,
+    bus: &awx_bus::Bus,
     payload: &awx_x402::PaymentPayload,
-    before: [u64; 2],
     check: impl Fn(&Value),
-) -> [u64; 2] {
+) {
+    let gateways = world.processes.as_ref().unwrap().gateway_urls.clone();
+    for url in &gateways {
+        let before = gateway_memory(world, url).await;
+        check(&verify_at(world, url, payload).await);
+        assert_eq!(
+            gateway_memory(world, url).await,
+            before + 1,
+            "{url} did not answer from memory"
+        );
+    }
+    let replicas = ["settlement-1", "settlement-2"];
+    let mut before = Vec::new();
+    for name in replicas {
+        before.push(settlement_memory(world, name).await);
+    }
+    let verify = awx_api::facilitator::Verify {
+        provider: awx_types::AccountId::new(),
+        request: awx_x402::FacilitatorRequest::v2(payload, &payload.accepted),
+    };
     for _ in 0..200 {
-        let verified = world.verify(payload, &payload.accepted).await;
-        check(&verified);
-        let now = [
-            answered_from_memory(world, "settlement-1").await,
-            answered_from_memory(world, "settlement-2").await,
-        ];
-        if now[0] > before[0] && now[1] > before[1] {
-            return now;
+        let verified = bus.send(&verify, Duration::from_secs(5)).await.unwrap();
+        check(&serde_json::to_value(verified).unwrap());
+        let mut all = true;
+        for (name, before) in replicas.iter().zip(&before) {
+            all &= settlement_memory(world, name).await > *before;
+        }
+        if all {
+            return;
         }
     }
     panic!("200 verifies did not reach both settlement replicas");
@@ -394,8 +440,12 @@ async fn payments_through_replicas_killed_and_restarted_are_captured_exactly_onc
 }
 
 #[tokio::test]
-async fn every_settlement_replica_verifies_our_agents_payments_from_memory() {
+async fn every_gateway_and_settlement_replica_verifies_our_agents_payments_from_memory() {
     let mut world = World::start_processes(2).await;
+    let mut config = awx_bus::BusConfig::new("tester", "tester");
+    config.redis_url = secrecy::SecretString::from(awx_test_support::redis_url());
+    config.prefix = world.namespace.prefix().to_owned();
+    let bus = awx_bus::Bus::connect(config).await.unwrap();
     let key = world.new_key(&["agent"]).await;
     let (agent, wallet) = world.create_agent(json!({})).await;
     world.fund(&agent, "1.00").await;
@@ -413,13 +463,14 @@ async fn every_settlement_replica_verifies_our_agents_payments_from_memory() {
     let payload: awx_x402::PaymentPayload =
         awx_x402::header::decode(paid["payment_signature"].as_str().unwrap()).unwrap();
 
-    // With every policy replica down, both settlement replicas still answer from what the policy
-    // service announced when it signed: a verify that asked it would time out (503).
+    // With every policy replica down, both gateways and both settlement replicas still answer
+    // from what the policy service announced when it signed: a verify that asked it would time
+    // out (503, or the bus's timeout).
     let processes = world.processes.as_mut().unwrap();
     processes.kill("policy-1").await.unwrap();
     processes.kill("policy-2").await.unwrap();
     let payer = wallet.to_checksum(None);
-    let held = verify_on_every_replica(&world, &payload, [0, 0], |verified| {
+    verify_everywhere(&world, &bus, &payload, |verified| {
         assert_eq!(verified["isValid"], true, "{verified}");
         assert_eq!(verified["payer"], payer.as_str());
     })
@@ -431,8 +482,8 @@ async fn every_settlement_replica_verifies_our_agents_payments_from_memory() {
     let refused = world.verify(&forged, &forged.accepted).await;
     assert_eq!(refused["invalidReason"], "invalid_exact_evm_signature", "{refused}");
 
-    // Settled (the capture needs the policy service), then every replica says the nonce is used,
-    // again without the policy service.
+    // Settled (the capture needs the policy service), then every gateway and replica says the
+    // nonce is used, again without the policy service.
     let processes = world.processes.as_mut().unwrap();
     processes.restart("policy-1").await.unwrap();
     processes.restart("policy-2").await.unwrap();
@@ -441,7 +492,16 @@ async fn every_settlement_replica_verifies_our_agents_payments_from_memory() {
     let processes = world.processes.as_mut().unwrap();
     processes.kill("policy-1").await.unwrap();
     processes.kill("policy-2").await.unwrap();
-    verify_on_every_replica(&world, &payload, held, |verified| {
+    // (The gateways hear of the capture a moment after the settle's answer.)
+    let gateways = world.processes.as_ref().unwrap().gateway_urls.clone();
+    for url in &gateways {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while verify_at(&world, url, &payload).await["isValid"] == true {
+            assert!(Instant::now() < deadline, "{url} never heard of the capture");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    verify_everywhere(&world, &bus, &payload, |verified| {
         assert_eq!(verified["isValid"], false, "{verified}");
         assert_eq!(verified["invalidReason"], "invalid_exact_evm_nonce_already_used", "{verified}");
     })

@@ -94,6 +94,7 @@ impl App {
             pool,
             bus,
             settings,
+            issued: awx_api::issued::IssuedMemory::default(),
         });
         let listener = tokio::net::TcpListener::bind(&state.settings.http.addr)
             .await
@@ -129,6 +130,21 @@ impl App {
                 }
             }
         });
+        // Our agents' authorizations, as the policy service announces them (and their captures).
+        let state = self.state.clone();
+        let issued = awx_bus::NoticeListener::new(
+            &self.state.bus,
+            move |notice: awx_api::issued::IssuedNotice| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |elapsed| elapsed.as_secs());
+                if !state.issued.apply(notice, now) {
+                    metrics::counter!("gateway_issued_memory_full_total").increment(1);
+                }
+            },
+        )
+        .context("listening to the announced authorizations")?;
+        shutdown.spawn(issued.run(shutdown.token()));
         let grace = Duration::from_millis(self.state.settings.http.shutdown_grace_ms);
         let stopping = shutdown.clone();
         let mut server = tokio::spawn(

@@ -24,4 +24,6 @@ pub struct AppState {
     pub registry: awx_x402::TokenRegistry,
     /// The guarded client for URLs agents name (built once; its connections are pooled).
     pub outbound: Outbound,
+    /// The authorizations our agents were issued, as announced (answers their verifies).
+    pub issued: awx_api::issued::IssuedMemory,
 }

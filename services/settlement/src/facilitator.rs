@@ -3,7 +3,8 @@
 //! Every request is first normalized to v2 shapes; when its payer (`authorization.from`) is one
 //! of our agents' wallets ([`crate::own_wallets`], known in this service without a round trip),
 //! the policy service answers ([`crate::own`]) and no chain is called; a verify of an
-//! authorization this replica heard announced is answered from memory ([`crate::issued`]). Other payers' payments
+//! authorization this replica heard announced is answered from memory
+//! ([`awx_api::issued::IssuedMemory`]). Other payers' payments
 //! never reach the policy service.
 //!
 //! For outside payers, verify follows the reference facilitator (x402-v2.md §5.1): the offline
@@ -112,7 +113,7 @@ pub struct Facilitator {
     /// Which payers are our agents' wallets.
     pub(crate) own_wallets: crate::own_wallets::OwnWallets,
     /// The authorizations our agents were issued, as announced.
-    pub(crate) issued: crate::issued::Issued,
+    pub(crate) issued: awx_api::issued::IssuedMemory,
 }
 
 /// Seconds since the epoch.
@@ -219,7 +220,7 @@ impl Facilitator {
             chains,
             relayers: RwLock::new(Vec::new()),
             own_wallets: crate::own_wallets::OwnWallets::default(),
-            issued: crate::issued::Issued::default(),
+            issued: awx_api::issued::IssuedMemory::default(),
         })
     }
 

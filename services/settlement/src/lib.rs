@@ -34,7 +34,6 @@ pub mod deposits;
 pub mod external;
 pub mod facilitator;
 pub mod faucet;
-pub mod issued;
 pub mod own;
 pub mod own_wallets;
 pub mod resumer;

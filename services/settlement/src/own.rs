@@ -1,7 +1,7 @@
 //! Payments our own agents made. Their wallets' keys are ours and their funds are held in the
 //! ledger, so the policy service answers for them: when the payer is one of our wallets
 //! ([`crate::own_wallets`]), verify answers from this replica's memory of the authorizations the
-//! policy service announced ([`crate::issued`]) or, for one it has not heard of, asks it
+//! policy service announced ([`awx_api::issued`]) or, for one it has not heard of, asks it
 //! `awx_api::policy::OwnVerify` (a query: nothing is written), and settle sends it `awx_api::policy::OwnPayment` (the capture), before any chain
 //! call. `NotOurs` leaves the payment to the on-chain path; otherwise its answer is the answer. A settled payment's capture is queued here (`settlement.items`, one
 //! row per payment) for net settlement on chain later, and the answer says so:
@@ -56,7 +56,7 @@ impl Facilitator {
     }
 
     /// The verify answer from this replica's memory of issued authorizations, if it has this one
-    /// ([`crate::issued`]).
+    /// ([`awx_api::issued`]).
     pub(crate) fn verify_issued(&self, normalized: &NormalizedRequest) -> Option<VerifyResponse> {
         let Ok(ExactEvmPayload::Eip3009(eip3009)) =
             ExactEvmPayload::from_json(&normalized.payload.payload)

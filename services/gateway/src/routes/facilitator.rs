@@ -6,7 +6,9 @@
 //! key twice in one object at any depth, or whose amount is above the platform's bound, is 400
 //! naming the field), sent to the settlement service
 //! over the bus, and its answer returned with HTTP 200, including business failures
-//! (`isValid: false`, `success: false`).
+//! (`isValid: false`, `success: false`). The one exception: a verify of an authorization our
+//! agents were issued that this gateway heard announced is answered from its memory
+//! (`awx_api::issued`), with the same check the settlement and policy services apply.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +30,10 @@ use crate::upstream;
 
 /// Checks that a facilitator request can be read, naming the field that cannot, and that its
 /// amounts are within the platform's bound ([`amounts_within_max`]).
-pub fn readable(registry: &TokenRegistry, request: &FacilitatorRequest) -> Result<(), ApiError> {
+pub fn readable(
+    registry: &TokenRegistry,
+    request: &FacilitatorRequest,
+) -> Result<NormalizedRequest, ApiError> {
     let normalized = request.normalize().map_err(|error| match error {
         RequestError::UnsupportedVersion => {
             ApiError::new(ErrorCode::InvalidField, error.to_string())
@@ -39,7 +44,8 @@ pub fn readable(registry: &TokenRegistry, request: &FacilitatorRequest) -> Resul
             ApiError::new(ErrorCode::InvalidField, error.to_string()).with_field(path)
         }
     })?;
-    amounts_within_max(registry, &normalized)
+    amounts_within_max(registry, &normalized)?;
+    Ok(normalized)
 }
 
 /// Whether the atomic amount `text` is above `max`. Text that is not a plain decimal integer is
@@ -128,11 +134,35 @@ pub async fn verify(
     ApiJson(request): ApiJson<FacilitatorRequest>,
 ) -> Result<axum::Json<awx_x402::VerifyResponse>, ApiError> {
     principal.require(Scope::Provider)?;
-    readable(&state.registry, &request)?;
+    let normalized = readable(&state.registry, &request)?;
+    if let Some(answer) = issued_verify(&state, &normalized) {
+        return Ok(axum::Json(answer));
+    }
     let reply =
         upstream::call(&state, "settlement", &Verify { provider: principal.account_id, request })
             .await?;
     Ok(axum::Json(reply))
+}
+
+/// The verify answer for one of our agents' payments from this gateway's memory of the
+/// authorizations they were issued (`awx_api::issued`), if it has this one; the settlement
+/// service answers the rest.
+fn issued_verify(
+    state: &AppState,
+    normalized: &NormalizedRequest,
+) -> Option<awx_x402::VerifyResponse> {
+    let Ok(ExactEvmPayload::Eip3009(eip3009)) =
+        ExactEvmPayload::from_json(&normalized.payload.payload)
+    else {
+        return None;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    let answer =
+        state.issued.verify(&normalized.payload, &normalized.requirements, &eip3009, now)?;
+    metrics::counter!("gateway_own_verify_from_memory_total").increment(1);
+    Some(answer)
 }
 
 /// Settles a payment. An outside payer's authorization is submitted on chain and the answer
