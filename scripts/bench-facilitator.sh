@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Benchmarks the facilitator (see docs/benchmarks.md): verify throughput and latency for outside
 # payers and for our own agents' payments, each with its CPU per verify per process group and its
-# Postgres transactions and rows written per verify; settle latency one at a time and settle
-# throughput under concurrency; through the gateway of a whole `awx dev` platform (release
-# build) on its own anvil, database and Redis prefix, beside the pgbench reference measured first
-# in the same run. Rate limits are raised for the run so they never refuse; everything else is
-# default.
+# Postgres transactions and rows written per verify; the settle (capture) throughput of our own
+# agents' payments; settle latency one at a time and settle throughput under concurrency; through
+# the gateway of a whole `awx dev` platform (release build) on its own anvil, database and Redis
+# prefix, beside the pgbench reference measured first in the same run. Rate limits are raised
+# for the run so they never refuse; everything else is default.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +14,8 @@ WORKERS="${BENCH_WORKERS:-16}"
 SEQUENTIAL="${BENCH_SEQUENTIAL:-50}"
 PORT="${BENCH_PORT:-18090}"
 DEMO_PORT="${BENCH_DEMO_PORT:-18091}"
-MODES="${BENCH_MODES:-verify verify-own settle}"
+MODES="${BENCH_MODES:-verify verify-own settle-own settle}"
+OWN_PAYMENTS="${BENCH_OWN_PAYMENTS:-64}"
 DATABASE="postgres://postgres:postgres@127.0.0.1:5432/awx_bench_facilitator"
 ADMIN="postgres://postgres:postgres@127.0.0.1:5432/postgres"
 STATE="$(mktemp -d /tmp/awx-bench-facilitator.XXXXXX)"
@@ -52,5 +53,6 @@ for mode in $MODES; do
   echo "== $mode ($WORKERS workers, ${SECONDS_EACH}s)"
   target/release/awx facilitator bench --mode "$mode" --gateway "http://127.0.0.1:$PORT" \
     --state-file "$STATE/devchain.json" --workers "$WORKERS" --seconds "$SECONDS_EACH" --sequential "$SEQUENTIAL" \
+    --own-payments "$OWN_PAYMENTS" \
     --demo-url "http://127.0.0.1:$DEMO_PORT/v1/weather" --platform-pid "$DEV" --database-url "$DATABASE"
 done

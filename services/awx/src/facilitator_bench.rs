@@ -7,11 +7,15 @@
 //!   checks, the wallet lookup, the signer's check and a simulation on the chain.
 //! - `verify-own`: the same with our own agents' payments (one agent per worker pays the demo
 //!   route once with `/x402/pay`; its `PAYMENT-SIGNATURE` is what is verified): no chain call,
-//!   the policy service compares the payment with what it issued.
+//!   the gateway compares the payment with what the policy service announced it issued.
 //!
 //! With `--platform-pid` and `--database-url`, each measured phase also prints its cost per
 //! operation ([`crate::bench_cost`]): CPU per process group, and Postgres transactions and rows
 //! written.
+//! - `settle-own`: our own agents' payments (64 per worker, made first with `/x402/pay`,
+//!   `--own-payments` changes it) settled once each, by the workers at once: each is a capture
+//!   in the ledger and a queued net settlement item, no chain call; every answer must be
+//!   `success: true` and deferred.
 //! - `settle`: settles one at a time (latency from request to answer, receipt included), then
 //!   workers settling concurrently (throughput). Each answer must be `success: true`, and the
 //!   payee's balance on chain must have risen by exactly what was settled.
@@ -42,6 +46,8 @@ pub(crate) enum BenchMode {
     VerifyOwn,
     /// Settle latency (one at a time), then concurrent settle throughput.
     Settle,
+    /// Settle (capture) throughput of our own agents' payments, made first with `/x402/pay`.
+    SettleOwn,
 }
 
 /// Options of `awx facilitator bench`.
@@ -68,6 +74,9 @@ pub(crate) struct BenchArgs {
     /// The demo paid route our agents pay (verify-own mode).
     #[arg(long, default_value = "http://127.0.0.1:8090/v1/weather")]
     demo_url: String,
+    /// Payments each worker settles (settle-own mode).
+    #[arg(long, default_value_t = 64)]
+    own_payments: usize,
     /// The platform's process, whose CPU is counted (with `--database-url`).
     #[arg(long)]
     platform_pid: Option<u32>,
@@ -255,6 +264,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
             BenchMode::Verify => "verify (outside payers)",
             BenchMode::VerifyOwn => "verify (our agents' payments)",
             BenchMode::Settle => "settle",
+            BenchMode::SettleOwn => "settle (our agents' payments)",
         },
         args.gateway,
         args.workers,
@@ -270,7 +280,11 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let bodies = if matches!(args.mode, BenchMode::Verify) {
                 payers.iter().map(|payer| bench.payment(payer)).collect::<anyhow::Result<_>>()?
             } else {
-                own_payments(&bench, &state_dir, &args.demo_url, args.workers).await?
+                own_payments(&bench, &state_dir, &args.demo_url, args.workers, 1)
+                    .await?
+                    .into_iter()
+                    .flatten()
+                    .collect()
             };
             // Warm-up: connections, caches.
             for body in &bodies {
@@ -287,6 +301,31 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
             if let (Some(cost), Some(before)) = (&cost, before) {
                 let after = cost.settle().await?;
                 for line in cost.report("verify", &before, &after, count) {
+                    say(&line)?;
+                }
+            }
+        }
+        BenchMode::SettleOwn => {
+            let started = Instant::now();
+            let bodies =
+                own_payments(&bench, &state_dir, &args.demo_url, args.workers, args.own_payments)
+                    .await?;
+            let made: usize = bodies.iter().map(Vec::len).sum();
+            say(&format!(
+                "settle-own: {made} payments made in {:.1} s",
+                started.elapsed().as_secs_f64()
+            ))?;
+            let before = match &cost {
+                Some(cost) => Some(cost.settle().await?),
+                None => None,
+            };
+            let (samples, wall) = settle_each_once(&bench, bodies).await?;
+            let count = samples.len();
+            ensure!(count == made, "{count} settles for {made} payments");
+            say(&summary("settle, our agents' payments (concurrent)", samples, wall))?;
+            if let (Some(cost), Some(before)) = (&cost, before) {
+                let after = cost.settle().await?;
+                for line in cost.report("settle-own", &before, &after, count) {
                     say(&line)?;
                 }
             }
@@ -335,15 +374,51 @@ async fn verify_concurrently(
     .await
 }
 
-/// One payment of our own per worker: an agent (open policy, funded from the faucet) pays the
-/// demo route with `/x402/pay`; the verify body is its `PAYMENT-SIGNATURE` with the offer it
-/// accepted.
+/// Each worker settles each of its bodies once, all workers at once; every answer must be a
+/// deferred success (a capture, not a replay).
+async fn settle_each_once(
+    bench: &Arc<Bench>,
+    bodies: Vec<Vec<Value>>,
+) -> anyhow::Result<(Vec<Duration>, Duration)> {
+    let started = Instant::now();
+    let tasks: Vec<_> = bodies
+        .into_iter()
+        .map(|bodies| {
+            let bench = bench.clone();
+            tokio::spawn(async move {
+                let mut samples = Vec::new();
+                for body in bodies {
+                    let (answer, took) = bench.call("settle", &body).await?;
+                    let awx = &answer["extensions"]["awx"];
+                    ensure!(
+                        answer["success"] == true
+                            && awx["settlement"] == "deferred"
+                            && awx.get("replay").is_none(),
+                        "settle failed: {answer}"
+                    );
+                    samples.push(took);
+                }
+                anyhow::Ok(samples)
+            })
+        })
+        .collect();
+    let mut samples = Vec::new();
+    for task in tasks {
+        samples.extend(task.await??);
+    }
+    Ok((samples, started.elapsed()))
+}
+
+/// `per_agent` payments of our own for each of `agents` agents (open policy, funded by the
+/// admin), each made by paying the demo route with `/x402/pay`, the agents at once; a body is
+/// the payment's `PAYMENT-SIGNATURE` with the offer it accepted, as a facilitator request.
 async fn own_payments(
     bench: &Bench,
     state_dir: &std::path::Path,
     demo_url: &str,
-    workers: usize,
-) -> anyhow::Result<Vec<Value>> {
+    agents: usize,
+    per_agent: usize,
+) -> anyhow::Result<Vec<Vec<Value>>> {
     let admin = std::fs::read_to_string(state_dir.join("dev-admin-key"))
         .context("reading the development admin key (is `awx dev` running?)")?;
     let admin = admin.trim();
@@ -367,36 +442,48 @@ async fn own_payments(
     )
     .await?;
     let agent_key = created["api_key"].as_str().context("no api_key")?.to_owned();
-    let mut bodies = Vec::new();
-    for index in 0..workers.max(1) {
+    let mut ids = Vec::new();
+    for index in 0..agents.max(1) {
         let agent = post(
             "/api/v1/agents".into(),
             admin.into(),
-            json!({"name": format!("verify-bench-{index}")}),
+            json!({"name": format!("facilitator-bench-{index}")}),
         )
         .await?;
         let id = agent["id"].as_str().context("no agent id")?.to_owned();
-        post(format!("/api/v1/agents/{id}/fund"), admin.into(), json!({"amount": "10.00"})).await?;
-        let paid = post(
-            "/api/v1/x402/pay".into(),
-            agent_key.clone(),
-            json!({"agent_id": id, "target_url": demo_url}),
-        )
-        .await?;
-        ensure!(paid["status"] == "completed", "pay: {paid}");
-        let signature = paid["payment_signature"].as_str().context("no payment_signature")?;
-        let awx_x402::AnyPaymentPayload::V2(payload) =
-            awx_x402::header::decode_payment_payload(signature)?
-        else {
-            bail!("the demo route was paid with a v1 payment");
-        };
-        bodies.push(json!({
-            "x402Version": 2,
-            "paymentPayload": payload,
-            "paymentRequirements": payload.accepted,
-        }));
+        post(format!("/api/v1/agents/{id}/fund"), admin.into(), json!({"amount": "100.00"}))
+            .await?;
+        ids.push(id);
     }
-    Ok(bodies)
+    let pay_all = ids.iter().map(|id| {
+        let (post, agent_key) = (&post, &agent_key);
+        async move {
+            let mut bodies = Vec::new();
+            for _ in 0..per_agent {
+                let paid = post(
+                    "/api/v1/x402/pay".into(),
+                    agent_key.clone(),
+                    json!({"agent_id": id, "target_url": demo_url}),
+                )
+                .await?;
+                ensure!(paid["status"] == "completed", "pay: {paid}");
+                let signature =
+                    paid["payment_signature"].as_str().context("no payment_signature")?;
+                let awx_x402::AnyPaymentPayload::V2(payload) =
+                    awx_x402::header::decode_payment_payload(signature)?
+                else {
+                    bail!("the demo route was paid with a v1 payment");
+                };
+                bodies.push(json!({
+                    "x402Version": 2,
+                    "paymentPayload": payload,
+                    "paymentRequirements": payload.accepted,
+                }));
+            }
+            anyhow::Ok(bodies)
+        }
+    });
+    futures::future::try_join_all(pay_all).await
 }
 
 /// Each worker pays with its own payer until the time is up; every answer must be a success.
