@@ -7,7 +7,10 @@
 //! pipeline must stay in one slot: the key layout ([`crate::Keys`]) sees to that.
 //!
 //! Both kinds connect lazily, on first use, so a service starts while Redis is down; a cluster
-//! connection whose first attempt failed is attempted again by the next command.
+//! connection whose first attempt failed is attempted again by the next command. A cluster
+//! connection that has lost every node (the whole cluster was down) can stay without any, each
+//! command failing with "no connections found" even once the nodes are back; such a connection
+//! is dropped and the next command makes a new one from the seeds.
 //!
 //! [`RedisMode`]: crate::config::RedisMode
 
@@ -17,8 +20,8 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, ConnectionInfo, Pipeline, RedisFuture, Value};
-use tokio::sync::OnceCell;
+use redis::{Cmd, ConnectionInfo, ErrorKind, Pipeline, RedisFuture, RedisResult, Value};
+use tokio::sync::Mutex;
 
 use crate::BusError;
 
@@ -87,7 +90,7 @@ impl Target {
                 Ok(RedisConn::Cluster(Arc::new(LazyCluster {
                     client,
                     connect_within: connect_timeout.saturating_add(response_timeout),
-                    connection: OnceCell::new(),
+                    connection: Mutex::new(None),
                 })))
             }
         }
@@ -104,40 +107,66 @@ pub(crate) enum RedisConn {
     Cluster(Arc<LazyCluster>),
 }
 
-/// A cluster connection made on first use (and attempted again after a failed first attempt).
+/// A cluster connection made on first use (and attempted again after a failed attempt), made
+/// anew after it lost every node.
 pub(crate) struct LazyCluster {
     client: redis::cluster::ClusterClient,
     connect_within: Duration,
-    connection: OnceCell<ClusterConnection>,
+    /// The connection and its generation (which one a failure is about).
+    connection: Mutex<Option<(u64, ClusterConnection)>>,
 }
 
 impl LazyCluster {
-    async fn connection(&self) -> redis::RedisResult<ClusterConnection> {
-        let connection = self
-            .connection
-            .get_or_try_init(|| async {
-                match tokio::time::timeout(self.connect_within, self.client.get_async_connection())
-                    .await
-                {
-                    Ok(result) => result,
-                    Err(_) => Err(redis::RedisError::from(std::io::Error::new(
+    async fn connection(&self) -> RedisResult<(u64, ClusterConnection)> {
+        let mut slot = self.connection.lock().await;
+        if let Some((generation, connection)) = slot.as_ref() {
+            return Ok((*generation, connection.clone()));
+        }
+        let connection =
+            match tokio::time::timeout(self.connect_within, self.client.get_async_connection())
+                .await
+            {
+                Ok(result) => result?,
+                Err(_) => {
+                    return Err(redis::RedisError::from(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
                         "connecting to the Redis Cluster timed out",
-                    ))),
+                    )));
                 }
-            })
-            .await?;
-        Ok(connection.clone())
+            };
+        let generation = GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *slot = Some((generation, connection.clone()));
+        Ok((generation, connection))
+    }
+
+    /// Drops connection `generation` if `result` says it has no node left.
+    async fn after<T>(&self, generation: u64, result: RedisResult<T>) -> RedisResult<T> {
+        if let Err(error) = &result
+            && error.kind() == ErrorKind::ClusterConnectionNotFound
+        {
+            let mut slot = self.connection.lock().await;
+            if slot.as_ref().is_some_and(|(current, _)| *current == generation) {
+                tracing::warn!(
+                    "the Redis Cluster connection lost every node; reconnecting from the seeds"
+                );
+                *slot = None;
+            }
+        }
+        result
     }
 }
+
+/// Numbers the cluster connections made, so a failure drops only the connection it happened on.
+static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Self::Single(connection) => connection.req_packed_command(cmd),
             Self::Cluster(cluster) => Box::pin(async move {
-                let mut connection = cluster.connection().await?;
-                connection.req_packed_command(cmd).await
+                let (generation, mut connection) = cluster.connection().await?;
+                let result = connection.req_packed_command(cmd).await;
+                cluster.after(generation, result).await
             }),
         }
     }
@@ -151,8 +180,9 @@ impl ConnectionLike for RedisConn {
         match self {
             Self::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
             Self::Cluster(cluster) => Box::pin(async move {
-                let mut connection = cluster.connection().await?;
-                connection.req_packed_commands(pipeline, offset, count).await
+                let (generation, mut connection) = cluster.connection().await?;
+                let result = connection.req_packed_commands(pipeline, offset, count).await;
+                cluster.after(generation, result).await
             }),
         }
     }

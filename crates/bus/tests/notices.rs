@@ -1,5 +1,6 @@
 //! Notices on real Redis: every listener (every replica) reads every notice written after it
-//! started, in order, and goes on after Redis restarts. Each test runs on a Redis server
+//! started, in order, and goes on after Redis restarts; and a connection used while Redis was
+//! down (a cluster connection that lost every node) works again once it is back. Each test runs on a Redis server
 //! (`single::…`) and on a three-node Redis Cluster (`cluster::…`).
 
 #![allow(
@@ -117,9 +118,17 @@ async fn a_listener_goes_on_after_redis_restarts(topology: Topology) {
     // (The listener reconnects with a backoff, and a cluster client rediscovers the slots of
     // the restarted nodes, so notices are written until one is read.)
     let deadline = tokio::time::Instant::now() + 3 * WAIT;
+    let mut written = 0;
+    let mut last_error = None;
     while !replica.real().contains(&3) {
-        assert!(tokio::time::Instant::now() < deadline, "nothing read after the restart");
-        let _ = replica.bus.notify(&Issued { n: 3 }).await;
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing read after the restart ({written} notices written, last error {last_error:?})"
+        );
+        match replica.bus.notify(&Issued { n: 3 }).await {
+            Ok(()) => written += 1,
+            Err(error) => last_error = Some(error.to_string()),
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let real = replica.real();
@@ -128,7 +137,33 @@ async fn a_listener_goes_on_after_redis_restarts(topology: Topology) {
     assert!(real[1..].iter().all(|n| *n == 3), "{real:?}");
 }
 
+async fn a_connection_used_while_redis_was_down_works_again_after(topology: Topology) {
+    awx_test_support::init_logging();
+    let mut redis =
+        tokio::task::spawn_blocking(move || PrivateRedis::start(topology)).await.unwrap();
+    let bus = Bus::connect(redis.probe().config("reconnect")).await.unwrap();
+    bus.ping().await.unwrap();
+    tokio::task::block_in_place(|| redis.stop());
+    // Used while every node is down (a cluster connection then loses every node it knew).
+    for _ in 0..40 {
+        assert!(bus.ping().await.is_err(), "Redis is down");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    tokio::task::block_in_place(|| redis.start_again());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut last_error = String::new();
+    loop {
+        match bus.ping().await {
+            Ok(()) => break,
+            Err(error) => last_error = error.to_string(),
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never answered again: {last_error}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 on_both_topologies!(
     every_listener_reads_every_notice_written_after_it_started_in_order,
     a_listener_goes_on_after_redis_restarts,
+    a_connection_used_while_redis_was_down_works_again_after,
 );
