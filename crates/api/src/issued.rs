@@ -160,7 +160,11 @@ pub struct IssuedMemory {
 impl IssuedMemory {
     /// Applies one notice; `false` when an authorization was not remembered because the memory
     /// is full.
-    pub fn apply(&self, notice: IssuedNotice, now_unix: u64) -> bool {
+    pub fn apply(&self, notice: IssuedNotice) -> bool {
+        self.apply_at(notice, now_unix())
+    }
+
+    fn apply_at(&self, notice: IssuedNotice, now_unix: u64) -> bool {
         match notice {
             IssuedNotice::Issued(issued) => {
                 let auth = &issued.authorization;
@@ -181,14 +185,18 @@ impl IssuedMemory {
                 }
             }
             IssuedNotice::Captured { payer, nonce, valid_before_unix } => {
-                self.captured(payer, nonce, valid_before_unix, now_unix);
+                self.captured_at(payer, nonce, valid_before_unix, now_unix);
             }
         }
         true
     }
 
     /// Remembers that the payment of (`payer`, `nonce`) was captured.
-    pub fn captured(&self, payer: Address, nonce: B256, valid_before_unix: u64, now_unix: u64) {
+    pub fn captured(&self, payer: Address, nonce: B256, valid_before_unix: u64) {
+        self.captured_at(payer, nonce, valid_before_unix, now_unix());
+    }
+
+    fn captured_at(&self, payer: Address, nonce: B256, valid_before_unix: u64, now_unix: u64) {
         let mut inner = self.lock();
         inner.prune(now_unix);
         if let Some(entry) = inner.entries.get_mut(&(payer, nonce)) {
@@ -206,14 +214,13 @@ impl IssuedMemory {
         payload: &PaymentPayload,
         requirements: &PaymentRequirements,
         eip3009: &Eip3009Payload,
-        now_unix: u64,
     ) -> Option<VerifyResponse> {
         let key = (eip3009.authorization.from, eip3009.authorization.nonce);
         let inner = self.lock();
         let entry = inner.entries.get(&key)?;
         let issued = entry.issued.as_ref()?;
         let state = if entry.captured { IssuedState::Used } else { IssuedState::Held };
-        Some(verify_issued(payload, requirements, eip3009, issued, state, now_unix))
+        Some(verify_issued(payload, requirements, eip3009, issued, state, now_unix()))
     }
 
     /// How many entries are kept.
@@ -229,6 +236,13 @@ impl IssuedMemory {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Seconds since the Unix epoch, on this host's clock.
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
 }
 
 impl Inner {
@@ -268,12 +282,12 @@ mod tests {
     fn expired_entries_are_dropped_and_a_capture_heard_first_is_kept() {
         let memory = IssuedMemory::default();
         let old = issued(100);
-        memory.apply(IssuedNotice::Issued(old.clone()), 50);
+        memory.apply_at(IssuedNotice::Issued(old.clone()), 50);
         // A capture heard of before its authorization: the authorization then arrives captured.
         let fresh = issued(10_000);
         let (payer, nonce) = (fresh.authorization.from, fresh.authorization.nonce);
-        memory.captured(payer, nonce, 10_000, 50);
-        memory.apply(IssuedNotice::Issued(fresh), 50);
+        memory.captured_at(payer, nonce, 10_000, 50);
+        memory.apply_at(IssuedNotice::Issued(fresh), 50);
         assert_eq!(memory.len(), 2);
         {
             let inner = memory.lock();
@@ -281,7 +295,7 @@ mod tests {
         }
         // Past the first one's validBefore, a prune round drops it and keeps the other.
         for _ in 0..PRUNE_EVERY {
-            memory.captured(payer, nonce, 10_000, 200);
+            memory.captured_at(payer, nonce, 10_000, 200);
         }
         assert_eq!(memory.len(), 1);
         assert!(memory.lock().entries.contains_key(&(payer, nonce)));

@@ -135,10 +135,7 @@ impl App {
         let issued = awx_bus::NoticeListener::new(
             &self.state.bus,
             move |notice: awx_api::issued::IssuedNotice| {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |elapsed| elapsed.as_secs());
-                if !state.issued.apply(notice, now) {
+                if !state.issued.apply(notice) {
                     metrics::counter!("gateway_issued_memory_full_total").increment(1);
                 }
             },

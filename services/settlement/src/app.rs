@@ -83,7 +83,7 @@ impl SettlementService {
         let issued = awx_bus::NoticeListener::new(
             &self.facilitator.bus,
             move |notice: awx_api::issued::IssuedNotice| {
-                if !facilitator.issued.apply(notice, crate::facilitator::now_unix_seconds()) {
+                if !facilitator.issued.apply(notice) {
                     metrics::counter!("settlement_issued_memory_full_total").increment(1);
                 }
             },

@@ -20,7 +20,7 @@ use awx_bus::BusError;
 use awx_types::{AccountId, Amount};
 use awx_x402::{ExactEvmPayload, NormalizedRequest, SettleResponse, VerifyResponse};
 
-use crate::facilitator::{Facilitator, FacilitatorError, now_unix_seconds};
+use crate::facilitator::{Facilitator, FacilitatorError};
 use crate::settle::lower;
 
 /// The latest Unix time a queued item is settled on chain: netting may start when the
@@ -63,12 +63,8 @@ impl Facilitator {
         else {
             return None;
         };
-        let response = self.issued.verify(
-            &normalized.payload,
-            &normalized.requirements,
-            &eip3009,
-            now_unix_seconds(),
-        )?;
+        let response =
+            self.issued.verify(&normalized.payload, &normalized.requirements, &eip3009)?;
         metrics::counter!("settlement_own_verify_total", "answered_by" => "memory").increment(1);
         Some(response)
     }
@@ -77,7 +73,7 @@ impl Facilitator {
     /// authorization valid again (a notice, sent without waiting).
     pub(crate) fn announce_capture(&self, captured: &Captured) {
         let valid_before_unix = u64::try_from(captured.valid_before_unix).unwrap_or(0);
-        self.issued.captured(captured.payer, captured.nonce, valid_before_unix, now_unix_seconds());
+        self.issued.captured(captured.payer, captured.nonce, valid_before_unix);
         let notice = IssuedNotice::Captured {
             payer: captured.payer,
             nonce: captured.nonce,

@@ -156,11 +156,7 @@ fn issued_verify(
     else {
         return None;
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs());
-    let answer =
-        state.issued.verify(&normalized.payload, &normalized.requirements, &eip3009, now)?;
+    let answer = state.issued.verify(&normalized.payload, &normalized.requirements, &eip3009)?;
     metrics::counter!("gateway_own_verify_from_memory_total").increment(1);
     Some(answer)
 }
