@@ -90,7 +90,8 @@ impl Target {
                 Ok(RedisConn::Cluster(Arc::new(LazyCluster {
                     client,
                     connect_within: connect_timeout.saturating_add(response_timeout),
-                    connection: Mutex::new(None),
+                    connection: std::sync::Mutex::new(None),
+                    connecting: Mutex::new(()),
                 })))
             }
         }
@@ -112,15 +113,25 @@ pub(crate) enum RedisConn {
 pub(crate) struct LazyCluster {
     client: redis::cluster::ClusterClient,
     connect_within: Duration,
-    /// The connection and its generation (which one a failure is about).
-    connection: Mutex<Option<(u64, ClusterConnection)>>,
+    /// The connection and its generation (which one a failure is about). Every command reads it
+    /// (a short lock, never held across an await).
+    connection: std::sync::Mutex<Option<(u64, ClusterConnection)>>,
+    /// Held while a connection is being made, so only one is.
+    connecting: Mutex<()>,
 }
 
 impl LazyCluster {
+    fn current(&self) -> Option<(u64, ClusterConnection)> {
+        self.connection.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
     async fn connection(&self) -> RedisResult<(u64, ClusterConnection)> {
-        let mut slot = self.connection.lock().await;
-        if let Some((generation, connection)) = slot.as_ref() {
-            return Ok((*generation, connection.clone()));
+        if let Some(current) = self.current() {
+            return Ok(current);
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(current) = self.current() {
+            return Ok(current);
         }
         let connection =
             match tokio::time::timeout(self.connect_within, self.client.get_async_connection())
@@ -135,16 +146,18 @@ impl LazyCluster {
                 }
             };
         let generation = GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        *slot = Some((generation, connection.clone()));
+        *self.connection.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((generation, connection.clone()));
         Ok((generation, connection))
     }
 
     /// Drops connection `generation` if `result` says it has no node left.
-    async fn after<T>(&self, generation: u64, result: RedisResult<T>) -> RedisResult<T> {
+    fn after<T>(&self, generation: u64, result: RedisResult<T>) -> RedisResult<T> {
         if let Err(error) = &result
             && error.kind() == ErrorKind::ClusterConnectionNotFound
         {
-            let mut slot = self.connection.lock().await;
+            let mut slot =
+                self.connection.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if slot.as_ref().is_some_and(|(current, _)| *current == generation) {
                 tracing::warn!(
                     "the Redis Cluster connection lost every node; reconnecting from the seeds"
@@ -166,7 +179,7 @@ impl ConnectionLike for RedisConn {
             Self::Cluster(cluster) => Box::pin(async move {
                 let (generation, mut connection) = cluster.connection().await?;
                 let result = connection.req_packed_command(cmd).await;
-                cluster.after(generation, result).await
+                cluster.after(generation, result)
             }),
         }
     }
@@ -182,7 +195,7 @@ impl ConnectionLike for RedisConn {
             Self::Cluster(cluster) => Box::pin(async move {
                 let (generation, mut connection) = cluster.connection().await?;
                 let result = connection.req_packed_commands(pipeline, offset, count).await;
-                cluster.after(generation, result).await
+                cluster.after(generation, result)
             }),
         }
     }
