@@ -208,6 +208,17 @@ impl IssuedMemory {
         }
     }
 
+    /// The verify answer for a facilitator request from memory, or `None` when it carries no
+    /// EIP-3009 authorization this memory has.
+    pub fn verify_request(&self, request: &awx_x402::NormalizedRequest) -> Option<VerifyResponse> {
+        let Ok(awx_x402::ExactEvmPayload::Eip3009(eip3009)) =
+            awx_x402::ExactEvmPayload::from_json(&request.payload.payload)
+        else {
+            return None;
+        };
+        self.verify(&request.payload, &request.requirements, &eip3009)
+    }
+
     /// The verify answer from memory, or `None` when this authorization is not remembered.
     pub fn verify(
         &self,

@@ -58,13 +58,7 @@ impl Facilitator {
     /// The verify answer from this replica's memory of issued authorizations, if it has this one
     /// ([`awx_api::issued`]).
     pub(crate) fn verify_issued(&self, normalized: &NormalizedRequest) -> Option<VerifyResponse> {
-        let Ok(ExactEvmPayload::Eip3009(eip3009)) =
-            ExactEvmPayload::from_json(&normalized.payload.payload)
-        else {
-            return None;
-        };
-        let response =
-            self.issued.verify(&normalized.payload, &normalized.requirements, &eip3009)?;
+        let response = self.issued.verify_request(normalized)?;
         metrics::counter!("settlement_own_verify_total", "answered_by" => "memory").increment(1);
         Some(response)
     }

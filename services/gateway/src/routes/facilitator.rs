@@ -151,12 +151,7 @@ fn issued_verify(
     state: &AppState,
     normalized: &NormalizedRequest,
 ) -> Option<awx_x402::VerifyResponse> {
-    let Ok(ExactEvmPayload::Eip3009(eip3009)) =
-        ExactEvmPayload::from_json(&normalized.payload.payload)
-    else {
-        return None;
-    };
-    let answer = state.issued.verify(&normalized.payload, &normalized.requirements, &eip3009)?;
+    let answer = state.issued.verify_request(normalized)?;
     metrics::counter!("gateway_own_verify_from_memory_total").increment(1);
     Some(answer)
 }
